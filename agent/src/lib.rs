@@ -1,0 +1,1 @@
+//! felhom-agent library (placeholder while the workspace is laid out).

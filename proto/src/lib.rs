@@ -1,0 +1,32 @@
+//! gRPC contracts of the felhom host agent.
+//!
+//! Three versioned services, each in its own package:
+//! - `felhom.helper.v1.Helper`: the root helper's closed set of privileged operations.
+//! - `felhom.agent.v1.Agent`: the operator surface of the agent.
+//! - `felhom.agent.v1.LocalApi`: what the local-API gateway calls on behalf of a guest.
+//!
+//! The `.proto` files are compiled at build time with `protox` (pure Rust; no system `protoc`).
+//! [`FILE_DESCRIPTOR_SET`] is the encoded descriptor set of all of them, for gRPC server
+//! reflection. A service lists only RPCs that have an implementation behind them.
+
+/// Encoded `FileDescriptorSet` of every felhom proto, for `tonic-reflection`.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/felhom_descriptor.bin"));
+
+/// `felhom.helper.v1`: the root helper.
+pub mod helper {
+    /// Version 1 of the helper contract.
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs, rust_2018_idioms)]
+        tonic::include_proto!("felhom.helper.v1");
+    }
+}
+
+/// `felhom.agent.v1`: the agent's operator surface and the guests' local API.
+pub mod agent {
+    /// Version 1 of the agent contracts.
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs, rust_2018_idioms)]
+        tonic::include_proto!("felhom.agent.v1");
+    }
+}
