@@ -497,11 +497,9 @@ mod tests {
             format!("felhom-agent@pve!agent={SECRET}"),
         )
         .unwrap();
-        let text = format!(
-            "[proxmox]\nendpoint = \"https://127.0.0.1:8006\"\nnode = \"pve1\"\ninsecure_skip_verify = true\n"
-        );
+        let text = "[proxmox]\nendpoint = \"https://127.0.0.1:8006\"\nnode = \"pve1\"\ninsecure_skip_verify = true\n";
         let dir = f.dir.path().display().to_string();
-        let cfg = load(&text, &[("CREDENTIALS_DIRECTORY", &dir)]).unwrap();
+        let cfg = load(text, &[("CREDENTIALS_DIRECTORY", &dir)]).unwrap();
         assert_eq!(
             cfg.proxmox.unwrap().client.token.authid(),
             "felhom-agent@pve!agent"
