@@ -107,6 +107,7 @@ struct RawAgent {
     state_dir: Option<PathBuf>,
     socket: Option<PathBuf>,
     helper_socket: Option<PathBuf>,
+    socket_group: Option<String>,
 }
 
 /// Kind of value an overridable key holds, for parsing environment strings.
@@ -131,6 +132,7 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("agent", "state_dir", Kind::Str),
     ("agent", "socket", Kind::Str),
     ("agent", "helper_socket", Kind::Str),
+    ("agent", "socket_group", Kind::Str),
 ];
 
 /// Validated Proxmox VE connection settings (the token already read).
@@ -147,6 +149,8 @@ pub struct AgentPaths {
     pub state_dir: PathBuf,
     pub socket: PathBuf,
     pub helper_socket: PathBuf,
+    /// Group given access to the agent socket; `None` leaves the socket's group as created.
+    pub socket_group: Option<String>,
 }
 
 /// The whole validated configuration.
@@ -401,6 +405,12 @@ fn validate_agent(raw: RawAgent) -> Result<AgentPaths, ConfigError> {
             raw.helper_socket,
             paths::HELPER_SOCKET,
         )?,
+        // An empty name means "leave the group alone" (development setups without the group).
+        socket_group: match raw.socket_group {
+            None => Some(paths::OPS_GROUP.to_owned()),
+            Some(g) if g.is_empty() => None,
+            Some(g) => Some(g),
+        },
     })
 }
 

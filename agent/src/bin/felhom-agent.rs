@@ -22,6 +22,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the agent daemon (as the felhom-agent user; never as root).
+    Run,
     /// Check the Proxmox VE connection, token and privileges (read-only unless --task).
     Selftest {
         /// Also run snapshot -> rollback -> delete snapshot on the guest given by --vmid. The
@@ -87,6 +89,7 @@ async fn run(cli: Cli) -> Exit {
         }
     };
     match cli.command {
+        Command::Run => run_daemon(config).await,
         Command::Selftest { task, vmid } => selftest_cmd(&config, task, vmid).await,
     }
 }
@@ -154,6 +157,40 @@ async fn selftest_cmd(config: &Config, task: bool, vmid: Option<u32>) -> Exit {
         }
         Err(_) => {
             println!("task round trip FAILED");
+            Exit::Failed
+        }
+    }
+}
+
+async fn run_daemon(config: Config) -> Exit {
+    use tokio::signal::unix::{SignalKind, signal};
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("felhom-agent: cannot install signal handlers: {e}");
+            return Exit::Failed;
+        }
+    };
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        trigger.cancel();
+    });
+    match felhom_agent::daemon::run(config, shutdown).await {
+        Ok(()) => Exit::Ok,
+        Err(e @ felhom_agent::daemon::DaemonError::RunningAsRoot) => {
+            eprintln!("felhom-agent: {e}");
+            Exit::Config
+        }
+        Err(e) => {
+            eprintln!("felhom-agent: {}", chain(&e));
             Exit::Failed
         }
     }
