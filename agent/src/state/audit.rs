@@ -73,6 +73,14 @@ pub struct AuditEntry {
     pub hash: String,
 }
 
+impl AuditEntry {
+    /// The hash this row must carry given its contents and `prev_hash`: hex SHA-256 over the
+    /// canonical encoding described in the module docs. Lets an outside verifier re-check rows.
+    pub fn expected_hash(&self) -> String {
+        row_hash(self)
+    }
+}
+
 /// Result of a successful [`Audit::verify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainSummary {
