@@ -278,25 +278,29 @@ impl GuestQueue {
         }
         let task: BoxedTask = Box::new(move |ctx| Box::pin(task(ctx)));
         let (sender, status) = watch::channel(JobStatus::Queued);
+        // `None`: the queue closed while the job was being recorded.
         let spawn_worker = {
             let mut state = self.lock();
             if state.closed {
-                drop(state);
-                self.release(vmid, 1);
-                let id = id.clone();
-                self.inner
-                    .db
-                    .run(move |db| db.jobs().mark_failed(&id, SHUTDOWN_BEFORE_START))
-                    .await?;
-                return Err(QueueError::ShuttingDown);
+                None
+            } else {
+                state.watchers.insert(id.clone(), sender);
+                let lane = state.lanes.entry(vmid).or_default();
+                lane.pending.push_back(PendingJob {
+                    id: id.clone(),
+                    task,
+                });
+                Some(!std::mem::replace(&mut lane.worker_active, true))
             }
-            state.watchers.insert(id.clone(), sender);
-            let lane = state.lanes.entry(vmid).or_default();
-            lane.pending.push_back(PendingJob {
-                id: id.clone(),
-                task,
-            });
-            !std::mem::replace(&mut lane.worker_active, true)
+        };
+        let Some(spawn_worker) = spawn_worker else {
+            self.release(vmid, 1);
+            let id = id.clone();
+            self.inner
+                .db
+                .run(move |db| db.jobs().mark_failed(&id, SHUTDOWN_BEFORE_START))
+                .await?;
+            return Err(QueueError::ShuttingDown);
         };
         if spawn_worker {
             self.inner.workers.spawn(run_lane(self.clone(), vmid));

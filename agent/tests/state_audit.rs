@@ -12,14 +12,15 @@ fn append_rows(db: &StateDb, n: u32) {
                 target: "guest:9001",
                 detail: &detail,
             })
-            .unwrap();
+            .expect("audit append succeeds");
     }
 }
 
 /// A connection that bypasses the agent, with the append-only triggers dropped.
 fn raw_without_triggers(dir: &std::path::Path) -> rusqlite::Connection {
-    let raw = rusqlite::Connection::open(dir.join(DB_FILE_NAME)).unwrap();
-    raw.execute_batch("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;").unwrap();
+    let raw = rusqlite::Connection::open(dir.join(DB_FILE_NAME)).expect("raw connection opens");
+    raw.execute_batch("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;")
+        .expect("the agent created both triggers");
     raw
 }
 
@@ -32,7 +33,15 @@ fn appended_rows_verify() {
     assert_eq!(summary.rows, 5);
     assert_eq!(summary.head_hash, db.audit().tail(1).unwrap()[0].hash);
     drop(db);
-    assert_eq!(StateDb::open(dir.path()).unwrap().audit().verify().unwrap().rows, 5);
+    assert_eq!(
+        StateDb::open(dir.path())
+            .unwrap()
+            .audit()
+            .verify()
+            .unwrap()
+            .rows,
+        5
+    );
 }
 
 #[test]
@@ -41,11 +50,17 @@ fn editing_one_row_is_detected_and_named() {
     let db = StateDb::open(dir.path()).unwrap();
     append_rows(&db, 5);
     raw_without_triggers(dir.path())
-        .execute("UPDATE audit_log SET actor = 'someone-else' WHERE seq = 3", [])
+        .execute(
+            "UPDATE audit_log SET actor = 'someone-else' WHERE seq = 3",
+            [],
+        )
         .unwrap();
     let err = db.audit().verify().unwrap_err();
     assert!(matches!(err, AuditError::Altered { seq: 3 }), "{err:?}");
-    assert_eq!(err.to_string(), "Audit log row 3 was altered: its hash does not match its contents");
+    assert_eq!(
+        err.to_string(),
+        "Audit log row 3 was altered: its hash does not match its contents"
+    );
 }
 
 #[test]
@@ -78,10 +93,24 @@ fn deleting_a_middle_row_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let db = StateDb::open(dir.path()).unwrap();
     append_rows(&db, 5);
-    raw_without_triggers(dir.path()).execute("DELETE FROM audit_log WHERE seq = 3", []).unwrap();
+    raw_without_triggers(dir.path())
+        .execute("DELETE FROM audit_log WHERE seq = 3", [])
+        .unwrap();
     let err = db.audit().verify().unwrap_err();
-    assert!(matches!(err, AuditError::Missing { expected: 3, found: 4 }), "{err:?}");
-    assert_eq!(err.to_string(), "Audit log row 3 is missing: the next row is 4");
+    assert!(
+        matches!(
+            err,
+            AuditError::Missing {
+                expected: 3,
+                found: 4
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "Audit log row 3 is missing: the next row is 4"
+    );
 }
 
 #[test]
@@ -107,6 +136,9 @@ fn the_agent_cannot_update_or_delete_rows() {
     append_rows(&db, 1);
     let raw = rusqlite::Connection::open(dir.path().join(DB_FILE_NAME)).unwrap();
     let err = raw.execute("DELETE FROM audit_log", []).unwrap_err();
-    assert!(err.to_string().contains("audit_log is append-only"), "{err}");
+    assert!(
+        err.to_string().contains("audit_log is append-only"),
+        "{err}"
+    );
     assert_eq!(db.audit().verify().unwrap().rows, 1);
 }

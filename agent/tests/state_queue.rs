@@ -18,8 +18,10 @@ use tokio::sync::{Barrier, oneshot};
 const PATIENCE: Duration = Duration::from_secs(60);
 
 async fn queue(dir: &std::path::Path, limits: QueueLimits) -> (GuestQueue, StateDb) {
-    let db = StateDb::open(dir).unwrap();
-    let (queue, abandoned) = GuestQueue::start(db.clone(), limits).await.unwrap();
+    let db = StateDb::open(dir).expect("state database opens in a temp dir");
+    let (queue, abandoned) = GuestQueue::start(db.clone(), limits)
+        .await
+        .expect("queue starts over a fresh database");
     assert!(abandoned.is_empty());
     (queue, db)
 }
@@ -33,20 +35,30 @@ struct Concurrency {
 
 impl Concurrency {
     fn enter(&self, vmid: u32) {
-        let mut current = self.current.lock().unwrap();
+        let mut current = self.current.lock().expect("counter lock is never poisoned");
         let now = current.entry(vmid).or_default();
         *now += 1;
-        let mut max = self.max.lock().unwrap();
+        let mut max = self.max.lock().expect("counter lock is never poisoned");
         let seen = max.entry(vmid).or_default();
         *seen = (*seen).max(*now);
     }
 
     fn leave(&self, vmid: u32) {
-        *self.current.lock().unwrap().get_mut(&vmid).unwrap() -= 1;
+        *self
+            .current
+            .lock()
+            .expect("counter lock is never poisoned")
+            .get_mut(&vmid)
+            .expect("leave follows enter") -= 1;
     }
 
     fn max(&self, vmid: u32) -> usize {
-        self.max.lock().unwrap().get(&vmid).copied().unwrap_or(0)
+        self.max
+            .lock()
+            .expect("counter lock is never poisoned")
+            .get(&vmid)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -76,10 +88,17 @@ async fn jobs_on_one_guest_never_overlap_and_run_in_order() {
         handles.push(handle);
     }
     for handle in handles {
-        let outcome = tokio::time::timeout(PATIENCE, handle.wait()).await.unwrap().unwrap();
+        let outcome = tokio::time::timeout(PATIENCE, handle.wait())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(outcome, JobOutcome::Done(None));
     }
-    assert_eq!(concurrency.max(9001), 1, "two jobs of one guest ran at once");
+    assert_eq!(
+        concurrency.max(9001),
+        1,
+        "two jobs of one guest ran at once"
+    );
     assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3, 4, 5]);
 }
 
@@ -105,7 +124,10 @@ async fn jobs_on_two_guests_run_in_parallel() {
         handles.push(handle);
     }
     for (vmid, handle) in [9001, 9002].into_iter().zip(handles) {
-        let outcome = tokio::time::timeout(PATIENCE * 2, handle.wait()).await.unwrap().unwrap();
+        let outcome = tokio::time::timeout(PATIENCE * 2, handle.wait())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(outcome, JobOutcome::Done(Some(json!({"vmid": vmid}))));
     }
 }
@@ -113,7 +135,14 @@ async fn jobs_on_two_guests_run_in_parallel() {
 #[tokio::test]
 async fn submitting_beyond_the_per_guest_limit_fails_with_queue_full() {
     let dir = tempfile::tempdir().unwrap();
-    let (queue, db) = queue(dir.path(), QueueLimits { per_guest: 2, total: 10 }).await;
+    let (queue, db) = queue(
+        dir.path(),
+        QueueLimits {
+            per_guest: 2,
+            total: 10,
+        },
+    )
+    .await;
     let (release, gate) = oneshot::channel::<()>();
     let blocker = queue
         .submit(9001, "backup", move |_ctx| async move {
@@ -122,28 +151,69 @@ async fn submitting_beyond_the_per_guest_limit_fails_with_queue_full() {
         })
         .await
         .unwrap();
-    let queued = queue.submit(9001, "start", |_ctx| async { Ok(None) }).await.unwrap();
+    let queued = queue
+        .submit(9001, "start", |_ctx| async { Ok(None) })
+        .await
+        .unwrap();
 
-    let err = queue.submit(9001, "stop", |_ctx| async { Ok(None) }).await.unwrap_err();
-    assert!(matches!(err, QueueError::GuestFull { vmid: 9001, limit: 2 }), "{err:?}");
-    assert_eq!(err.to_string(), "Queue full: guest 9001 already has 2 jobs queued or running");
-    assert_eq!(db.jobs().list_for_vmid(9001, 10).unwrap().len(), 2, "the refused job is not recorded");
+    let err = queue
+        .submit(9001, "stop", |_ctx| async { Ok(None) })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QueueError::GuestFull {
+                vmid: 9001,
+                limit: 2
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "Queue full: guest 9001 already has 2 jobs queued or running"
+    );
+    assert_eq!(
+        db.jobs().list_for_vmid(9001, 10).unwrap().len(),
+        2,
+        "the refused job is not recorded"
+    );
 
     // Another guest is not affected.
-    let other = queue.submit(9002, "start", |_ctx| async { Ok(None) }).await.unwrap();
+    let other = queue
+        .submit(9002, "start", |_ctx| async { Ok(None) })
+        .await
+        .unwrap();
     release.send(()).unwrap();
     for handle in [blocker, queued, other] {
-        tokio::time::timeout(PATIENCE, handle.wait()).await.unwrap().unwrap();
+        tokio::time::timeout(PATIENCE, handle.wait())
+            .await
+            .unwrap()
+            .unwrap();
     }
     // Once the guest's jobs finished, it accepts work again.
-    let again = queue.submit(9001, "stop", |_ctx| async { Ok(None) }).await.unwrap();
-    tokio::time::timeout(PATIENCE, again.wait()).await.unwrap().unwrap();
+    let again = queue
+        .submit(9001, "stop", |_ctx| async { Ok(None) })
+        .await
+        .unwrap();
+    tokio::time::timeout(PATIENCE, again.wait())
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
 async fn submitting_beyond_the_total_limit_fails_with_queue_full() {
     let dir = tempfile::tempdir().unwrap();
-    let (queue, _db) = queue(dir.path(), QueueLimits { per_guest: 5, total: 2 }).await;
+    let (queue, _db) = queue(
+        dir.path(),
+        QueueLimits {
+            per_guest: 5,
+            total: 2,
+        },
+    )
+    .await;
     let (release, gate) = oneshot::channel::<()>();
     let first = queue
         .submit(9001, "backup", move |_ctx| async move {
@@ -152,12 +222,24 @@ async fn submitting_beyond_the_total_limit_fails_with_queue_full() {
         })
         .await
         .unwrap();
-    let second = queue.submit(9002, "start", |_ctx| async { Ok(None) }).await.unwrap();
-    let err = queue.submit(9003, "start", |_ctx| async { Ok(None) }).await.unwrap_err();
-    assert_eq!(err.to_string(), "Queue full: 2 jobs are queued or running across all guests");
+    let second = queue
+        .submit(9002, "start", |_ctx| async { Ok(None) })
+        .await
+        .unwrap();
+    let err = queue
+        .submit(9003, "start", |_ctx| async { Ok(None) })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Queue full: 2 jobs are queued or running across all guests"
+    );
     release.send(()).unwrap();
     for handle in [first, second] {
-        tokio::time::timeout(PATIENCE, handle.wait()).await.unwrap().unwrap();
+        tokio::time::timeout(PATIENCE, handle.wait())
+            .await
+            .unwrap()
+            .unwrap();
     }
 }
 
@@ -172,11 +254,20 @@ async fn failed_job_is_recorded_with_its_error_text() {
         .await
         .unwrap();
     let id = handle.id().clone();
-    let outcome = tokio::time::timeout(PATIENCE, handle.wait()).await.unwrap().unwrap();
-    assert_eq!(outcome, JobOutcome::Failed("command 'lvextend' failed: exit code 5".into()));
+    let outcome = tokio::time::timeout(PATIENCE, handle.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        outcome,
+        JobOutcome::Failed("command 'lvextend' failed: exit code 5".into())
+    );
     let record = db.jobs().get(&id).unwrap().unwrap();
     assert_eq!(record.phase, JobPhase::Failed);
-    assert_eq!(record.error.as_deref(), Some("command 'lvextend' failed: exit code 5"));
+    assert_eq!(
+        record.error.as_deref(),
+        Some("command 'lvextend' failed: exit code 5")
+    );
     assert_eq!(record.kind, "resize");
     assert!(record.started_at.is_some() && record.finished_at.is_some());
 }
@@ -186,16 +277,27 @@ async fn panicking_job_is_recorded_as_failed_and_the_guest_keeps_working() {
     let dir = tempfile::tempdir().unwrap();
     let (queue, _db) = queue(dir.path(), QueueLimits::default()).await;
     let panics = queue
-        .submit(9001, "start", |_ctx| async { panic!("bug in a task (expected by this test)") })
+        .submit(9001, "start", |_ctx| async {
+            panic!("bug in a task (expected by this test)")
+        })
         .await
         .unwrap();
-    let next = queue.submit(9001, "start", |_ctx| async { Ok(Some(json!("ok"))) }).await.unwrap();
+    let next = queue
+        .submit(9001, "start", |_ctx| async { Ok(Some(json!("ok"))) })
+        .await
+        .unwrap();
     assert_eq!(
-        tokio::time::timeout(PATIENCE, panics.wait()).await.unwrap().unwrap(),
+        tokio::time::timeout(PATIENCE, panics.wait())
+            .await
+            .unwrap()
+            .unwrap(),
         JobOutcome::Failed("Job panicked".into())
     );
     assert_eq!(
-        tokio::time::timeout(PATIENCE, next.wait()).await.unwrap().unwrap(),
+        tokio::time::timeout(PATIENCE, next.wait())
+            .await
+            .unwrap()
+            .unwrap(),
         JobOutcome::Done(Some(json!("ok")))
     );
 }
@@ -215,12 +317,21 @@ async fn job_phase_can_be_polled_by_id_while_it_runs_and_after() {
         .await
         .unwrap();
     let id = handle.id().clone();
-    tokio::time::timeout(PATIENCE, started).await.unwrap().unwrap();
+    tokio::time::timeout(PATIENCE, started)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(queue.record(&id).await.unwrap().phase, JobPhase::Running);
     assert_eq!(handle.status(), JobStatus::Running);
     release.send(()).unwrap();
-    let by_id = tokio::time::timeout(PATIENCE, queue.wait(&id)).await.unwrap().unwrap();
-    assert_eq!(by_id, JobOutcome::Done(Some(json!({"snapshot": "pre-upgrade"}))));
+    let by_id = tokio::time::timeout(PATIENCE, queue.wait(&id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        by_id,
+        JobOutcome::Done(Some(json!({"snapshot": "pre-upgrade"})))
+    );
     // After it finished, waiting by id answers from the history.
     assert_eq!(queue.wait(&id).await.unwrap(), by_id);
     let record = queue.record(&id).await.unwrap();
@@ -273,29 +384,50 @@ async fn shutdown_fails_queued_jobs_and_lets_the_running_one_finish() {
                 .unwrap(),
         );
     }
-    tokio::time::timeout(PATIENCE, started).await.unwrap().unwrap();
+    tokio::time::timeout(PATIENCE, started)
+        .await
+        .unwrap()
+        .unwrap();
 
-    let report = tokio::time::timeout(PATIENCE, queue.shutdown()).await.unwrap();
+    let report = tokio::time::timeout(PATIENCE, queue.shutdown())
+        .await
+        .unwrap();
 
     let mut expected_dropped: Vec<JobId> = queued.iter().map(|h| h.id().clone()).collect();
     expected_dropped.sort();
     assert_eq!(report.never_started, expected_dropped);
     assert_eq!(report.were_running, [running.id().clone()]);
     assert_eq!(saw_shutdown.load(Ordering::SeqCst), 1);
-    assert_eq!(ran_anyway.load(Ordering::SeqCst), 0, "a queued job ran after shutdown");
+    assert_eq!(
+        ran_anyway.load(Ordering::SeqCst),
+        0,
+        "a queued job ran after shutdown"
+    );
     assert_eq!(
         running.wait().await.unwrap(),
         JobOutcome::Done(Some(json!("stopped at a safe point")))
     );
     for handle in queued {
         let id = handle.id().clone();
-        assert_eq!(handle.wait().await.unwrap(), JobOutcome::Failed(SHUTDOWN_BEFORE_START.into()));
+        assert_eq!(
+            handle.wait().await.unwrap(),
+            JobOutcome::Failed(SHUTDOWN_BEFORE_START.into())
+        );
         let record = db.jobs().get(&id).unwrap().unwrap();
-        assert_eq!((record.phase, record.error.as_deref()), (JobPhase::Failed, Some(SHUTDOWN_BEFORE_START)));
+        assert_eq!(
+            (record.phase, record.error.as_deref()),
+            (JobPhase::Failed, Some(SHUTDOWN_BEFORE_START))
+        );
         assert_eq!(record.started_at, None);
     }
-    let err = queue.submit(9001, "start", |_ctx| async { Ok(None) }).await.unwrap_err();
-    assert_eq!(err.to_string(), "The work queue is shutting down and accepts no new jobs");
+    let err = queue
+        .submit(9001, "start", |_ctx| async { Ok(None) })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "The work queue is shutting down and accepts no new jobs"
+    );
 }
 
 #[tokio::test]
@@ -310,7 +442,7 @@ async fn jobs_left_unfinished_by_a_dead_process_are_failed_at_start() {
     }
     let db = StateDb::open(dir.path()).unwrap();
     let (queue, abandoned) = GuestQueue::start(db, QueueLimits::default()).await.unwrap();
-    assert_eq!(abandoned, [stale.clone()]);
+    assert_eq!(abandoned, std::slice::from_ref(&stale));
     assert_eq!(
         queue.wait(&stale).await.unwrap(),
         JobOutcome::Failed(RESTARTED_BEFORE_FINISH.into())

@@ -13,7 +13,10 @@ fn reopening_keeps_data_and_schema_version() {
     for _ in 0..2 {
         let db = StateDb::open(dir.path()).unwrap();
         assert_eq!(db.schema_version().unwrap(), schema::LATEST);
-        assert!(db.tokens().info(9001).unwrap().is_some(), "data survives reopening");
+        assert!(
+            db.tokens().info(9001).unwrap().is_some(),
+            "data survives reopening"
+        );
     }
 }
 
@@ -31,10 +34,13 @@ fn schema_newer_than_the_code_is_refused_with_a_clear_error() {
     drop(StateDb::open(dir.path()).unwrap());
     {
         let raw = rusqlite::Connection::open(dir.path().join(DB_FILE_NAME)).unwrap();
-        raw.pragma_update(None, "user_version", schema::LATEST + 1).unwrap();
+        raw.pragma_update(None, "user_version", schema::LATEST + 1)
+            .unwrap();
     }
     let err = StateDb::open(dir.path()).unwrap_err();
-    let OpenError::Schema { source, .. } = &err else { panic!("unexpected error {err:?}") };
+    let OpenError::Schema { source, .. } = &err else {
+        panic!("unexpected error {err:?}")
+    };
     assert_eq!(
         source.to_string(),
         format!(
@@ -46,7 +52,10 @@ fn schema_newer_than_the_code_is_refused_with_a_clear_error() {
     );
     assert_eq!(
         err.to_string(),
-        format!("Could not prepare the schema of {}", dir.path().join(DB_FILE_NAME).display())
+        format!(
+            "Could not prepare the schema of {}",
+            dir.path().join(DB_FILE_NAME).display()
+        )
     );
 }
 
@@ -55,5 +64,8 @@ fn file_that_is_not_a_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(DB_FILE_NAME), vec![0x42_u8; 4096]).unwrap();
     let err = StateDb::open(dir.path()).unwrap_err();
-    assert!(matches!(err, OpenError::Configure { .. } | OpenError::Schema { .. }), "{err:?}");
+    assert!(
+        matches!(err, OpenError::Configure { .. } | OpenError::Schema { .. }),
+        "{err:?}"
+    );
 }
