@@ -251,6 +251,10 @@ impl GuestQueue {
     }
 
     /// Queues `task` as a `kind` job on guest `vmid` and returns its handle at once.
+    ///
+    /// Cancel-safe: once the slot is reserved, recording and enqueueing run on their own task,
+    /// so a caller that gives up waiting cannot leak the reservation or leave a history row
+    /// that nothing will finish (the job then runs without anyone holding its handle).
     pub async fn submit<F, Fut>(
         &self,
         vmid: u32,
@@ -265,8 +269,29 @@ impl GuestQueue {
         check_text("job kind", kind, MAX_KIND)?;
         let id = JobId::generate()?;
         self.reserve(vmid)?;
+        let task: BoxedTask = Box::new(move |ctx| Box::pin(task(ctx)));
+        let queue = self.clone();
+        let kind = kind.to_owned();
+        match tokio::spawn(async move { queue.enqueue(id, vmid, kind, task).await }).await {
+            Ok(result) => result,
+            Err(join) => match join.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                // The runtime is shutting down underneath us.
+                Err(_cancelled) => Err(QueueError::ShuttingDown),
+            },
+        }
+    }
+
+    /// Second half of [`Self::submit`], after the slot was reserved: record, then enqueue.
+    async fn enqueue(
+        &self,
+        id: JobId,
+        vmid: u32,
+        kind: String,
+        task: BoxedTask,
+    ) -> Result<JobHandle, QueueError> {
         let record = {
-            let (id, kind) = (id.clone(), kind.to_owned());
+            let id = id.clone();
             self.inner
                 .db
                 .run(move |db| db.jobs().insert_queued(&id, vmid, &kind))
@@ -276,7 +301,6 @@ impl GuestQueue {
             self.release(vmid, 1);
             return Err(err.into());
         }
-        let task: BoxedTask = Box::new(move |ctx| Box::pin(task(ctx)));
         let (sender, status) = watch::channel(JobStatus::Queued);
         // `None`: the queue closed while the job was being recorded.
         let spawn_worker = {
@@ -347,14 +371,14 @@ impl GuestQueue {
             state
                 .lanes
                 .retain(|_, lane| lane.count > 0 || lane.worker_active);
-            let senders: Vec<_> = dropped
-                .iter()
-                .filter_map(|id| state.watchers.remove(id))
+            let dropped: Vec<_> = dropped
+                .into_iter()
+                .map(|id| {
+                    let sender = state.watchers.remove(&id);
+                    (id, sender)
+                })
                 .collect();
-            (
-                dropped.into_iter().zip(senders).collect::<Vec<_>>(),
-                were_running,
-            )
+            (dropped, were_running)
         };
         self.inner.shutdown.cancel();
         let mut never_started = Vec::with_capacity(dropped.len());
@@ -368,9 +392,11 @@ impl GuestQueue {
             {
                 tracing::error!(job = %id, error = %error_chain(&err), "could not record a dropped job");
             }
-            sender.send_replace(JobStatus::Finished(JobOutcome::Failed(
-                SHUTDOWN_BEFORE_START.into(),
-            )));
+            if let Some(sender) = sender {
+                sender.send_replace(JobStatus::Finished(JobOutcome::Failed(
+                    SHUTDOWN_BEFORE_START.into(),
+                )));
+            }
             never_started.push(id);
         }
         self.inner.workers.close();

@@ -448,3 +448,54 @@ async fn jobs_left_unfinished_by_a_dead_process_are_failed_at_start() {
         JobOutcome::Failed(RESTARTED_BEFORE_FINISH.into())
     );
 }
+
+#[tokio::test]
+async fn abandoned_submission_still_runs_and_frees_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, db) = queue(
+        dir.path(),
+        QueueLimits {
+            per_guest: 1,
+            total: 1,
+        },
+    )
+    .await;
+    let (ran_tx, ran) = oneshot::channel::<()>();
+    // A zero timeout polls the submission once and then drops it, like a client that hangs up
+    // while its request is being queued.
+    let _abandoned = tokio::time::timeout(
+        Duration::ZERO,
+        queue.submit(9001, "start", move |_ctx| async move {
+            ran_tx.send(()).map_err(|_| "test went away")?;
+            Ok(None)
+        }),
+    )
+    .await;
+    tokio::time::timeout(PATIENCE, ran).await.unwrap().unwrap();
+
+    // The slot comes free once that job has finished; poll for it.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let next = loop {
+        match queue.submit(9001, "stop", |_ctx| async { Ok(None) }).await {
+            Ok(handle) => break handle,
+            Err(QueueError::Full { .. } | QueueError::GuestFull { .. })
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(err) => panic!("slot never came free: {err}"),
+        }
+    };
+    tokio::time::timeout(PATIENCE, next.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let phases: Vec<JobPhase> = db
+        .jobs()
+        .list_for_vmid(9001, 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.phase)
+        .collect();
+    assert_eq!(phases, [JobPhase::Done, JobPhase::Done]);
+}

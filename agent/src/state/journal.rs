@@ -18,6 +18,10 @@
 //! [`Journal::creator_of`]; [`Journal::record_removed`] refuses a resource the operation did
 //! not create.
 //!
+//! After a crash, a step in flight *with* a UPID can be re-attached to its Proxmox task; one
+//! *without* a UPID may or may not have reached Proxmox, which is why its resources were
+//! recorded first: compensation checks each recorded resource and destroys what exists.
+//!
 //! States: operation `running → completed | compensating | failed`,
 //! `compensating → compensated | failed`; step `started → done | failed`. Only one step of an
 //! operation is in flight at a time. At restart, [`Journal::unfinished`] lists every operation
@@ -445,7 +449,8 @@ impl<'db> Journal<'db> {
             tx.execute(
                 "INSERT INTO operation_resources (operation_id, step_index, resource, created_at)
                  VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (operation_id, resource) DO NOTHING",
+                 ON CONFLICT (operation_id, resource) DO UPDATE SET
+                     step_index = excluded.step_index, removed_at = NULL",
                 params![step.operation.0, step.index, resource.encode(), now],
             )?;
             touch(tx, step.operation, now)
@@ -1085,6 +1090,26 @@ mod tests {
             journal.creator_of(&Resource::Guest { vmid: 9002 }).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn recreating_a_removed_resource_makes_it_remaining_again() {
+        let (_dir, db, _clock) = db();
+        let journal = db.journal();
+        let op = begin(&db);
+        let guest = Resource::Guest { vmid: 9001 };
+        let first = journal.step_started(op, "restore", None).unwrap();
+        journal.record_created(first, &guest).unwrap();
+        journal.record_removed(op, &guest).unwrap();
+        journal
+            .step_failed(first, "restore failed; removed the partial guest")
+            .unwrap();
+        let retry = journal.step_started(op, "restore again", None).unwrap();
+        journal.record_created(retry, &guest).unwrap();
+        let loaded = journal.get(op).unwrap().unwrap();
+        assert_eq!(loaded.remaining_resources().collect::<Vec<_>>(), [&guest]);
+        assert_eq!(loaded.resources[0].step, 1);
+        assert_eq!(journal.creator_of(&guest).unwrap(), Some(op));
     }
 
     #[test]

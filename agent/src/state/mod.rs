@@ -415,6 +415,22 @@ mod tests {
     }
 
     #[test]
+    fn wal_and_shm_files_are_private_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        db.tokens().mint(9001).unwrap();
+        let mut seen = Vec::new();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let entry = entry.unwrap();
+            let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+            seen.push(entry.file_name().to_string_lossy().into_owned());
+            assert_eq!(mode & 0o077, 0, "{:?} is mode {mode:o}", entry.file_name());
+        }
+        seen.sort();
+        assert_eq!(seen, ["state.db", "state.db-shm", "state.db-wal"]);
+    }
+
+    #[test]
     fn loose_permissions_are_tightened() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(DB_FILE_NAME);
