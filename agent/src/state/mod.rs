@@ -7,7 +7,7 @@
 //!
 //! How it is opened: the state directory must already exist (packaging creates it with the
 //! agent's owner and mode; the agent never invents its own state location). The file is
-//! created `0600` without following symlinks, and tightened to `0600` if it was looser. SQLite
+//! created `0600` without following symlinks, and reset to `0600` if it had another mode. SQLite
 //! creates its `-wal` and `-shm` files with the database file's mode. The connection runs in
 //! WAL mode with `foreign_keys=ON`, `synchronous=FULL` (a journal entry that says "this
 //! operation created guest 9001" must survive a power cut, or a restart could orphan it) and a
