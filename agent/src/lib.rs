@@ -10,4 +10,6 @@ pub mod daemon;
 pub mod grpc;
 pub mod paths;
 pub mod pve;
+pub mod queue;
 pub mod selftest;
+pub mod state;
