@@ -6,6 +6,7 @@
 //! `ARCHITECTURE.md` for the design and trust rules.
 
 pub mod config;
+pub mod ctl;
 pub mod grpc;
 pub mod paths;
 pub mod pve;
