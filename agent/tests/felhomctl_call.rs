@@ -27,7 +27,10 @@ fn call_with_json_argument_prints_the_response() {
     let agent = Agent::start();
     let run = agent.ctl(&["call", REFLECT, r#"{"listServices": ""}"#]);
     let services = listed_services(run.success());
-    assert!(services.contains(&"felhom.agent.v1.Agent".to_owned()), "{services:?}");
+    assert!(
+        services.contains(&"felhom.agent.v1.Agent".to_owned()),
+        "{services:?}"
+    );
 }
 
 #[test]
@@ -36,7 +39,10 @@ fn call_accepts_dotted_method_name() {
     let dotted = REFLECT.replace('/', ".");
     let run = agent.ctl(&["call", &dotted, r#"{"listServices": ""}"#]);
     let services = listed_services(run.success());
-    assert!(services.contains(&"felhom.agent.v1.Agent".to_owned()), "{services:?}");
+    assert!(
+        services.contains(&"felhom.agent.v1.Agent".to_owned()),
+        "{services:?}"
+    );
 }
 
 #[test]
@@ -47,7 +53,10 @@ fn call_reads_request_from_file() {
     let arg = format!("@{}", file.display());
     let run = agent.ctl(&["call", REFLECT, &arg]);
     let services = listed_services(run.success());
-    assert!(services.contains(&"felhom.agent.v1.Agent".to_owned()), "{services:?}");
+    assert!(
+        services.contains(&"felhom.agent.v1.Agent".to_owned()),
+        "{services:?}"
+    );
 }
 
 #[test]
@@ -55,7 +64,10 @@ fn call_reads_request_from_stdin() {
     let agent = Agent::start();
     let run = agent.ctl_with_stdin(&["call", REFLECT, "-"], r#"{"listServices": ""}"#);
     let services = listed_services(run.success());
-    assert!(services.contains(&"felhom.agent.v1.Agent".to_owned()), "{services:?}");
+    assert!(
+        services.contains(&"felhom.agent.v1.Agent".to_owned()),
+        "{services:?}"
+    );
 }
 
 #[test]
@@ -72,8 +84,14 @@ fn streaming_call_prints_every_response() {
         .collect::<Result<_, _>>()
         .expect("a sequence of JSON responses");
     assert_eq!(responses.len(), 2, "{stdout}");
-    assert!(responses[0].get("listServicesResponse").is_some(), "{stdout}");
-    assert!(responses[1].get("fileDescriptorResponse").is_some(), "{stdout}");
+    assert!(
+        responses[0].get("listServicesResponse").is_some(),
+        "{stdout}"
+    );
+    assert!(
+        responses[1].get("fileDescriptorResponse").is_some(),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -101,7 +119,11 @@ fn invalid_json_reports_its_position() {
 #[test]
 fn unknown_field_is_named() {
     let agent = Agent::start();
-    let run = agent.ctl(&["call", "felhom.agent.v1.Agent/Selftest", r#"{"verbose": true}"#]);
+    let run = agent.ctl(&[
+        "call",
+        "felhom.agent.v1.Agent/Selftest",
+        r#"{"verbose": true}"#,
+    ]);
     assert_eq!(run.code, 2, "{run:?}");
     assert_eq!(
         run.stderr,

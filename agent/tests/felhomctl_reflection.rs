@@ -12,7 +12,10 @@ fn list_shows_agent_and_reflection_services() {
     assert!(services.contains(&"felhom.agent.v1.Agent"), "{services:?}");
     // felhomctl speaks reflection v1, whose list names v1 itself (v1alpha is served too, on
     // its own service; the grpcurl test exercises it).
-    assert!(services.contains(&"grpc.reflection.v1.ServerReflection"), "{services:?}");
+    assert!(
+        services.contains(&"grpc.reflection.v1.ServerReflection"),
+        "{services:?}"
+    );
     let mut sorted = services.clone();
     sorted.sort_unstable();
     assert_eq!(services, sorted, "services are listed sorted");
@@ -31,7 +34,8 @@ fn list_unknown_service_names_the_known_ones() {
     let run = agent.ctl(&["list", "felhom.agent.v1.Nope"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
-        run.stderr.starts_with("felhomctl: unknown service `felhom.agent.v1.Nope`; services: "),
+        run.stderr
+            .starts_with("felhomctl: unknown service `felhom.agent.v1.Nope`; services: "),
         "{run:?}"
     );
     assert!(run.stderr.contains("felhom.agent.v1.Agent"), "{run:?}");

@@ -28,20 +28,16 @@ pub(super) async fn invoke(
         output: method.output(),
     };
     let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready()
-        .await
-        .map_err(|e| CtlError::Status {
-            status: Status::unavailable(format!("connection not ready: {e}")),
-        })?;
+    grpc.ready().await.map_err(|e| CtlError::Status {
+        status: Status::unavailable(format!("connection not ready: {e}")),
+    })?;
     let first = requests
         .first()
         .cloned()
         .unwrap_or_else(|| DynamicMessage::new(method.input()));
     match (method.is_client_streaming(), method.is_server_streaming()) {
         (false, false) => {
-            let response = grpc
-                .unary(tonic::Request::new(first), path, codec)
-                .await?;
+            let response = grpc.unary(tonic::Request::new(first), path, codec).await?;
             on_response(response.into_inner())
         }
         (false, true) => {

@@ -45,10 +45,7 @@ pub(super) async fn unix_channel(socket: &Path) -> Result<Channel, CtlError> {
     let endpoint = Endpoint::from_static("http://felhom.invalid");
     endpoint
         .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-            let first = first
-                .lock()
-                .map(|mut slot| slot.take())
-                .unwrap_or_default();
+            let first = first.lock().map(|mut slot| slot.take()).unwrap_or_default();
             let path = path.clone();
             async move {
                 let stream = match first {

@@ -59,9 +59,7 @@ impl RequestSource {
             RequestSource::File(path) => std::fs::read_to_string(path).map_err(failed),
             RequestSource::Stdin => {
                 let mut text = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut text)
-                    .map_err(failed)?;
+                std::io::stdin().read_to_string(&mut text).map_err(failed)?;
                 Ok(text)
             }
         }

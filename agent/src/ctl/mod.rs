@@ -166,7 +166,10 @@ impl Session {
                 let services = self.services().await?.to_vec();
                 let pool = self.pool().await?;
                 let service = symbols::service(pool, &services, name)?;
-                Ok(service.methods().map(|m| m.full_name().to_owned()).collect())
+                Ok(service
+                    .methods()
+                    .map(|m| m.full_name().to_owned())
+                    .collect())
             }
         }
     }

@@ -11,10 +11,10 @@ use prost::Message as _;
 use prost_reflect::DescriptorPool;
 use prost_types::FileDescriptorProto;
 use tonic::transport::Channel;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
 
 use super::CtlError;
 
@@ -32,7 +32,10 @@ impl Reflector {
 
     /// Full names of the services the server offers, sorted.
     pub(super) async fn list_services(&mut self) -> Result<Vec<String>, CtlError> {
-        match self.ask(MessageRequest::ListServices(String::new())).await? {
+        match self
+            .ask(MessageRequest::ListServices(String::new()))
+            .await?
+        {
             MessageResponse::ListServicesResponse(list) => {
                 let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
                 names.sort();
@@ -121,11 +124,10 @@ fn add_files(
         return Err(unexpected(asked, &answer));
     };
     for bytes in response.file_descriptor_proto {
-        let file = FileDescriptorProto::decode(bytes.as_slice()).map_err(|e| {
-            CtlError::Reflection {
+        let file =
+            FileDescriptorProto::decode(bytes.as_slice()).map_err(|e| CtlError::Reflection {
                 detail: format!("the server sent an undecodable file descriptor: {e}"),
-            }
-        })?;
+            })?;
         files.entry(file.name().to_owned()).or_insert(file);
     }
     Ok(())

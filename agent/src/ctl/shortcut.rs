@@ -182,12 +182,7 @@ fn cell(value: Option<&Value>, style: Style) -> Option<String> {
 fn render(rows: &[Vec<String>]) -> String {
     let columns = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
     for row in rows {
@@ -265,7 +260,10 @@ mod tests {
         .expect("well-formed rows");
         assert!(out.ok);
         assert_eq!(out.table(), "VMID NAME\n100  web\n101  db\n");
-        assert_eq!(out.json, json!([{"vmid": 100, "name": "web"}, {"vmid": 101, "name": "db"}]));
+        assert_eq!(
+            out.json,
+            json!([{"vmid": 100, "name": "web"}, {"vmid": 101, "name": "db"}])
+        );
     }
 
     #[test]

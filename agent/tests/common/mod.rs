@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use felhom_agent::grpc::{AgentService, bind_unix, serve};
+use felhom_agent::pve::{ApiToken, PveClient, PveClientConfig, TlsTrust};
 
 /// Generous bound for one felhomctl run on a loaded 2-core machine; only a hang reaches it.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
@@ -24,7 +25,36 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// The agent without Proxmox VE: Selftest answers FAILED_PRECONDITION.
     pub fn start() -> Self {
+        Self::start_with(AgentService::new(None))
+    }
+
+    /// The agent configured for a Proxmox VE endpoint where nobody listens: Selftest answers
+    /// with a report whose `version` check failed.
+    pub fn start_with_unreachable_pve() -> Self {
+        // A port that was free a moment ago; the listener is closed so connects are refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("pick a loopback port")
+            .port();
+        let config = PveClientConfig {
+            endpoint: reqwest::Url::parse(&format!("https://127.0.0.1:{port}")).expect("valid URL"),
+            node: "pve1".to_owned(),
+            token: ApiToken::parse("felhom@pve!agent=00000000-0000-0000-0000-000000000000")
+                .expect("valid token shape"),
+            trust: TlsTrust::InsecureSkipVerify,
+            request_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(60),
+        };
+        let client = PveClient::new(config).expect("PVE client for a loopback endpoint");
+        Self::start_with(AgentService::new(Some((
+            client,
+            TlsTrust::InsecureSkipVerify,
+        ))))
+    }
+
+    fn start_with(service: AgentService) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("agent.sock");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -39,7 +69,7 @@ impl Agent {
             rt.block_on(async move {
                 let listener = bind_unix(&path).expect("bind agent socket");
                 ready_tx.send(()).expect("test thread waits for readiness");
-                serve(listener, AgentService::new(None), async {
+                serve(listener, service, async {
                     let _ = stopped.await;
                 })
                 .await
@@ -102,20 +132,22 @@ pub fn felhomctl_bin() -> &'static str {
 /// Runs felhomctl with `--socket socket` and `args`.
 pub fn felhomctl(socket: &Path, args: &[&str], stdin: Option<&str>) -> Run {
     let mut cmd = Command::new(felhomctl_bin());
-    cmd.arg("--socket").arg(socket).args(args);
+    cmd.env_remove("FELHOMCTL_SOCKET")
+        .arg("--socket")
+        .arg(socket)
+        .args(args);
     run(cmd, stdin)
 }
 
 /// Runs `cmd` to completion (killing it if it hangs past [`RUN_LIMIT`]).
 pub fn run(mut cmd: Command, stdin: Option<&str>) -> Run {
-    cmd.env_remove("FELHOMCTL_SOCKET")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn command");
     if let Some(text) = stdin {
         let mut pipe = child.stdin.take().expect("stdin is piped");
