@@ -88,3 +88,16 @@ fn describe_service_lists_streaming_methods() {
         "{text}"
     );
 }
+
+#[test]
+fn describe_unknown_symbol_names_the_services() {
+    let agent = Agent::start();
+    let run = agent.ctl(&["describe", "felhom.agent.v1.Nothing"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .starts_with("felhomctl: unknown symbol `felhom.agent.v1.Nothing`; services: "),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("felhom.agent.v1.Agent"), "{run:?}");
+}

@@ -24,6 +24,23 @@ fn missing_socket_says_so_and_exits_3() {
 }
 
 #[test]
+fn stale_socket_says_nobody_listens() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("agent.sock");
+    // Binding and closing leaves the socket file behind with nobody listening, as after a crash.
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind"));
+    let run = felhomctl(&socket, &["list"], None);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert_eq!(
+        run.stderr,
+        format!(
+            "felhomctl: cannot connect to {}: connection refused — nobody is listening; is felhom-agent running?\n",
+            socket.display()
+        )
+    );
+}
+
+#[test]
 fn helper_flag_targets_the_helper_socket() {
     let helper = std::path::Path::new(felhom_agent::paths::HELPER_SOCKET);
     if helper.exists() {

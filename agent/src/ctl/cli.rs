@@ -71,7 +71,13 @@ pub fn command() -> Command {
         cmd = cmd.subcommand(
             Command::new(s.name)
                 .about(s.about)
-                .after_help(format!("Calls {} and prints a table.", s.method))
+                .after_help(match s.verdict {
+                    Some(field) => format!(
+                        "Calls {} and prints a table. Exits with 1 when the response's `{field}` is false.",
+                        s.method
+                    ),
+                    None => format!("Calls {} and prints a table.", s.method),
+                })
                 .arg(
                     Arg::new("json")
                         .long("json")
