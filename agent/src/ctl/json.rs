@@ -9,7 +9,9 @@
 use std::io::Read as _;
 use std::path::PathBuf;
 
-use prost_reflect::{DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions};
+use prost_reflect::{
+    DeserializeOptions, DynamicMessage, MessageDescriptor, ReflectMessage as _, SerializeOptions,
+};
 
 use super::CtlError;
 
@@ -116,12 +118,18 @@ fn message_from_value(
     })
 }
 
-/// `message` as proto3 JSON with default values included.
-pub(super) fn to_json(message: &DynamicMessage) -> serde_json::Value {
+/// `message` as proto3 JSON with default values included. Fails only for a
+/// `google.protobuf.Any` whose type the server's descriptors do not define.
+pub(super) fn to_json(message: &DynamicMessage) -> Result<serde_json::Value, CtlError> {
     let options = SerializeOptions::new().skip_default_fields(false);
     message
         .serialize_with_options(serde_json::value::Serializer, &options)
-        .expect("a decoded message always maps to JSON: prost-reflect only fails on bad Any types, and Any payloads are stored decoded")
+        .map_err(|e| CtlError::Reflection {
+            detail: format!(
+                "cannot show a {} response as JSON: {e}",
+                message.descriptor().full_name()
+            ),
+        })
 }
 
 #[cfg(test)]
@@ -174,7 +182,7 @@ mod tests {
     fn defaults_are_printed() {
         let message = DynamicMessage::new(report());
         assert_eq!(
-            to_json(&message),
+            to_json(&message).expect("a plain message maps to JSON"),
             serde_json::json!({"ok": false, "checks": []})
         );
     }

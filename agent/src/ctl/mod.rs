@@ -203,7 +203,7 @@ impl Session {
             });
         }
         call::invoke(self.channel.clone(), &method, requests, |message| {
-            on_response(&json::to_json(&message))
+            on_response(&json::to_json(&message)?)
         })
         .await
     }
