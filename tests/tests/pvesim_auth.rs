@@ -110,8 +110,17 @@ async fn unknown_path_is_501_method_not_implemented() {
 #[tokio::test]
 async fn unknown_parameter_is_400_with_errors_object() {
     let sim = start().await;
-    let a = put(&sim, AGENT, "/nodes/pve1/lxc/103/config", &[("colour", "red")]).await;
-    assert_eq!((a.status, a.reason.as_str()), (400, "Parameter verification failed."));
+    let a = put(
+        &sim,
+        AGENT,
+        "/nodes/pve1/lxc/103/config",
+        &[("colour", "red")],
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.reason.as_str()),
+        (400, "Parameter verification failed.")
+    );
     assert_eq!(
         a.body["errors"]["colour"],
         "property is not defined in schema and the schema does not allow additional properties"

@@ -7,13 +7,15 @@ use std::collections::BTreeMap;
 
 use common::*;
 
-const KEYCTL_REFUSAL: &str =
-    "Permission check failed (changing feature flags (except nesting) is only allowed for root@pam)";
+const KEYCTL_REFUSAL: &str = "Permission check failed (changing feature flags (except nesting) is only allowed for root@pam)";
 
 fn create_form<'a>(vmid: &'a str, features: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
         ("vmid", vmid),
-        ("ostemplate", "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"),
+        (
+            "ostemplate",
+            "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+        ),
         ("storage", "local-lvm"),
         ("features", features),
         ("unprivileged", "1"),
@@ -23,7 +25,13 @@ fn create_form<'a>(vmid: &'a str, features: &'a str) -> Vec<(&'a str, &'a str)> 
 #[tokio::test]
 async fn agent_token_cannot_create_with_keyctl() {
     let sim = start().await;
-    let a = post(&sim, AGENT, "/nodes/pve1/lxc", &create_form("110", "nesting=1,keyctl=1")).await;
+    let a = post(
+        &sim,
+        AGENT,
+        "/nodes/pve1/lxc",
+        &create_form("110", "nesting=1,keyctl=1"),
+    )
+    .await;
     assert_eq!((a.status, a.reason.as_str()), (403, KEYCTL_REFUSAL));
     assert!(sim.state().guest(110).is_none());
 }
@@ -33,7 +41,13 @@ async fn root_token_is_refused_keyctl_like_real_pve() {
     // check_ct_modify_config_perm only waives the check for the user root@pam; a token's
     // authid is root@pam!sim.
     let sim = start().await;
-    let a = post(&sim, ROOT, "/nodes/pve1/lxc", &create_form("110", "nesting=1,keyctl=1")).await;
+    let a = post(
+        &sim,
+        ROOT,
+        "/nodes/pve1/lxc",
+        &create_form("110", "nesting=1,keyctl=1"),
+    )
+    .await;
     assert_eq!((a.status, a.reason.as_str()), (403, KEYCTL_REFUSAL));
 }
 
@@ -53,10 +67,19 @@ async fn root_cli_create_sets_keyctl() {
 #[tokio::test]
 async fn agent_token_may_create_with_nesting_only() {
     let sim = start().await;
-    let a = post(&sim, AGENT, "/nodes/pve1/lxc", &create_form("110", "nesting=1")).await;
+    let a = post(
+        &sim,
+        AGENT,
+        "/nodes/pve1/lxc",
+        &create_form("110", "nesting=1"),
+    )
+    .await;
     assert_eq!(a.status, 200, "{}", a.reason);
     let upid = a.data().as_str().unwrap().to_owned();
-    assert!(upid.contains(":vzcreate:110:felhom-agent@pve!agent:"), "{upid}");
+    assert!(
+        upid.contains(":vzcreate:110:felhom-agent@pve!agent:"),
+        "{upid}"
+    );
     let status = wait_task(&sim, AGENT, &upid).await;
     assert_eq!(status["exitstatus"], "OK");
     let cfg = get(&sim, AGENT, "/nodes/pve1/lxc/110/config").await;
@@ -78,7 +101,7 @@ async fn restore(sim: &felhom_simhost::pve::PveSimHandle, vmid: &str, unique: &s
     )
     .await;
     assert_eq!(a.status, 200, "{}", a.reason);
-    a.data().as_str().unwrap().to_owned()
+    a.data().as_str().expect("create answers a UPID").to_owned()
 }
 
 #[tokio::test]
@@ -124,7 +147,12 @@ async fn restore_over_existing_guest_without_force_fails() {
         &sim,
         AGENT,
         "/nodes/pve1/lxc",
-        &[("vmid", "103"), ("ostemplate", GOLDEN), ("restore", "1"), ("storage", "local-lvm")],
+        &[
+            ("vmid", "103"),
+            ("ostemplate", GOLDEN),
+            ("restore", "1"),
+            ("storage", "local-lvm"),
+        ],
     )
     .await;
     assert_eq!(a.status, 500);
@@ -147,7 +175,10 @@ async fn forced_restore_over_running_guest_fails() {
         ],
     )
     .await;
-    assert_eq!((a.status, a.reason.as_str()), (500, "can't overwrite running container"));
+    assert_eq!(
+        (a.status, a.reason.as_str()),
+        (500, "can't overwrite running container")
+    );
 }
 
 #[tokio::test]
@@ -174,23 +205,47 @@ async fn restore_to_unknown_storage_fails() {
         &sim,
         AGENT,
         "/nodes/pve1/lxc",
-        &[("vmid", "123"), ("ostemplate", GOLDEN), ("restore", "1"), ("storage", "nope")],
+        &[
+            ("vmid", "123"),
+            ("ostemplate", GOLDEN),
+            ("restore", "1"),
+            ("storage", "nope"),
+        ],
     )
     .await;
-    assert_eq!((a.status, a.reason.as_str()), (500, "storage 'nope' does not exist"));
+    assert_eq!(
+        (a.status, a.reason.as_str()),
+        (500, "storage 'nope' does not exist")
+    );
 }
 
 #[tokio::test]
 async fn auditor_cannot_create() {
     let sim = start().await;
-    let a = post(&sim, AUDITOR, "/nodes/pve1/lxc", &create_form("110", "nesting=1")).await;
-    assert_eq!((a.status, a.reason.as_str()), (403, "Permission check failed"));
+    let a = post(
+        &sim,
+        AUDITOR,
+        "/nodes/pve1/lxc",
+        &create_form("110", "nesting=1"),
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.reason.as_str()),
+        (403, "Permission check failed")
+    );
 }
 
 #[tokio::test]
 async fn destroying_a_running_guest_is_refused() {
     let sim = start().await;
-    let a = call(&sim, Some(AGENT), reqwest::Method::DELETE, "/nodes/pve1/lxc/101", &[]).await;
+    let a = call(
+        &sim,
+        Some(AGENT),
+        reqwest::Method::DELETE,
+        "/nodes/pve1/lxc/101",
+        &[],
+    )
+    .await;
     assert_eq!(a.status, 500);
     assert_eq!(a.reason, "unable to destroy CT 101 - container is running");
 }
@@ -198,7 +253,14 @@ async fn destroying_a_running_guest_is_refused() {
 #[tokio::test]
 async fn destroying_a_stopped_guest_removes_it() {
     let sim = start().await;
-    let a = call(&sim, Some(AGENT), reqwest::Method::DELETE, "/nodes/pve1/lxc/103", &[("purge", "1")]).await;
+    let a = call(
+        &sim,
+        Some(AGENT),
+        reqwest::Method::DELETE,
+        "/nodes/pve1/lxc/103",
+        &[("purge", "1")],
+    )
+    .await;
     let upid = a.data().as_str().unwrap().to_owned();
     assert_eq!(wait_task(&sim, AGENT, &upid).await["exitstatus"], "OK");
     assert!(sim.state().guest(103).is_none());

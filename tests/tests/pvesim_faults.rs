@@ -11,31 +11,49 @@ use serde_json::json;
 async fn failed_task_fault_ends_next_vzdump_with_job_errors() {
     let sim = start().await;
     sim.faults().fail_next_tasks("vzdump", 1, None);
-    let a = post(&sim, AGENT, "/nodes/pve1/vzdump", &[("vmid", "103"), ("storage", "local")]).await;
+    let a = post(
+        &sim,
+        AGENT,
+        "/nodes/pve1/vzdump",
+        &[("vmid", "103"), ("storage", "local")],
+    )
+    .await;
     let upid = a.data().as_str().unwrap().to_owned();
-    assert_eq!(wait_task(&sim, AGENT, &upid).await["exitstatus"], "job errors");
+    assert_eq!(
+        wait_task(&sim, AGENT, &upid).await["exitstatus"],
+        "job errors"
+    );
     let log = task_log(&sim, AGENT, &upid).await;
-    assert!(log.iter().any(|l| l.starts_with("ERROR: Backup of VM 103 failed - command ")), "{log:#?}");
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("ERROR: Backup of VM 103 failed - command ")),
+        "{log:#?}"
+    );
     assert_eq!(log.last().unwrap(), "TASK ERROR: job errors");
 }
 
 #[tokio::test]
 async fn failed_task_fault_clears_after_its_count() {
     let sim = start().await;
-    sim.faults().fail_next_tasks("vzstart", 1, Some("startup for container '103' failed"));
+    sim.faults()
+        .fail_next_tasks("vzstart", 1, Some("startup for container '103' failed"));
     let a = post(&sim, AGENT, "/nodes/pve1/lxc/103/status/start", &[]).await;
     assert_eq!(
         wait_task(&sim, AGENT, a.data().as_str().unwrap()).await["exitstatus"],
         "startup for container '103' failed"
     );
     let b = post(&sim, AGENT, "/nodes/pve1/lxc/103/status/start", &[]).await;
-    assert_eq!(wait_task(&sim, AGENT, b.data().as_str().unwrap()).await["exitstatus"], "OK");
+    assert_eq!(
+        wait_task(&sim, AGENT, b.data().as_str().unwrap()).await["exitstatus"],
+        "OK"
+    );
 }
 
 #[tokio::test]
 async fn http_error_fault_answers_with_given_status_and_reason() {
     let sim = start().await;
-    sim.faults().http_error("/nodes/pve1/status", 1, 503, Some("Service Unavailable"));
+    sim.faults()
+        .http_error("/nodes/pve1/status", 1, 503, Some("Service Unavailable"));
     let a = get(&sim, AGENT, "/nodes/pve1/status").await;
     assert_eq!((a.status, a.reason.as_str()), (503, "Service Unavailable"));
     let b = get(&sim, AGENT, "/nodes/pve1/status").await;
@@ -48,7 +66,10 @@ async fn dropped_connection_gets_no_http_answer() {
     sim.faults().drop_connections("/version", 1);
     let err = client(&sim)
         .get(format!("{}/api2/json/version", sim.url()))
-        .header("Authorization", format!("PVEAPIToken={}", sim.token(AGENT).unwrap()))
+        .header(
+            "Authorization",
+            format!("PVEAPIToken={}", sim.token(AGENT).unwrap()),
+        )
         .send()
         .await
         .unwrap_err();
@@ -62,7 +83,10 @@ async fn delayed_answer_outlasts_a_short_client_timeout() {
     sim.faults().delay("/version", 1, Duration::from_secs(120));
     let err = client_with_timeout(&sim, Duration::from_secs(1))
         .get(format!("{}/api2/json/version", sim.url()))
-        .header("Authorization", format!("PVEAPIToken={}", sim.token(AGENT).unwrap()))
+        .header(
+            "Authorization",
+            format!("PVEAPIToken={}", sim.token(AGENT).unwrap()),
+        )
         .send()
         .await
         .unwrap_err();
@@ -74,11 +98,22 @@ async fn delayed_answer_outlasts_a_short_client_timeout() {
 async fn hung_task_stays_running() {
     let sim = start().await;
     sim.faults().hang_next_tasks("vzsnapshot", 1);
-    let a = post(&sim, AGENT, "/nodes/pve1/lxc/102/snapshot", &[("snapname", "s")]).await;
+    let a = post(
+        &sim,
+        AGENT,
+        "/nodes/pve1/lxc/102/snapshot",
+        &[("snapname", "s")],
+    )
+    .await;
     let upid = a.data().as_str().unwrap().to_owned();
     // Let several task durations pass, then it must still be running.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let st = get(&sim, AGENT, &format!("/nodes/pve1/tasks/{}/status", urlencode(&upid))).await;
+    let st = get(
+        &sim,
+        AGENT,
+        &format!("/nodes/pve1/tasks/{}/status", urlencode(&upid)),
+    )
+    .await;
     assert_eq!(st.data()["status"], "running");
 }
 
@@ -94,7 +129,10 @@ async fn admin_api_installs_and_clears_faults() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     let a = get(&sim, AGENT, "/cluster/resources").await;
-    assert_eq!((a.status, a.reason.as_str()), (500, "Internal Server Error"));
+    assert_eq!(
+        (a.status, a.reason.as_str()),
+        (500, "Internal Server Error")
+    );
     let listed: serde_json::Value = http
         .get(format!("{}/_sim/faults", sim.url()))
         .send()
@@ -104,7 +142,10 @@ async fn admin_api_installs_and_clears_faults() {
         .await
         .unwrap();
     assert_eq!(listed[0]["count"], 1);
-    http.delete(format!("{}/_sim/faults", sim.url())).send().await.unwrap();
+    http.delete(format!("{}/_sim/faults", sim.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(get(&sim, AGENT, "/cluster/resources").await.status, 200);
 }
 

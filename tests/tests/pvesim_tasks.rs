@@ -7,7 +7,11 @@ use serde_json::json;
 
 fn is_upid(s: &str, kind: &str, id: &str, user: &str) -> bool {
     let parts: Vec<&str> = s.split(':').collect();
-    let hex8 = |p: &str| p.len() == 8 && p.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b));
+    let hex8 = |p: &str| {
+        p.len() == 8
+            && p.bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    };
     parts.len() == 9
         && parts[0] == "UPID"
         && parts[1] == "pve1"
@@ -34,7 +38,12 @@ async fn task_is_running_then_stopped_ok() {
     sim.faults().hang_next_tasks("vzstart", 1);
     let hung = post(&sim, AGENT, "/nodes/pve1/lxc/103/status/start", &[]).await;
     let hung_upid = hung.data().as_str().unwrap().to_owned();
-    let running = get(&sim, AGENT, &format!("/nodes/pve1/tasks/{}/status", urlencode(&hung_upid))).await;
+    let running = get(
+        &sim,
+        AGENT,
+        &format!("/nodes/pve1/tasks/{}/status", urlencode(&hung_upid)),
+    )
+    .await;
     assert_eq!(running.data()["status"], "running");
     assert!(running.data().get("exitstatus").is_none());
 
@@ -43,7 +52,10 @@ async fn task_is_running_then_stopped_ok() {
     let done = wait_task(&sim, AGENT, &upid).await;
     assert_eq!(done["exitstatus"], "OK");
     assert_eq!(done["type"], "vzstop");
-    assert_eq!(task_log(&sim, AGENT, &upid).await.last().unwrap(), "TASK OK");
+    assert_eq!(
+        task_log(&sim, AGENT, &upid).await.last().unwrap(),
+        "TASK OK"
+    );
     let st = get(&sim, AGENT, "/nodes/pve1/lxc/102/status/current").await;
     assert_eq!(st.data()["status"], "stopped");
 }
@@ -66,18 +78,39 @@ async fn task_list_filters_by_vmid_and_type() {
 async fn config_change_on_locked_guest_fails_with_lock_name() {
     let sim = start().await;
     sim.state().set_lock(103, Some("backup"));
-    let a = put(&sim, AGENT, "/nodes/pve1/lxc/103/config", &[("memory", "2048")]).await;
-    assert_eq!((a.status, a.reason.as_str()), (500, "CT 103 is locked (backup)"));
+    let a = put(
+        &sim,
+        AGENT,
+        "/nodes/pve1/lxc/103/config",
+        &[("memory", "2048")],
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.reason.as_str()),
+        (500, "CT 103 is locked (backup)")
+    );
 }
 
 #[tokio::test]
 async fn vzdump_holds_backup_lock_while_running() {
     let sim = start().await;
     sim.faults().hang_next_tasks("vzdump", 1);
-    post(&sim, AGENT, "/nodes/pve1/vzdump", &[("vmid", "101"), ("storage", "local")]).await;
+    post(
+        &sim,
+        AGENT,
+        "/nodes/pve1/vzdump",
+        &[("vmid", "101"), ("storage", "local")],
+    )
+    .await;
     let cfg = get(&sim, AGENT, "/nodes/pve1/lxc/101/config").await;
     assert_eq!(cfg.data()["lock"], "backup");
-    let snap = post(&sim, AGENT, "/nodes/pve1/lxc/101/snapshot", &[("snapname", "s1")]).await;
+    let snap = post(
+        &sim,
+        AGENT,
+        "/nodes/pve1/lxc/101/snapshot",
+        &[("snapname", "s1")],
+    )
+    .await;
     let status = wait_task(&sim, AGENT, snap.data().as_str().unwrap()).await;
     assert_eq!(status["exitstatus"], "CT 101 is locked (backup)");
 }
@@ -85,12 +118,24 @@ async fn vzdump_holds_backup_lock_while_running() {
 #[tokio::test]
 async fn config_put_applies_and_digest_mismatch_is_refused() {
     let sim = start().await;
-    let ok = put(&sim, AGENT, "/nodes/pve1/lxc/103/config", &[("memory", "2048"), ("delete", "swap")]).await;
+    let ok = put(
+        &sim,
+        AGENT,
+        "/nodes/pve1/lxc/103/config",
+        &[("memory", "2048"), ("delete", "swap")],
+    )
+    .await;
     assert_eq!(ok.status, 200, "{}", ok.reason);
     let cfg = get(&sim, AGENT, "/nodes/pve1/lxc/103/config").await;
     assert_eq!(cfg.data()["memory"], 2048);
     assert!(cfg.data().get("swap").is_none());
-    let stale = put(&sim, AGENT, "/nodes/pve1/lxc/103/config", &[("cores", "2"), ("digest", "0000")]).await;
+    let stale = put(
+        &sim,
+        AGENT,
+        "/nodes/pve1/lxc/103/config",
+        &[("cores", "2"), ("digest", "0000")],
+    )
+    .await;
     assert_eq!(stale.status, 500);
     assert_eq!(
         stale.reason,
@@ -105,16 +150,29 @@ async fn vzdump_of_stopped_guest_uses_stop_mode_and_creates_volume() {
         &sim,
         AGENT,
         "/nodes/pve1/vzdump",
-        &[("vmid", "103"), ("storage", "local"), ("mode", "snapshot"), ("compress", "zstd")],
+        &[
+            ("vmid", "103"),
+            ("storage", "local"),
+            ("mode", "snapshot"),
+            ("compress", "zstd"),
+        ],
     )
     .await;
     let upid = a.data().as_str().unwrap().to_owned();
     assert!(is_upid(&upid, "vzdump", "103", AGENT), "{upid}");
     assert_eq!(wait_task(&sim, AGENT, &upid).await["exitstatus"], "OK");
     let log = task_log(&sim, AGENT, &upid).await;
-    assert!(log.contains(&"INFO: backup mode: stop".to_owned()), "{log:#?}");
+    assert!(
+        log.contains(&"INFO: backup mode: stop".to_owned()),
+        "{log:#?}"
+    );
     assert!(log.contains(&"INFO: Backup job finished successfully".to_owned()));
-    let content = get(&sim, AGENT, "/nodes/pve1/storage/local/content?content=backup&vmid=103").await;
+    let content = get(
+        &sim,
+        AGENT,
+        "/nodes/pve1/storage/local/content?content=backup&vmid=103",
+    )
+    .await;
     let items = content.data().as_array().unwrap();
     assert_eq!(items.len(), 1);
     let volid = items[0]["volid"].as_str().unwrap();
@@ -126,22 +184,40 @@ async fn vzdump_of_stopped_guest_uses_stop_mode_and_creates_volume() {
 #[tokio::test]
 async fn vzdump_of_running_guest_uses_snapshot_mode_and_skips_backup0_mount() {
     let sim = start().await;
-    let a = post(&sim, AGENT, "/nodes/pve1/vzdump", &[("vmid", "101"), ("storage", "local"), ("mode", "snapshot")]).await;
+    let a = post(
+        &sim,
+        AGENT,
+        "/nodes/pve1/vzdump",
+        &[("vmid", "101"), ("storage", "local"), ("mode", "snapshot")],
+    )
+    .await;
     let upid = a.data().as_str().unwrap().to_owned();
     wait_task(&sim, AGENT, &upid).await;
     let log = task_log(&sim, AGENT, &upid).await;
     assert!(log.contains(&"INFO: backup mode: snapshot".to_owned()));
-    assert!(log.contains(&"INFO: excluding volume mount point mp0 ('/mnt/bulk') from backup (disabled)".to_owned()));
+    assert!(log.contains(
+        &"INFO: excluding volume mount point mp0 ('/mnt/bulk') from backup (disabled)".to_owned()
+    ));
 }
 
 #[tokio::test]
 async fn vzdump_to_pbs_creates_pbs_volume() {
     let sim = start().await;
-    let a = post(&sim, AGENT, "/nodes/pve1/vzdump", &[("vmid", "102"), ("storage", "felhom-pbs")]).await;
+    let a = post(
+        &sim,
+        AGENT,
+        "/nodes/pve1/vzdump",
+        &[("vmid", "102"), ("storage", "felhom-pbs")],
+    )
+    .await;
     wait_task(&sim, AGENT, a.data().as_str().unwrap()).await;
     let backups = sim.state().backups("felhom-pbs");
     let new = backups.iter().find(|b| b.vmid == 102).unwrap();
-    assert!(new.volid.starts_with("felhom-pbs:backup/ct/102/"), "{}", new.volid);
+    assert!(
+        new.volid.starts_with("felhom-pbs:backup/ct/102/"),
+        "{}",
+        new.volid
+    );
     assert!(new.volid.ends_with('Z'));
     assert_eq!(new.format(), "pbs-ct");
 }
@@ -154,39 +230,83 @@ async fn vzdump_prunes_with_keep_last() {
             &sim,
             AGENT,
             "/nodes/pve1/vzdump",
-            &[("vmid", "103"), ("storage", "local"), ("prune-backups", "keep-last=2")],
+            &[
+                ("vmid", "103"),
+                ("storage", "local"),
+                ("prune-backups", "keep-last=2"),
+            ],
         )
         .await;
-        assert_eq!(wait_task(&sim, AGENT, a.data().as_str().unwrap()).await["exitstatus"], "OK");
+        assert_eq!(
+            wait_task(&sim, AGENT, a.data().as_str().unwrap()).await["exitstatus"],
+            "OK"
+        );
     }
-    let mine = sim.state().backups("local").into_iter().filter(|b| b.vmid == 103).count();
+    let mine = sim
+        .state()
+        .backups("local")
+        .into_iter()
+        .filter(|b| b.vmid == 103)
+        .count();
     assert_eq!(mine, 2);
 }
 
 #[tokio::test]
 async fn restore_of_a_fresh_backup_reproduces_the_config() {
     let sim = start().await;
-    let a = post(&sim, AGENT, "/nodes/pve1/vzdump", &[("vmid", "102"), ("storage", "local"), ("compress", "zstd")]).await;
+    let a = post(
+        &sim,
+        AGENT,
+        "/nodes/pve1/vzdump",
+        &[("vmid", "102"), ("storage", "local"), ("compress", "zstd")],
+    )
+    .await;
     wait_task(&sim, AGENT, a.data().as_str().unwrap()).await;
-    let volid = sim.state().backups("local").into_iter().find(|b| b.vmid == 102).unwrap().volid;
+    let volid = sim
+        .state()
+        .backups("local")
+        .into_iter()
+        .find(|b| b.vmid == 102)
+        .unwrap()
+        .volid;
     let r = post(
         &sim,
         AGENT,
         "/nodes/pve1/lxc",
-        &[("vmid", "130"), ("ostemplate", &volid), ("restore", "1"), ("storage", "local-lvm")],
+        &[
+            ("vmid", "130"),
+            ("ostemplate", &volid),
+            ("restore", "1"),
+            ("storage", "local-lvm"),
+        ],
     )
     .await;
-    assert_eq!(wait_task(&sim, AGENT, r.data().as_str().unwrap()).await["exitstatus"], "OK");
+    assert_eq!(
+        wait_task(&sim, AGENT, r.data().as_str().unwrap()).await["exitstatus"],
+        "OK"
+    );
     let cfg = get(&sim, AGENT, "/nodes/pve1/lxc/130/config").await;
     assert_eq!(cfg.data()["hostname"], "felhom-tunnel");
-    assert_eq!(cfg.data()["net0"], "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:3A:7C:02,ip=dhcp,type=veth");
+    assert_eq!(
+        cfg.data()["net0"],
+        "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:3A:7C:02,ip=dhcp,type=veth"
+    );
 }
 
 #[tokio::test]
 async fn snapshot_list_always_ends_with_current() {
     let sim = start().await;
-    let a = post(&sim, AGENT, "/nodes/pve1/lxc/102/snapshot", &[("snapname", "before"), ("description", "x")]).await;
-    assert_eq!(wait_task(&sim, AGENT, a.data().as_str().unwrap()).await["exitstatus"], "OK");
+    let a = post(
+        &sim,
+        AGENT,
+        "/nodes/pve1/lxc/102/snapshot",
+        &[("snapname", "before"), ("description", "x")],
+    )
+    .await;
+    assert_eq!(
+        wait_task(&sim, AGENT, a.data().as_str().unwrap()).await["exitstatus"],
+        "OK"
+    );
     let list = get(&sim, AGENT, "/nodes/pve1/lxc/102/snapshot").await;
     let items = list.data().as_array().unwrap();
     assert_eq!(items[0]["name"], "before");
@@ -197,7 +317,13 @@ async fn snapshot_list_always_ends_with_current() {
 #[tokio::test]
 async fn rollback_to_missing_snapshot_fails_in_the_task() {
     let sim = start().await;
-    let a = post(&sim, AGENT, "/nodes/pve1/lxc/102/snapshot/nope/rollback", &[]).await;
+    let a = post(
+        &sim,
+        AGENT,
+        "/nodes/pve1/lxc/102/snapshot/nope/rollback",
+        &[],
+    )
+    .await;
     assert_eq!(a.status, 200);
     let status = wait_task(&sim, AGENT, a.data().as_str().unwrap()).await;
     assert_eq!(status["exitstatus"], "snapshot 'nope' does not exist");
@@ -206,16 +332,35 @@ async fn rollback_to_missing_snapshot_fails_in_the_task() {
 #[tokio::test]
 async fn delete_snapshot_removes_it() {
     let sim = start().await;
-    let a = call(&sim, Some(AGENT), reqwest::Method::DELETE, "/nodes/pve1/lxc/101/snapshot/pre-update", &[]).await;
-    assert_eq!(wait_task(&sim, AGENT, a.data().as_str().unwrap()).await["exitstatus"], "OK");
+    let a = call(
+        &sim,
+        Some(AGENT),
+        reqwest::Method::DELETE,
+        "/nodes/pve1/lxc/101/snapshot/pre-update",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        wait_task(&sim, AGENT, a.data().as_str().unwrap()).await["exitstatus"],
+        "OK"
+    );
     let list = get(&sim, AGENT, "/nodes/pve1/lxc/101/snapshot").await;
-    assert_eq!(list.data(), &json!([{"name": "current", "description": "You are here!", "running": 1}]));
+    assert_eq!(
+        list.data(),
+        &json!([{"name": "current", "description": "You are here!", "running": 1}])
+    );
 }
 
 #[tokio::test]
 async fn resize_grows_the_disk() {
     let sim = start().await;
-    let a = put(&sim, AGENT, "/nodes/pve1/lxc/103/resize", &[("disk", "rootfs"), ("size", "+2G")]).await;
+    let a = put(
+        &sim,
+        AGENT,
+        "/nodes/pve1/lxc/103/resize",
+        &[("disk", "rootfs"), ("size", "+2G")],
+    )
+    .await;
     let upid = a.data().as_str().unwrap().to_owned();
     assert!(is_upid(&upid, "resize", "103", AGENT), "{upid}");
     wait_task(&sim, AGENT, &upid).await;
@@ -227,7 +372,13 @@ async fn resize_grows_the_disk() {
 async fn cluster_resources_lists_every_guest() {
     let sim = start().await;
     let a = get(&sim, AGENT, "/cluster/resources?type=vm").await;
-    let ids: Vec<&str> = a.data().as_array().unwrap().iter().map(|g| g["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = a
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["lxc/101", "lxc/102", "lxc/103"]);
 }
 

@@ -100,7 +100,9 @@ async fn serve(args: Args, fixture: Fixture) -> anyhow::Result<()> {
         sim.node(),
         sim.fingerprint()
     );
-    std::io::stdout().flush().context("Cannot write to stdout")?;
+    std::io::stdout()
+        .flush()
+        .context("Cannot write to stdout")?;
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("Cannot install the SIGTERM handler")?;

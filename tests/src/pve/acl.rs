@@ -326,6 +326,9 @@ mod tests {
             c.authenticate(Some("PVEAPIToken=a@pve!t=x")),
             Err(AuthError::InvalidValue)
         );
-        assert_eq!(c.authenticate(Some("PVEAPIToken=a@pve!t=s")).unwrap(), "a@pve!t");
+        assert_eq!(
+            c.authenticate(Some("PVEAPIToken=a@pve!t=s")).unwrap(),
+            "a@pve!t"
+        );
     }
 }

@@ -65,7 +65,8 @@ pub fn route(call: &Call, method: &Method, rel: &str, segs: &[String]) -> Result
         ("GET", ["cluster", "nextid"]) => nextid(call, w),
         ("GET", ["storage"]) => storage_config(call, w),
         ("GET", ["access", "permissions"]) => permissions(call, w),
-        ("GET", ["nodes", node, rest @ ..]) | ("POST" | "PUT" | "DELETE", ["nodes", node, rest @ ..]) => {
+        ("GET", ["nodes", node, rest @ ..])
+        | ("POST" | "PUT" | "DELETE", ["nodes", node, rest @ ..]) => {
             check_node(w, node)?;
             node_route(call, w, m, rest).unwrap_or_else(|| Err(not_impl()))
         }
@@ -73,7 +74,12 @@ pub fn route(call: &Call, method: &Method, rel: &str, segs: &[String]) -> Result
     }
 }
 
-fn node_route(call: &Call, w: &mut World, m: &str, rest: &[&str]) -> Option<Result<Value, ApiError>> {
+fn node_route(
+    call: &Call,
+    w: &mut World,
+    m: &str,
+    rest: &[&str],
+) -> Option<Result<Value, ApiError>> {
     Some(match (m, rest) {
         ("GET", ["status"]) => node_status(call, w),
         ("GET", ["lxc"]) => list_lxc(call, w),
@@ -83,9 +89,15 @@ fn node_route(call: &Call, w: &mut World, m: &str, rest: &[&str]) -> Option<Resu
         ("GET", ["lxc", vmid, "status", "current"]) => {
             with_vmid(vmid, |v| status_current(call, w, v))
         }
-        ("POST", ["lxc", vmid, "status", action @ ("start" | "stop" | "shutdown")]) => {
-            with_vmid(vmid, |v| ops::power(call, w, v, action))
-        }
+        (
+            "POST",
+            [
+                "lxc",
+                vmid,
+                "status",
+                action @ ("start" | "stop" | "shutdown"),
+            ],
+        ) => with_vmid(vmid, |v| ops::power(call, w, v, action)),
         ("GET", ["lxc", vmid, "config"]) => with_vmid(vmid, |v| get_config(call, w, v)),
         ("PUT", ["lxc", vmid, "config"]) => with_vmid(vmid, |v| ops::set_config(call, w, v)),
         ("PUT", ["lxc", vmid, "resize"]) => with_vmid(vmid, |v| ops::resize(call, w, v)),
@@ -111,10 +123,7 @@ fn node_route(call: &Call, w: &mut World, m: &str, rest: &[&str]) -> Option<Resu
     })
 }
 
-fn with_vmid(
-    raw: &str,
-    f: impl FnOnce(u32) -> Result<Value, ApiError>,
-) -> Result<Value, ApiError> {
+fn with_vmid(raw: &str, f: impl FnOnce(u32) -> Result<Value, ApiError>) -> Result<Value, ApiError> {
     match raw.parse::<u32>() {
         Ok(v) if (100..=999_999_999).contains(&v) => f(v),
         Ok(_) | Err(_) => Err(ApiError::param(
@@ -139,7 +148,7 @@ fn node_audit(call: &Call, w: &World) -> Result<(), ApiError> {
 }
 
 /// The guest, or PVE's "config file does not exist" 500.
-pub fn guest<'w>(w: &'w World, vmid: u32) -> Result<&'w Guest, ApiError> {
+pub fn guest(w: &World, vmid: u32) -> Result<&Guest, ApiError> {
     w.guests
         .get(&vmid)
         .ok_or_else(|| ApiError::no_config(&w.node.name, vmid))
@@ -185,7 +194,13 @@ fn node_status(call: &Call, w: &World) -> Result<Value, ApiError> {
 
 /// Sizes parsed from the config (`memory` MiB, `rootfs` `size=`).
 fn guest_sizes(g: &Guest) -> (u64, u64, u64) {
-    let mib = |k: &str| g.config.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) << 20;
+    let mib = |k: &str| {
+        g.config
+            .get(k)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            << 20
+    };
     let maxdisk = g
         .config
         .get("rootfs")
@@ -243,10 +258,27 @@ fn guest_index(call: &Call, w: &World, vmid: u32) -> Result<Value, ApiError> {
     call.need(w, &format!("/vms/{vmid}"), "VM.Audit")?;
     guest(w, vmid)?;
     let dirs = [
-        "config", "pending", "status", "vncproxy", "termproxy", "vncwebsocket", "spiceproxy",
-        "migrate", "clone", "rrd", "rrddata", "firewall", "snapshot", "resize", "interfaces",
+        "config",
+        "pending",
+        "status",
+        "vncproxy",
+        "termproxy",
+        "vncwebsocket",
+        "spiceproxy",
+        "migrate",
+        "clone",
+        "rrd",
+        "rrddata",
+        "firewall",
+        "snapshot",
+        "resize",
+        "interfaces",
     ];
-    Ok(json!(dirs.iter().map(|d| json!({"subdir": d})).collect::<Vec<_>>()))
+    Ok(json!(
+        dirs.iter()
+            .map(|d| json!({"subdir": d}))
+            .collect::<Vec<_>>()
+    ))
 }
 
 fn status_current(call: &Call, w: &World, vmid: u32) -> Result<Value, ApiError> {
@@ -264,7 +296,9 @@ fn cluster_resources(call: &Call, w: &World) -> Result<Value, ApiError> {
     {
         return Err(ApiError::param(
             "type",
-            format!("value '{k}' does not have a value in the enumeration 'vm, storage, node, sdn'"),
+            format!(
+                "value '{k}' does not have a value in the enumeration 'vm, storage, node, sdn'"
+            ),
         ));
     }
     let mut out = Vec::new();
@@ -280,7 +314,9 @@ fn cluster_resources(call: &Call, w: &World) -> Result<Value, ApiError> {
             if let Some(o) = v.as_object_mut() {
                 o.remove("cpus");
             }
-            v["template"] = json!(i32::from(g.config.get("template").is_some_and(|t| t == "1")));
+            v["template"] = json!(i32::from(
+                g.config.get("template").is_some_and(|t| t == "1")
+            ));
             if v.get("tags").is_none() {
                 v["tags"] = json!("");
             }
@@ -482,8 +518,16 @@ fn get_config(call: &Call, w: &World, vmid: u32) -> Result<Value, ApiError> {
 /// The config as PVE's GET config returns it (numbers as numbers, plus `digest`).
 pub fn render_config(g: &Guest) -> Value {
     const NUMERIC: &[&str] = &[
-        "cores", "memory", "swap", "unprivileged", "onboot", "cpuunits", "template",
-        "protection", "tty", "console",
+        "cores",
+        "memory",
+        "swap",
+        "unprivileged",
+        "onboot",
+        "cpuunits",
+        "template",
+        "protection",
+        "tty",
+        "console",
     ];
     let mut out = Map::new();
     for (k, v) in &g.config {
@@ -504,7 +548,8 @@ fn list_snapshots(call: &Call, w: &World, vmid: u32) -> Result<Value, ApiError> 
         .snapshots
         .iter()
         .map(|s| {
-            let mut v = json!({"name": s.name, "description": s.description, "snaptime": s.snaptime});
+            let mut v =
+                json!({"name": s.name, "description": s.description, "snaptime": s.snaptime});
             if let Some(p) = &s.parent {
                 v["parent"] = json!(p);
             }
@@ -629,15 +674,24 @@ fn list_tasks(call: &Call, w: &World) -> Result<Value, ApiError> {
     Ok(json!(out))
 }
 
-fn find_task<'w>(call: &Call, w: &'w World, upid: &str) -> Result<&'w super::state::Task, ApiError> {
+fn find_task<'w>(
+    call: &Call,
+    w: &'w World,
+    upid: &str,
+) -> Result<&'w super::state::Task, ApiError> {
     if !upid.starts_with("UPID:") {
-        return Err(ApiError::internal(format!("unable to parse worker upid '{upid}'")));
+        return Err(ApiError::internal(format!(
+            "unable to parse worker upid '{upid}'"
+        )));
     }
     let t = w
         .task(upid)
         .ok_or_else(|| ApiError::internal(format!("no such task '{upid}'")))?;
     if !task_visible(call, w, &t.user) {
-        return Err(ApiError::perm(&format!("/nodes/{}", w.node.name), "Sys.Audit"));
+        return Err(ApiError::perm(
+            &format!("/nodes/{}", w.node.name),
+            "Sys.Audit",
+        ));
     }
     Ok(t)
 }

@@ -223,9 +223,10 @@ impl Faults {
     /// True when the next task of `kind` must never finish.
     pub(crate) fn take_hang(&self, kind: &str) -> bool {
         let mut list = self.list();
-        let Some(idx) = list.iter().position(
-            |f| matches!(f, FaultSpec::HangTask { task_type, .. } if task_type == kind),
-        ) else {
+        let Some(idx) = list
+            .iter()
+            .position(|f| matches!(f, FaultSpec::HangTask { task_type, .. } if task_type == kind))
+        else {
             return false;
         };
         consume(&mut list, idx);

@@ -249,10 +249,16 @@ impl Fixture {
         let bad = |m: String| Err(FixtureError::Inconsistent(m));
         for token in &self.tokens {
             let Some((user, _)) = token.authid.split_once('!') else {
-                return bad(format!("tokens: '{}' is not user@realm!tokenid", token.authid));
+                return bad(format!(
+                    "tokens: '{}' is not user@realm!tokenid",
+                    token.authid
+                ));
             };
             if !self.users.iter().any(|u| u.userid == user) {
-                return bad(format!("tokens: '{}' belongs to unknown user '{user}'", token.authid));
+                return bad(format!(
+                    "tokens: '{}' belongs to unknown user '{user}'",
+                    token.authid
+                ));
             }
         }
         for acl in &self.acls {
@@ -275,7 +281,10 @@ impl Fixture {
         for role in &self.roles {
             for p in &role.privs {
                 if !super::acl::ALL_PRIVILEGES.contains(&p.as_str()) {
-                    return bad(format!("roles: '{}' has unknown privilege '{p}'", role.roleid));
+                    return bad(format!(
+                        "roles: '{}' has unknown privilege '{p}'",
+                        role.roleid
+                    ));
                 }
             }
         }
@@ -287,10 +296,16 @@ impl Fixture {
         }
         for b in &self.backups {
             let Some((sid, _)) = b.volid.split_once(':') else {
-                return bad(format!("backups: volid '{}' has no storage prefix", b.volid));
+                return bad(format!(
+                    "backups: volid '{}' has no storage prefix",
+                    b.volid
+                ));
             };
             if !self.storages.iter().any(|s| s.storage == sid) {
-                return bad(format!("backups: volid '{}' names unknown storage", b.volid));
+                return bad(format!(
+                    "backups: volid '{}' names unknown storage",
+                    b.volid
+                ));
             }
         }
         Ok(())

@@ -120,12 +120,13 @@ impl PveSim {
         }
         let node = opts.fixture.node.name.clone();
         let identity = tls::TlsIdentity::generate(&node)?;
-        let listener = TcpListener::bind(opts.listen)
-            .await
-            .map_err(|source| PveSimError::Bind {
-                addr: opts.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(opts.listen)
+                .await
+                .map_err(|source| PveSimError::Bind {
+                    addr: opts.listen,
+                    source,
+                })?;
         let addr = listener.local_addr().map_err(|source| PveSimError::Bind {
             addr: opts.listen,
             source,
@@ -267,13 +268,25 @@ async fn handle(
         return Ok(admin_api(&shared, req.method().clone(), admin.to_owned(), req).await);
     }
     let Some(rel) = path.strip_prefix("/api2/json") else {
-        return Ok(reply::json_response(501, Some("no such uri"), &json!({"data": null})));
+        return Ok(reply::json_response(
+            501,
+            Some("no such uri"),
+            &json!({"data": null}),
+        ));
     };
-    let rel = if rel.is_empty() { "/".to_owned() } else { rel.to_owned() };
+    let rel = if rel.is_empty() {
+        "/".to_owned()
+    } else {
+        rel.to_owned()
+    };
     match shared.faults.take_request(&rel) {
         Some(faults::RequestFault::Drop) => return Err(DropConnection),
         Some(faults::RequestFault::Error { status, reason }) => {
-            return Ok(reply::json_response(status, Some(&reason), &json!({"data": null})));
+            return Ok(reply::json_response(
+                status,
+                Some(&reason),
+                &json!({"data": null}),
+            ));
         }
         Some(faults::RequestFault::Delay(d)) => tokio::time::sleep(d).await,
         None => {}
@@ -288,7 +301,10 @@ async fn handle(
         Ok(a) => a,
         Err(e) => {
             tokio::time::sleep(shared.unauthorized_delay).await;
-            return Ok(reply::respond(Err(reply::ApiError::new(401, e.to_string()))));
+            return Ok(reply::respond(Err(reply::ApiError::new(
+                401,
+                e.to_string(),
+            ))));
         }
     };
     let method = req.method().clone();
@@ -347,9 +363,8 @@ async fn admin_api(
     path: String,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    let bad = |status: u16, msg: String| {
-        reply::json_response(status, Some(&msg), &json!({"error": msg}))
-    };
+    let bad =
+        |status: u16, msg: String| reply::json_response(status, Some(&msg), &json!({"error": msg}));
     match (method.as_str(), path.as_str()) {
         ("GET", "faults") => reply::json_response(200, None, &json!(shared.faults.snapshot())),
         ("DELETE", "faults") => {

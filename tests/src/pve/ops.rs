@@ -37,10 +37,32 @@ use super::reply::{ApiError, is_indexed};
 use super::state::{Backup, Guest, TaskPlan, World, civil, now, pve_time};
 
 const CONFIG_KEYS: &[&str] = &[
-    "arch", "cmode", "console", "cores", "cpulimit", "cpuunits", "debug", "description",
-    "features", "hookscript", "hostname", "lock", "memory", "nameserver", "onboot", "ostype",
-    "protection", "rootfs", "searchdomain", "startup", "swap", "tags", "template", "timezone",
-    "tty", "unprivileged",
+    "arch",
+    "cmode",
+    "console",
+    "cores",
+    "cpulimit",
+    "cpuunits",
+    "debug",
+    "description",
+    "features",
+    "hookscript",
+    "hostname",
+    "lock",
+    "memory",
+    "nameserver",
+    "onboot",
+    "ostype",
+    "protection",
+    "rootfs",
+    "searchdomain",
+    "startup",
+    "swap",
+    "tags",
+    "template",
+    "timezone",
+    "tty",
+    "unprivileged",
 ];
 const INDEXED_KEYS: &[&str] = &["net", "mp", "unused", "dev"];
 
@@ -51,7 +73,10 @@ pub fn volume_size(spec: &str) -> Option<u64> {
 }
 
 fn parse_size(s: &str) -> Option<u64> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
     let n: f64 = num.parse().ok()?;
     let mult: f64 = match unit {
         "" => 1.0,
@@ -68,7 +93,7 @@ fn parse_size(s: &str) -> Option<u64> {
 fn format_size(bytes: u64) -> String {
     const G: u64 = 1 << 30;
     const M: u64 = 1 << 20;
-    if bytes % G == 0 {
+    if bytes.is_multiple_of(G) {
         format!("{}G", bytes / G)
     } else {
         format!("{}M", bytes.div_ceil(M))
@@ -253,15 +278,25 @@ fn check_rootdir_storage(call: &Call, w: &World, sid: &str) -> Result<(), ApiErr
 }
 
 /// `PVE::Storage::check_volume_access` for a backup archive (or template).
-fn check_volume_access(call: &Call, w: &World, vmid: u32, volid: &str, restore: bool) -> Result<(), ApiError> {
+fn check_volume_access(
+    call: &Call,
+    w: &World,
+    vmid: u32,
+    volid: &str,
+    restore: bool,
+) -> Result<(), ApiError> {
     if call.authid == "root@pam" {
         return Ok(());
     }
     let Some((sid, _)) = volid.split_once(':') else {
-        return Err(ApiError::internal(format!("unable to parse volume ID '{volid}'")));
+        return Err(ApiError::internal(format!(
+            "unable to parse volume ID '{volid}'"
+        )));
     };
     if w.storage(sid).is_none() {
-        return Err(ApiError::internal(format!("storage '{sid}' does not exist")));
+        return Err(ApiError::internal(format!(
+            "storage '{sid}' does not exist"
+        )));
     }
     let spath = format!("/storage/{sid}");
     if call.has(w, &spath, "Datastore.Allocate") {
@@ -277,15 +312,29 @@ fn check_volume_access(call: &Call, w: &World, vmid: u32, volid: &str, restore: 
             call.need(w, &spath, "Datastore.AllocateSpace")?;
             call.need(w, &vms(o), "VM.Backup")
         }
-        None => Err(ApiError::internal(format!("missing privileges to access {volid}"))),
+        None => Err(ApiError::internal(format!(
+            "missing privileges to access {volid}"
+        ))),
     }
 }
 
 /// POST /nodes/{node}/lxc — create or restore.
 pub fn create(call: &Call, w: &mut World) -> Result<Value, ApiError> {
     const SKIP: &[&str] = &[
-        "node", "vmid", "ostemplate", "storage", "force", "restore", "unique", "pool",
-        "ignore-unpack-errors", "ssh-public-keys", "password", "bwlimit", "start", "ha-managed",
+        "node",
+        "vmid",
+        "ostemplate",
+        "storage",
+        "force",
+        "restore",
+        "unique",
+        "pool",
+        "ignore-unpack-errors",
+        "ssh-public-keys",
+        "password",
+        "bwlimit",
+        "start",
+        "ha-managed",
         "unprivileged",
     ];
     let p = &call.params;
@@ -301,7 +350,10 @@ pub fn create(call: &Call, w: &mut World) -> Result<Value, ApiError> {
     let unique = p.flag("unique")?;
     let start = p.flag("start")?;
     if unique && !restore {
-        return Err(ApiError::param("unique", "missing property - 'restore' (required by 'unique')"));
+        return Err(ApiError::param(
+            "unique",
+            "missing property - 'restore' (required by 'unique')",
+        ));
     }
     let mut config = config_params(call, SKIP)?;
     let node = w.node.name.clone();
@@ -316,9 +368,15 @@ pub fn create(call: &Call, w: &mut World) -> Result<Value, ApiError> {
     }
     if !(exists && restore && force) {
         if exists {
-            return Err(ApiError::internal(format!("CT {vmid} already exists on node '{node}'")));
+            return Err(ApiError::internal(format!(
+                "CT {vmid} already exists on node '{node}'"
+            )));
         }
-    } else if w.guests.get(&vmid).is_some_and(|g| g.status == GuestStatus::Running) {
+    } else if w
+        .guests
+        .get(&vmid)
+        .is_some_and(|g| g.status == GuestStatus::Running)
+    {
         return Err(ApiError::internal("can't overwrite running container"));
     }
     if call.has(w, &vms(vmid), "VM.Allocate")
@@ -329,7 +387,15 @@ pub fn create(call: &Call, w: &mut World) -> Result<Value, ApiError> {
         return Err(ApiError::perm_plain());
     }
     let storage = p.get("storage").unwrap_or("local").to_owned();
-    check_modify_perm(call, w, vmid, None, &config, &[], unprivileged.unwrap_or(false))?;
+    check_modify_perm(
+        call,
+        w,
+        vmid,
+        None,
+        &config,
+        &[],
+        unprivileged.unwrap_or(false),
+    )?;
     check_volume_access(call, w, vmid, &ostemplate, restore)?;
     match config.get("rootfs") {
         Some(rootfs) => {
@@ -340,12 +406,7 @@ pub fn create(call: &Call, w: &mut World) -> Result<Value, ApiError> {
         None => check_rootdir_storage(call, w, &storage)?,
     }
     let archive = if restore {
-        Some(
-            w.backups
-                .iter()
-                .find(|b| b.volid == ostemplate)
-                .cloned(),
-        )
+        Some(w.backups.iter().find(|b| b.volid == ostemplate).cloned())
     } else {
         None
     };
@@ -371,132 +432,175 @@ pub fn create(call: &Call, w: &mut World) -> Result<Value, ApiError> {
     let kind = if restore { "vzrestore" } else { "vzcreate" };
     let mut first = Vec::new();
     if restore {
-        first.push(format!("recovering backed-up configuration from '{ostemplate}'"));
+        first.push(format!(
+            "recovering backed-up configuration from '{ostemplate}'"
+        ));
     }
     let authid = call.authid.clone();
     let is_root = authid == "root@pam";
     let access = w.access.clone();
-    let work = Box::new(move |w: &mut World, log: &mut Vec<String>| -> Result<u32, String> {
-        let fail = |w: &mut World, e: String| {
-            // Restore failed: a freshly created CT is removed again, an overwritten one kept.
-            match &old {
-                Some(o) => {
-                    w.guests.insert(vmid, o.clone());
+    let work = Box::new(
+        move |w: &mut World, log: &mut Vec<String>| -> Result<u32, String> {
+            let fail = |w: &mut World, e: String| {
+                // Restore failed: a freshly created CT is removed again, an overwritten one kept.
+                match &old {
+                    Some(o) => {
+                        w.guests.insert(vmid, o.clone());
+                    }
+                    None => {
+                        w.guests.remove(&vmid);
+                    }
                 }
-                None => {
-                    w.guests.remove(&vmid);
-                }
-            }
-            Err(e)
-        };
-        let mut conf = BTreeMap::new();
-        if let Some(archive) = archive {
-            let Some(backup) = archive else {
-                return fail(w, format!("unable to restore CT {vmid} - volume '{ostemplate}' does not exist"));
+                Err(e)
             };
-            for (k, v) in &backup.config {
-                if is_indexed(k, &["net"]) && !config.contains_key(k) && !is_root {
-                    if let Some(bridge) = net_field(v, "bridge") {
+            let mut conf = BTreeMap::new();
+            if let Some(archive) = archive {
+                let Some(backup) = archive else {
+                    return fail(
+                        w,
+                        format!(
+                            "unable to restore CT {vmid} - volume '{ostemplate}' does not exist"
+                        ),
+                    );
+                };
+                for (k, v) in &backup.config {
+                    if is_indexed(k, &["net"])
+                        && !config.contains_key(k)
+                        && !is_root
+                        && let Some(bridge) = net_field(v, "bridge")
+                    {
                         let path = format!("/sdn/zones/localnetwork/{bridge}");
                         if !access.has(&authid, &path, "SDN.Use") {
                             return fail(w, format!("Permission check failed ({path}, SDN.Use)"));
                         }
                     }
                 }
-            }
-            conf = backup.config.clone();
-            conf.remove("lock");
-            conf.remove("parent");
-            let mut disk = 0;
-            let target = storage.clone();
-            for (k, v) in backup.config.iter() {
-                if k == "rootfs" || is_indexed(k, &["mp"]) {
-                    if config.contains_key(k) {
-                        continue;
+                conf = backup.config.clone();
+                conf.remove("lock");
+                conf.remove("parent");
+                let mut disk = 0;
+                let target = storage.clone();
+                for (k, v) in backup.config.iter() {
+                    if k == "rootfs" || is_indexed(k, &["mp"]) {
+                        if config.contains_key(k) {
+                            continue;
+                        }
+                        let size = volume_size(v).unwrap_or(8 << 30);
+                        let rest: Vec<&str> = v
+                            .split(',')
+                            .skip(1)
+                            .filter(|kv| !kv.starts_with("size="))
+                            .collect();
+                        let mut spec = format!("{target}:vm-{vmid}-disk-{disk}");
+                        for r in rest {
+                            spec.push(',');
+                            spec.push_str(r);
+                        }
+                        spec.push_str(&format!(",size={}", format_size(size)));
+                        log.push(format!(
+                            "  Logical volume \"vm-{vmid}-disk-{disk}\" created."
+                        ));
+                        conf.insert(k.clone(), spec);
+                        disk += 1;
                     }
-                    let size = volume_size(v).unwrap_or(8 << 30);
-                    let rest: Vec<&str> = v.split(',').skip(1).filter(|kv| !kv.starts_with("size=")).collect();
-                    let mut spec = format!("{target}:vm-{vmid}-disk-{disk}");
-                    for r in rest {
-                        spec.push(',');
-                        spec.push_str(r);
-                    }
-                    spec.push_str(&format!(",size={}", format_size(size)));
-                    log.push(format!("  Logical volume \"vm-{vmid}-disk-{disk}\" created."));
-                    conf.insert(k.clone(), spec);
-                    disk += 1;
                 }
-            }
-            log.push(format!("restoring '{ostemplate}' now.."));
-            if backup.format() == "pbs-ct" {
+                log.push(format!("restoring '{ostemplate}' now.."));
+                if backup.format() == "pbs-ct" {
+                    log.push(format!(
+                        "Starting restore of {} to /var/lib/lxc/{vmid}/rootfs",
+                        ostemplate.split_once(":backup/").map_or("", |(_, r)| r)
+                    ));
+                } else {
+                    log.push(format!(
+                        "extracting archive '/var/lib/vz/dump/{}'",
+                        ostemplate.rsplit('/').next().unwrap_or("")
+                    ));
+                    log.push(format!(
+                        "Total bytes read: {} ({}MiB, 512MiB/s)",
+                        backup.size * 3,
+                        (backup.size * 3) >> 20
+                    ));
+                }
                 log.push(format!(
-                    "Starting restore of {} to /var/lib/lxc/{vmid}/rootfs",
-                    ostemplate.split_once(":backup/").map_or("", |(_, r)| r)
+                    "Detected container architecture: {}",
+                    conf.get("arch").map_or("amd64", String::as_str)
                 ));
+                log.push("merging backed-up and given configuration..".to_owned());
+                if unique {
+                    let keys: Vec<String> = conf
+                        .keys()
+                        .filter(|k| is_indexed(k, &["net"]))
+                        .cloned()
+                        .collect();
+                    for k in keys {
+                        let mac = w.new_hwaddr();
+                        let spec = conf.get(&k).cloned().unwrap_or_default();
+                        let parts: Vec<String> = spec
+                            .split(',')
+                            .map(|kv| {
+                                if kv.starts_with("hwaddr=") {
+                                    format!("hwaddr={mac}")
+                                } else {
+                                    kv.to_owned()
+                                }
+                            })
+                            .collect();
+                        conf.insert(k, parts.join(","));
+                    }
+                }
             } else {
+                let mac = w.new_hwaddr();
+                conf.insert("arch".to_owned(), "amd64".to_owned());
+                conf.insert("ostype".to_owned(), "debian".to_owned());
+                conf.insert("hostname".to_owned(), format!("CT{vmid}"));
+                conf.insert("memory".to_owned(), "512".to_owned());
+                conf.insert("swap".to_owned(), "512".to_owned());
+                conf.insert("cores".to_owned(), "1".to_owned());
+                if !config.contains_key("rootfs") {
+                    conf.insert(
+                        "rootfs".to_owned(),
+                        format!("{storage}:vm-{vmid}-disk-0,size=4G"),
+                    );
+                }
+                log.push(format!("  Logical volume \"vm-{vmid}-disk-0\" created."));
                 log.push(format!(
-                    "extracting archive '/var/lib/vz/dump/{}'",
+                    "extracting archive '/var/lib/vz/template/cache/{}'",
                     ostemplate.rsplit('/').next().unwrap_or("")
                 ));
-                log.push(format!("Total bytes read: {} ({}MiB, 512MiB/s)", backup.size * 3, backup.size * 3 >> 20));
+                log.push("Total bytes read: 523960320 (500MiB, 217MiB/s)".to_owned());
+                log.push("Detected container architecture: amd64".to_owned());
+                log.push(
+                    "Creating SSH host key 'ssh_host_ed25519_key' - this may take some time ..."
+                        .to_owned(),
+                );
+                let _ = mac;
             }
-            log.push(format!("Detected container architecture: {}", conf.get("arch").map_or("amd64", String::as_str)));
-            log.push("merging backed-up and given configuration..".to_owned());
-            if unique {
-                let keys: Vec<String> = conf.keys().filter(|k| is_indexed(k, &["net"])).cloned().collect();
-                for k in keys {
-                    let mac = w.new_hwaddr();
-                    let spec = conf.get(&k).cloned().unwrap_or_default();
-                    let parts: Vec<String> = spec
-                        .split(',')
-                        .map(|kv| if kv.starts_with("hwaddr=") { format!("hwaddr={mac}") } else { kv.to_owned() })
-                        .collect();
-                    conf.insert(k, parts.join(","));
-                }
+            for (k, v) in &config {
+                let value = if k == "rootfs" || is_indexed(k, &["mp"]) {
+                    new_volume(v, vmid, &storage)
+                } else if is_indexed(k, &["net"]) && net_field(v, "hwaddr").is_none() {
+                    format!("{v},hwaddr={}", w.new_hwaddr())
+                } else {
+                    v.clone()
+                };
+                conf.insert(k.clone(), value);
             }
-        } else {
-            let mac = w.new_hwaddr();
-            conf.insert("arch".to_owned(), "amd64".to_owned());
-            conf.insert("ostype".to_owned(), "debian".to_owned());
-            conf.insert("hostname".to_owned(), format!("CT{vmid}"));
-            conf.insert("memory".to_owned(), "512".to_owned());
-            conf.insert("swap".to_owned(), "512".to_owned());
-            conf.insert("cores".to_owned(), "1".to_owned());
-            if !config.contains_key("rootfs") {
-                conf.insert("rootfs".to_owned(), format!("{storage}:vm-{vmid}-disk-0,size=4G"));
+            let g = w.guests.entry(vmid).or_insert_with(|| Guest {
+                vmid,
+                status: GuestStatus::Stopped,
+                config: BTreeMap::new(),
+                snapshots: Vec::new(),
+                started_at: None,
+            });
+            g.config = conf;
+            g.snapshots.clear();
+            if start {
+                g.status = GuestStatus::Running;
+                g.started_at = Some(now());
             }
-            log.push(format!("  Logical volume \"vm-{vmid}-disk-0\" created."));
-            log.push(format!("extracting archive '/var/lib/vz/template/cache/{}'", ostemplate.rsplit('/').next().unwrap_or("")));
-            log.push("Total bytes read: 523960320 (500MiB, 217MiB/s)".to_owned());
-            log.push("Detected container architecture: amd64".to_owned());
-            log.push("Creating SSH host key 'ssh_host_ed25519_key' - this may take some time ...".to_owned());
-            let _ = mac;
-        }
-        for (k, v) in &config {
-            let value = if k == "rootfs" || is_indexed(k, &["mp"]) {
-                new_volume(v, vmid, &storage)
-            } else if is_indexed(k, &["net"]) && net_field(v, "hwaddr").is_none() {
-                format!("{v},hwaddr={}", w.new_hwaddr())
-            } else {
-                v.clone()
-            };
-            conf.insert(k.clone(), value);
-        }
-        let g = w.guests.entry(vmid).or_insert_with(|| Guest {
-            vmid,
-            status: GuestStatus::Stopped,
-            config: BTreeMap::new(),
-            snapshots: Vec::new(),
-            started_at: None,
-        });
-        g.config = conf;
-        g.snapshots.clear();
-        if start {
-            g.status = GuestStatus::Running;
-            g.started_at = Some(now());
-        }
-        Ok(0)
-    });
+            Ok(0)
+        },
+    );
     let upid = call.state.start_task(
         w,
         TaskPlan {
@@ -534,7 +638,13 @@ fn new_volume(spec: &str, vmid: u32, _default_storage: &str) -> String {
 pub fn destroy(call: &Call, w: &mut World, vmid: u32) -> Result<Value, ApiError> {
     call.need(w, &vms(vmid), "VM.Allocate")?;
     call.params.only(
-        &["node", "vmid", "purge", "force", "destroy-unreferenced-disks"],
+        &[
+            "node",
+            "vmid",
+            "purge",
+            "force",
+            "destroy-unreferenced-disks",
+        ],
         &[],
     )?;
     let purge = call.params.flag("purge")?;
@@ -549,24 +659,29 @@ pub fn destroy(call: &Call, w: &mut World, vmid: u32) -> Result<Value, ApiError>
             "unable to destroy CT {vmid} - container is running"
         )));
     }
-    let work = Box::new(move |w: &mut World, log: &mut Vec<String>| -> Result<u32, String> {
-        let g = w.guests.get(&vmid).ok_or_else(|| {
-            format!("Configuration file 'nodes/{}/lxc/{vmid}.conf' does not exist", w.node.name)
-        })?;
-        check_lock(g)?;
-        for (k, v) in &g.config {
-            if k == "rootfs" || is_indexed(k, &["mp"]) {
-                let vol = v.split(',').next().unwrap_or("");
-                let name = vol.split_once(':').map_or(vol, |(_, n)| n);
-                log.push(format!("  Logical volume \"{name}\" successfully removed."));
+    let work = Box::new(
+        move |w: &mut World, log: &mut Vec<String>| -> Result<u32, String> {
+            let g = w.guests.get(&vmid).ok_or_else(|| {
+                format!(
+                    "Configuration file 'nodes/{}/lxc/{vmid}.conf' does not exist",
+                    w.node.name
+                )
+            })?;
+            check_lock(g)?;
+            for (k, v) in &g.config {
+                if k == "rootfs" || is_indexed(k, &["mp"]) {
+                    let vol = v.split(',').next().unwrap_or("");
+                    let name = vol.split_once(':').map_or(vol, |(_, n)| n);
+                    log.push(format!("  Logical volume \"{name}\" successfully removed."));
+                }
             }
-        }
-        if purge {
-            log.push(format!("purging CT {vmid} from related configurations.."));
-        }
-        w.guests.remove(&vmid);
-        Ok(0)
-    });
+            if purge {
+                log.push(format!("purging CT {vmid} from related configurations.."));
+            }
+            w.guests.remove(&vmid);
+            Ok(0)
+        },
+    );
     let upid = call.state.start_task(
         w,
         TaskPlan {
@@ -608,23 +723,25 @@ pub fn power(call: &Call, w: &mut World, vmid: u32, action: &str) -> Result<Valu
         }
     };
     let starting = kind == "vzstart";
-    let work = Box::new(move |w: &mut World, _log: &mut Vec<String>| -> Result<u32, String> {
-        let g = w
-            .guests
-            .get_mut(&vmid)
-            .ok_or_else(|| format!("CT {vmid} does not exist"))?;
-        if !starting {
-            check_lock(g)?;
-        }
-        if starting {
-            g.status = GuestStatus::Running;
-            g.started_at = Some(now());
-        } else {
-            g.status = GuestStatus::Stopped;
-            g.started_at = None;
-        }
-        Ok(0)
-    });
+    let work = Box::new(
+        move |w: &mut World, _log: &mut Vec<String>| -> Result<u32, String> {
+            let g = w
+                .guests
+                .get_mut(&vmid)
+                .ok_or_else(|| format!("CT {vmid} does not exist"))?;
+            if !starting {
+                check_lock(g)?;
+            }
+            if starting {
+                g.status = GuestStatus::Running;
+                g.started_at = Some(now());
+            } else {
+                g.status = GuestStatus::Stopped;
+                g.started_at = None;
+            }
+            Ok(0)
+        },
+    );
     let upid = call.state.start_task(
         w,
         TaskPlan {
@@ -654,11 +771,16 @@ pub fn set_config(call: &Call, w: &mut World, vmid: u32) -> Result<Value, ApiErr
         .unwrap_or_default();
     for key in &delete {
         if !CONFIG_KEYS.contains(&key.as_str()) && !is_indexed(key, INDEXED_KEYS) {
-            return Err(ApiError::param("delete", format!("invalid configuration ID '{key}'")));
+            return Err(ApiError::param(
+                "delete",
+                format!("invalid configuration ID '{key}'"),
+            ));
         }
     }
     if new.contains_key("unprivileged") || delete.iter().any(|d| d == "unprivileged") {
-        return Err(ApiError::internal("unable to modify read-only option: 'unprivileged'"));
+        return Err(ApiError::internal(
+            "unable to modify read-only option: 'unprivileged'",
+        ));
     }
     let g = guest(w, vmid)?.clone();
     let unprivileged = g.config.get("unprivileged").is_some_and(|u| u == "1");
@@ -692,7 +814,9 @@ pub fn resize(call: &Call, w: &mut World, vmid: u32) -> Result<Value, ApiError> 
     if disk != "rootfs" && !is_indexed(&disk, &["mp"]) {
         return Err(ApiError::param(
             "disk",
-            format!("value '{disk}' does not have a value in the enumeration 'rootfs, mp0, mp1, …'"),
+            format!(
+                "value '{disk}' does not have a value in the enumeration 'rootfs, mp0, mp1, …'"
+            ),
         ));
     }
     let (grow, amount) = match size.strip_prefix('+') {
@@ -702,7 +826,7 @@ pub fn resize(call: &Call, w: &mut World, vmid: u32) -> Result<Value, ApiError> 
     let Some(bytes) = parse_size(amount) else {
         return Err(ApiError::param(
             "size",
-            format!("value does not match the regex pattern"),
+            "value does not match the regex pattern".to_owned(),
         ));
     };
     let g = guest(w, vmid)?;
@@ -729,19 +853,24 @@ pub fn resize(call: &Call, w: &mut World, vmid: u32) -> Result<Value, ApiError> 
         .collect::<Vec<_>>()
         .join(",");
     let vol = spec.split(',').next().unwrap_or("").to_owned();
-    let work = Box::new(move |w: &mut World, log: &mut Vec<String>| -> Result<u32, String> {
-        log.push(format!(
-            "  Size of logical volume pve/{} changed from {} to {}.",
-            vol.split_once(':').map_or(vol.as_str(), |(_, n)| n),
-            format_size(current),
-            format_size(target)
-        ));
-        log.push(format!("  Logical volume pve/{} successfully resized.", vol.split_once(':').map_or(vol.as_str(), |(_, n)| n)));
-        if let Some(g) = w.guests.get_mut(&vmid) {
-            g.config.insert(disk.clone(), new_spec);
-        }
-        Ok(0)
-    });
+    let work = Box::new(
+        move |w: &mut World, log: &mut Vec<String>| -> Result<u32, String> {
+            log.push(format!(
+                "  Size of logical volume pve/{} changed from {} to {}.",
+                vol.split_once(':').map_or(vol.as_str(), |(_, n)| n),
+                format_size(current),
+                format_size(target)
+            ));
+            log.push(format!(
+                "  Logical volume pve/{} successfully resized.",
+                vol.split_once(':').map_or(vol.as_str(), |(_, n)| n)
+            ));
+            if let Some(g) = w.guests.get_mut(&vmid) {
+                g.config.insert(disk.clone(), new_spec);
+            }
+            Ok(0)
+        },
+    );
     let upid = call.state.start_task(
         w,
         TaskPlan {
@@ -776,29 +905,42 @@ pub fn snapshot(call: &Call, w: &mut World, vmid: u32) -> Result<Value, ApiError
     let description = call.params.get("description").unwrap_or("").to_owned();
     guest(w, vmid)?;
     if name == "current" || name == "vzdump" {
-        return Err(ApiError::internal(format!("snapshot name '{name}' is reserved")));
+        return Err(ApiError::internal(format!(
+            "snapshot name '{name}' is reserved"
+        )));
     }
     let locked = guest(w, vmid)?.lock().map(str::to_owned);
-    let work = Box::new(move |w: &mut World, log: &mut Vec<String>| -> Result<u32, String> {
-        if let Some(l) = locked {
-            return Err(format!("CT {vmid} is locked ({l})"));
-        }
-        let g = w.guests.get_mut(&vmid).ok_or_else(|| format!("CT {vmid} does not exist"))?;
-        if g.snapshots.iter().any(|s| s.name == name) {
-            return Err(format!("snapshot name '{name}' already used"));
-        }
-        log.push(format!("  Logical volume \"snap_vm-{vmid}-disk-0_{name}\" created."));
-        let parent = g.config.get("parent").cloned();
-        g.snapshots.push(super::fixture::SnapshotFixture {
-            name: name.clone(),
-            description,
-            snaptime: now(),
-            parent,
-        });
-        g.config.insert("parent".to_owned(), name);
-        Ok(0)
-    });
-    let lock = if guest(w, vmid)?.lock().is_none() { Some((vmid, "snapshot")) } else { None };
+    let work = Box::new(
+        move |w: &mut World, log: &mut Vec<String>| -> Result<u32, String> {
+            if let Some(l) = locked {
+                return Err(format!("CT {vmid} is locked ({l})"));
+            }
+            let g = w
+                .guests
+                .get_mut(&vmid)
+                .ok_or_else(|| format!("CT {vmid} does not exist"))?;
+            if g.snapshots.iter().any(|s| s.name == name) {
+                return Err(format!("snapshot name '{name}' already used"));
+            }
+            log.push(format!(
+                "  Logical volume \"snap_vm-{vmid}-disk-0_{name}\" created."
+            ));
+            let parent = g.config.get("parent").cloned();
+            g.snapshots.push(super::fixture::SnapshotFixture {
+                name: name.clone(),
+                description,
+                snaptime: now(),
+                parent,
+            });
+            g.config.insert("parent".to_owned(), name);
+            Ok(0)
+        },
+    );
+    let lock = if guest(w, vmid)?.lock().is_none() {
+        Some((vmid, "snapshot"))
+    } else {
+        None
+    };
     let upid = call.state.start_task(
         w,
         TaskPlan {
@@ -820,25 +962,40 @@ pub fn rollback(call: &Call, w: &mut World, vmid: u32, snap: &str) -> Result<Val
     let g = guest(w, vmid)?;
     let locked = g.lock().map(str::to_owned);
     let snap = snap.to_owned();
-    let work = Box::new(move |w: &mut World, log: &mut Vec<String>| -> Result<u32, String> {
-        if let Some(l) = locked {
-            return Err(format!("CT {vmid} is locked ({l})"));
-        }
-        let g = w.guests.get_mut(&vmid).ok_or_else(|| format!("CT {vmid} does not exist"))?;
-        if !g.snapshots.iter().any(|s| s.name == snap) {
-            return Err(format!("snapshot '{snap}' does not exist"));
-        }
-        if g.status == GuestStatus::Running {
-            log.push("stopping container".to_owned());
-        }
-        log.push(format!("  Logical volume \"vm-{vmid}-disk-0\" successfully removed."));
-        log.push(format!("  Logical volume \"vm-{vmid}-disk-0\" created."));
-        g.config.insert("parent".to_owned(), snap);
-        g.status = if start { GuestStatus::Running } else { GuestStatus::Stopped };
-        g.started_at = if start { Some(now()) } else { None };
-        Ok(0)
-    });
-    let lock = if guest(w, vmid)?.lock().is_none() { Some((vmid, "rollback")) } else { None };
+    let work = Box::new(
+        move |w: &mut World, log: &mut Vec<String>| -> Result<u32, String> {
+            if let Some(l) = locked {
+                return Err(format!("CT {vmid} is locked ({l})"));
+            }
+            let g = w
+                .guests
+                .get_mut(&vmid)
+                .ok_or_else(|| format!("CT {vmid} does not exist"))?;
+            if !g.snapshots.iter().any(|s| s.name == snap) {
+                return Err(format!("snapshot '{snap}' does not exist"));
+            }
+            if g.status == GuestStatus::Running {
+                log.push("stopping container".to_owned());
+            }
+            log.push(format!(
+                "  Logical volume \"vm-{vmid}-disk-0\" successfully removed."
+            ));
+            log.push(format!("  Logical volume \"vm-{vmid}-disk-0\" created."));
+            g.config.insert("parent".to_owned(), snap);
+            g.status = if start {
+                GuestStatus::Running
+            } else {
+                GuestStatus::Stopped
+            };
+            g.started_at = if start { Some(now()) } else { None };
+            Ok(0)
+        },
+    );
+    let lock = if guest(w, vmid)?.lock().is_none() {
+        Some((vmid, "rollback"))
+    } else {
+        None
+    };
     let upid = call.state.start_task(
         w,
         TaskPlan {
@@ -854,35 +1011,51 @@ pub fn rollback(call: &Call, w: &mut World, vmid: u32, snap: &str) -> Result<Val
 }
 
 /// DELETE snapshot/{snap}.
-pub fn delete_snapshot(call: &Call, w: &mut World, vmid: u32, snap: &str) -> Result<Value, ApiError> {
+pub fn delete_snapshot(
+    call: &Call,
+    w: &mut World,
+    vmid: u32,
+    snap: &str,
+) -> Result<Value, ApiError> {
     call.need(w, &vms(vmid), "VM.Snapshot")?;
     let g = guest(w, vmid)?;
     let locked = g.lock().map(str::to_owned);
     let snap = snap.to_owned();
-    let work = Box::new(move |w: &mut World, log: &mut Vec<String>| -> Result<u32, String> {
-        if let Some(l) = locked {
-            return Err(format!("CT {vmid} is locked ({l})"));
-        }
-        let g = w.guests.get_mut(&vmid).ok_or_else(|| format!("CT {vmid} does not exist"))?;
-        let Some(pos) = g.snapshots.iter().position(|s| s.name == snap) else {
-            return Err(format!("snapshot '{snap}' does not exist"));
-        };
-        let removed = g.snapshots.remove(pos);
-        for s in &mut g.snapshots {
-            if s.parent.as_deref() == Some(snap.as_str()) {
-                s.parent.clone_from(&removed.parent);
+    let work = Box::new(
+        move |w: &mut World, log: &mut Vec<String>| -> Result<u32, String> {
+            if let Some(l) = locked {
+                return Err(format!("CT {vmid} is locked ({l})"));
             }
-        }
-        if g.config.get("parent") == Some(&snap) {
-            match removed.parent {
-                Some(p) => g.config.insert("parent".to_owned(), p),
-                None => g.config.remove("parent"),
+            let g = w
+                .guests
+                .get_mut(&vmid)
+                .ok_or_else(|| format!("CT {vmid} does not exist"))?;
+            let Some(pos) = g.snapshots.iter().position(|s| s.name == snap) else {
+                return Err(format!("snapshot '{snap}' does not exist"));
             };
-        }
-        log.push(format!("  Logical volume \"snap_vm-{vmid}-disk-0_{snap}\" successfully removed."));
-        Ok(0)
-    });
-    let lock = if guest(w, vmid)?.lock().is_none() { Some((vmid, "snapshot-delete")) } else { None };
+            let removed = g.snapshots.remove(pos);
+            for s in &mut g.snapshots {
+                if s.parent.as_deref() == Some(snap.as_str()) {
+                    s.parent.clone_from(&removed.parent);
+                }
+            }
+            if g.config.get("parent") == Some(&snap) {
+                match removed.parent {
+                    Some(p) => g.config.insert("parent".to_owned(), p),
+                    None => g.config.remove("parent"),
+                };
+            }
+            log.push(format!(
+                "  Logical volume \"snap_vm-{vmid}-disk-0_{snap}\" successfully removed."
+            ));
+            Ok(0)
+        },
+    );
+    let lock = if guest(w, vmid)?.lock().is_none() {
+        Some((vmid, "snapshot-delete"))
+    } else {
+        None
+    };
     let upid = call.state.start_task(
         w,
         TaskPlan {
@@ -903,7 +1076,10 @@ fn keep_last(prune: &str) -> Result<Option<usize>, ApiError> {
         match k {
             "keep-last" => {
                 return v.parse().map(Some).map_err(|_| {
-                    ApiError::param("prune-backups", format!("invalid format - value '{v}' for keep-last"))
+                    ApiError::param(
+                        "prune-backups",
+                        format!("invalid format - value '{v}' for keep-last"),
+                    )
                 });
             }
             "keep-all" | "keep-hourly" | "keep-daily" | "keep-weekly" | "keep-monthly"
@@ -924,18 +1100,36 @@ pub fn vzdump(call: &Call, w: &mut World) -> Result<Value, ApiError> {
     let p = &call.params;
     p.only(
         &[
-            "node", "vmid", "storage", "mode", "compress", "remove", "notes-template",
-            "protected", "prune-backups", "all", "quiet", "mailnotification", "mailto",
-            "bwlimit", "ionice", "zstd", "fleecing", "notification-mode",
+            "node",
+            "vmid",
+            "storage",
+            "mode",
+            "compress",
+            "remove",
+            "notes-template",
+            "protected",
+            "prune-backups",
+            "all",
+            "quiet",
+            "mailnotification",
+            "mailto",
+            "bwlimit",
+            "ionice",
+            "zstd",
+            "fleecing",
+            "notification-mode",
         ],
         &[],
     )?;
     let vmid_list = p.required("vmid")?.to_owned();
     let mut vmids = Vec::new();
     for v in vmid_list.split([',', ' ', ';']).filter(|s| !s.is_empty()) {
-        let id: u32 = v
-            .parse()
-            .map_err(|_| ApiError::param("vmid", format!("invalid format - value does not look like a valid VM ID")))?;
+        let id: u32 = v.parse().map_err(|_| {
+            ApiError::param(
+                "vmid",
+                "invalid format - value does not look like a valid VM ID".to_owned(),
+            )
+        })?;
         vmids.push(id);
     }
     let storage = p.get("storage").unwrap_or("local").to_owned();
@@ -943,7 +1137,9 @@ pub fn vzdump(call: &Call, w: &mut World) -> Result<Value, ApiError> {
     if !matches!(mode.as_str(), "snapshot" | "suspend" | "stop") {
         return Err(ApiError::param(
             "mode",
-            format!("value '{mode}' does not have a value in the enumeration 'snapshot, suspend, stop'"),
+            format!(
+                "value '{mode}' does not have a value in the enumeration 'snapshot, suspend, stop'"
+            ),
         ));
     }
     let compress = p.get("compress").unwrap_or("0").to_owned();
@@ -974,9 +1170,20 @@ pub fn vzdump(call: &Call, w: &mut World) -> Result<Value, ApiError> {
     };
     let pre_locked: BTreeMap<u32, String> = vmids
         .iter()
-        .filter_map(|id| w.guests.get(id).and_then(|g| g.lock().map(|l| (*id, l.to_owned()))))
+        .filter_map(|id| {
+            w.guests
+                .get(id)
+                .and_then(|g| g.lock().map(|l| (*id, l.to_owned())))
+        })
         .collect();
-    let mut cmd = format!("vzdump {} --storage {storage} --mode {mode}", vmids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
+    let mut cmd = format!(
+        "vzdump {} --storage {storage} --mode {mode}",
+        vmids
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     if compress != "0" {
         cmd.push_str(&format!(" --compress {compress}"));
     }
@@ -990,134 +1197,159 @@ pub fn vzdump(call: &Call, w: &mut World) -> Result<Value, ApiError> {
         [one] => one.to_string(),
         _ => String::new(),
     };
-    let work = Box::new(move |w: &mut World, log: &mut Vec<String>| -> Result<u32, String> {
-        let mut failed = false;
-        for vmid in &vmids {
-            log.push(format!("INFO: Starting Backup of VM {vmid} (lxc)"));
-            log.push(format!("INFO: Backup started at {}", pve_time(now())));
-            if let Some(l) = pre_locked.get(vmid) {
-                log.push(format!("ERROR: Backup of VM {vmid} failed - CT is locked ({l})"));
-                failed = true;
-                continue;
-            }
-            let Some(g) = w.guests.get(vmid).cloned() else {
-                log.push(format!("ERROR: Backup of VM {vmid} failed - unable to find configuration file for VM {vmid}"));
-                failed = true;
-                continue;
-            };
-            let running = g.status == GuestStatus::Running;
-            log.push(format!("INFO: status = {}", g.status.as_str()));
-            log.push(format!("INFO: CT Name: {}", g.name()));
-            for (k, v) in &g.config {
-                if k == "rootfs" {
-                    log.push("INFO: including mount point rootfs ('/') in backup".to_owned());
-                } else if is_indexed(k, &["mp"]) {
-                    let mp = v.split(',').find_map(|kv| kv.strip_prefix("mp=")).unwrap_or("?");
-                    if v.split(',').any(|kv| kv == "backup=0") {
-                        log.push(format!("INFO: excluding volume mount point {k} ('{mp}') from backup (disabled)"));
-                    } else {
-                        log.push(format!("INFO: including mount point {k} ('{mp}') in backup"));
+    let work = Box::new(
+        move |w: &mut World, log: &mut Vec<String>| -> Result<u32, String> {
+            let mut failed = false;
+            for vmid in &vmids {
+                log.push(format!("INFO: Starting Backup of VM {vmid} (lxc)"));
+                log.push(format!("INFO: Backup started at {}", pve_time(now())));
+                if let Some(l) = pre_locked.get(vmid) {
+                    log.push(format!(
+                        "ERROR: Backup of VM {vmid} failed - CT is locked ({l})"
+                    ));
+                    failed = true;
+                    continue;
+                }
+                let Some(g) = w.guests.get(vmid).cloned() else {
+                    log.push(format!("ERROR: Backup of VM {vmid} failed - unable to find configuration file for VM {vmid}"));
+                    failed = true;
+                    continue;
+                };
+                let running = g.status == GuestStatus::Running;
+                log.push(format!("INFO: status = {}", g.status.as_str()));
+                log.push(format!("INFO: CT Name: {}", g.name()));
+                for (k, v) in &g.config {
+                    if k == "rootfs" {
+                        log.push("INFO: including mount point rootfs ('/') in backup".to_owned());
+                    } else if is_indexed(k, &["mp"]) {
+                        let mp = v
+                            .split(',')
+                            .find_map(|kv| kv.strip_prefix("mp="))
+                            .unwrap_or("?");
+                        if v.split(',').any(|kv| kv == "backup=0") {
+                            log.push(format!("INFO: excluding volume mount point {k} ('{mp}') from backup (disabled)"));
+                        } else {
+                            log.push(format!(
+                                "INFO: including mount point {k} ('{mp}') in backup"
+                            ));
+                        }
                     }
                 }
-            }
-            let actual_mode = if running { mode.as_str() } else { "stop" };
-            log.push(format!("INFO: backup mode: {actual_mode}"));
-            log.push("INFO: ionice priority: 7".to_owned());
-            if running && actual_mode == "snapshot" {
-                log.push("INFO: create storage snapshot 'vzdump'".to_owned());
-            }
-            if running && actual_mode == "stop" {
-                log.push("INFO: stopping virtual guest".to_owned());
-            }
-            let mut t = started;
-            let volid = loop {
-                let (y, mo, d, h, mi, sec) = civil(t);
-                let v = if s.kind == "pbs" {
-                    format!("{storage}:backup/ct/{vmid}/{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}Z")
-                } else {
-                    let ext = match compress.as_str() {
-                        "zstd" => ".tar.zst",
-                        "gzip" | "1" => ".tar.gz",
-                        "lzo" => ".tar.lzo",
-                        _ => ".tar",
+                let actual_mode = if running { mode.as_str() } else { "stop" };
+                log.push(format!("INFO: backup mode: {actual_mode}"));
+                log.push("INFO: ionice priority: 7".to_owned());
+                if running && actual_mode == "snapshot" {
+                    log.push("INFO: create storage snapshot 'vzdump'".to_owned());
+                }
+                if running && actual_mode == "stop" {
+                    log.push("INFO: stopping virtual guest".to_owned());
+                }
+                let mut t = started;
+                let volid = loop {
+                    let (y, mo, d, h, mi, sec) = civil(t);
+                    let v = if s.kind == "pbs" {
+                        format!(
+                            "{storage}:backup/ct/{vmid}/{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}Z"
+                        )
+                    } else {
+                        let ext = match compress.as_str() {
+                            "zstd" => ".tar.zst",
+                            "gzip" | "1" => ".tar.gz",
+                            "lzo" => ".tar.lzo",
+                            _ => ".tar",
+                        };
+                        format!(
+                            "{storage}:backup/vzdump-lxc-{vmid}-{y:04}_{mo:02}_{d:02}-{h:02}_{mi:02}_{sec:02}{ext}"
+                        )
                     };
-                    format!("{storage}:backup/vzdump-lxc-{vmid}-{y:04}_{mo:02}_{d:02}-{h:02}_{mi:02}_{sec:02}{ext}")
+                    if !w.backups.iter().any(|b| b.volid == v) {
+                        break v;
+                    }
+                    t += 1;
                 };
-                if !w.backups.iter().any(|b| b.volid == v) {
-                    break v;
-                }
-                t += 1;
-            };
-            if s.kind == "pbs" {
-                log.push(format!("INFO: creating Proxmox Backup Server archive '{}'", volid.split_once(":backup/").map_or("", |(_, r)| r)));
-                log.push("INFO: run: lxc-usernsexec -m u:0:100000:65536 -m g:0:100000:65536 -- /usr/bin/proxmox-backup-client backup --crypt-mode=none pct.conf:/var/tmp/vzdumptmp/etc/vzdump/pct.conf root.pxar:/mnt/vzsnap0 --include-dev /mnt/vzsnap0/./ --skip-lost-and-found --exclude=/tmp/?* --exclude=/var/tmp/?* --exclude=/var/run/?*.pid --backup-type ct --backup-id {vmid} --backup-time {t} --repository felhom-backup@pbs@127.0.0.1:felhom".replace("{vmid}", &vmid.to_string()).replace("{t}", &t.to_string()));
-                log.push("INFO: Duration: 12.41s".to_owned());
-            } else {
-                log.push(format!("INFO: creating vzdump archive '/var/lib/vz/dump/{}'", volid.rsplit('/').next().unwrap_or("")));
-                log.push("INFO: Total bytes written: 1288212480 (1.2GiB, 103MiB/s)".to_owned());
-                log.push("INFO: archive file size: 412MB".to_owned());
-            }
-            let mut config = g.config.clone();
-            config.remove("lock");
-            let notes = notes_template.as_ref().map(|tpl| {
-                tpl.replace("{{guestname}}", &g.name())
-                    .replace("{{vmid}}", &vmid.to_string())
-                    .replace("{{node}}", &w.node.name)
-                    .replace("{{cluster}}", "")
-            });
-            if notes.is_some() {
-                log.push("INFO: adding notes to backup".to_owned());
-            }
-            if protected {
-                log.push("INFO: marking backup as protected".to_owned());
-            }
-            w.backups.push(Backup {
-                volid: volid.clone(),
-                vmid: *vmid,
-                ctime: t,
-                size: 412_000_000,
-                notes,
-                protected,
-                config,
-            });
-            if let Some(k) = keep {
-                log.push(format!("INFO: prune older backups with retention: keep-last={k}"));
-                let mut mine: Vec<(i64, String)> = w
-                    .backups
-                    .iter()
-                    .filter(|b| b.storage() == storage && b.vmid == *vmid && !b.protected)
-                    .map(|b| (b.ctime, b.volid.clone()))
-                    .collect();
-                mine.sort();
-                let excess = mine.len().saturating_sub(k);
-                let doomed: Vec<String> = mine.into_iter().take(excess).map(|(_, v)| v).collect();
-                for v in &doomed {
-                    log.push(format!("INFO: removing backup '{v}'"));
-                }
-                w.backups.retain(|b| !doomed.contains(&b.volid));
-                if doomed.is_empty() {
-                    log.push("INFO: pruned 0 backup(s)".to_owned());
+                if s.kind == "pbs" {
+                    log.push(format!(
+                        "INFO: creating Proxmox Backup Server archive '{}'",
+                        volid.split_once(":backup/").map_or("", |(_, r)| r)
+                    ));
+                    log.push("INFO: run: lxc-usernsexec -m u:0:100000:65536 -m g:0:100000:65536 -- /usr/bin/proxmox-backup-client backup --crypt-mode=none pct.conf:/var/tmp/vzdumptmp/etc/vzdump/pct.conf root.pxar:/mnt/vzsnap0 --include-dev /mnt/vzsnap0/./ --skip-lost-and-found --exclude=/tmp/?* --exclude=/var/tmp/?* --exclude=/var/run/?*.pid --backup-type ct --backup-id {vmid} --backup-time {t} --repository felhom-backup@pbs@127.0.0.1:felhom".replace("{vmid}", &vmid.to_string()).replace("{t}", &t.to_string()));
+                    log.push("INFO: Duration: 12.41s".to_owned());
                 } else {
-                    log.push(format!("INFO: pruned {} backup(s) not covered by keep-retention policy", doomed.len()));
+                    log.push(format!(
+                        "INFO: creating vzdump archive '/var/lib/vz/dump/{}'",
+                        volid.rsplit('/').next().unwrap_or("")
+                    ));
+                    log.push("INFO: Total bytes written: 1288212480 (1.2GiB, 103MiB/s)".to_owned());
+                    log.push("INFO: archive file size: 412MB".to_owned());
                 }
+                let mut config = g.config.clone();
+                config.remove("lock");
+                let notes = notes_template.as_ref().map(|tpl| {
+                    tpl.replace("{{guestname}}", &g.name())
+                        .replace("{{vmid}}", &vmid.to_string())
+                        .replace("{{node}}", &w.node.name)
+                        .replace("{{cluster}}", "")
+                });
+                if notes.is_some() {
+                    log.push("INFO: adding notes to backup".to_owned());
+                }
+                if protected {
+                    log.push("INFO: marking backup as protected".to_owned());
+                }
+                w.backups.push(Backup {
+                    volid: volid.clone(),
+                    vmid: *vmid,
+                    ctime: t,
+                    size: 412_000_000,
+                    notes,
+                    protected,
+                    config,
+                });
+                if let Some(k) = keep {
+                    log.push(format!(
+                        "INFO: prune older backups with retention: keep-last={k}"
+                    ));
+                    let mut mine: Vec<(i64, String)> = w
+                        .backups
+                        .iter()
+                        .filter(|b| b.storage() == storage && b.vmid == *vmid && !b.protected)
+                        .map(|b| (b.ctime, b.volid.clone()))
+                        .collect();
+                    mine.sort();
+                    let excess = mine.len().saturating_sub(k);
+                    let doomed: Vec<String> =
+                        mine.into_iter().take(excess).map(|(_, v)| v).collect();
+                    for v in &doomed {
+                        log.push(format!("INFO: removing backup '{v}'"));
+                    }
+                    w.backups.retain(|b| !doomed.contains(&b.volid));
+                    if doomed.is_empty() {
+                        log.push("INFO: pruned 0 backup(s)".to_owned());
+                    } else {
+                        log.push(format!(
+                            "INFO: pruned {} backup(s) not covered by keep-retention policy",
+                            doomed.len()
+                        ));
+                    }
+                }
+                if running && actual_mode == "snapshot" {
+                    log.push("INFO: cleanup temporary 'vzdump' snapshot".to_owned());
+                }
+                if running && actual_mode == "stop" {
+                    log.push("INFO: restarting vm".to_owned());
+                }
+                log.push(format!("INFO: Finished Backup of VM {vmid} (00:00:12)"));
+                log.push(format!("INFO: Backup finished at {}", pve_time(now())));
             }
-            if running && actual_mode == "snapshot" {
-                log.push("INFO: cleanup temporary 'vzdump' snapshot".to_owned());
+            if failed {
+                log.push("INFO: Backup job finished with errors".to_owned());
+                Err("job errors".to_owned())
+            } else {
+                log.push("INFO: Backup job finished successfully".to_owned());
+                Ok(0)
             }
-            if running && actual_mode == "stop" {
-                log.push("INFO: restarting vm".to_owned());
-            }
-            log.push(format!("INFO: Finished Backup of VM {vmid} (00:00:12)"));
-            log.push(format!("INFO: Backup finished at {}", pve_time(now())));
-        }
-        if failed {
-            log.push("INFO: Backup job finished with errors".to_owned());
-            Err("job errors".to_owned())
-        } else {
-            log.push("INFO: Backup job finished successfully".to_owned());
-            Ok(0)
-        }
-    });
+        },
+    );
     let upid = call.state.start_task(
         w,
         TaskPlan {

@@ -115,7 +115,13 @@ pub fn json_response(status: u16, reason: Option<&str>, body: &Value) -> Respons
         let clean: String = reason
             .trim_end()
             .chars()
-            .map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { ' ' })
+            .map(|c| {
+                if c.is_ascii() && !c.is_ascii_control() {
+                    c
+                } else {
+                    ' '
+                }
+            })
             .collect();
         if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(clean.into_bytes()) {
             resp.extensions_mut().insert(phrase);
@@ -158,7 +164,11 @@ impl Params {
                     .iter()
                     .map(|i| match i {
                         Value::String(s) => s.clone(),
-                        other => other.to_string(),
+                        other @ (Value::Null
+                        | Value::Bool(_)
+                        | Value::Number(_)
+                        | Value::Array(_)
+                        | Value::Object(_)) => other.to_string(),
                     })
                     .collect::<Vec<_>>()
                     .join(","),
@@ -264,7 +274,9 @@ pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
 }
 
 fn hex_val(b: u8) -> Option<u8> {
-    char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 fn form_decode(s: &str) -> String {
