@@ -388,3 +388,65 @@ async fn nextid_is_first_free_vmid_as_string() {
     let a = get(&sim, AGENT, "/cluster/nextid").await;
     assert_eq!(a.data(), &json!("100"));
 }
+
+#[tokio::test]
+async fn starting_a_locked_guest_fails_in_the_task() {
+    let sim = start().await;
+    sim.state().set_lock(103, Some("snapshot"));
+    let a = post(&sim, AGENT, "/nodes/pve1/lxc/103/status/start", &[]).await;
+    assert_eq!(a.status, 200);
+    let status = wait_task(&sim, AGENT, a.data().as_str().unwrap()).await;
+    assert_eq!(status["exitstatus"], "CT 103 is locked (snapshot)");
+    assert_eq!(sim.state().guest(103).unwrap().status.as_str(), "stopped");
+}
+
+#[tokio::test]
+async fn missing_vm_backup_privilege_fails_the_vzdump_task() {
+    use felhom_simhost::pve::fixture::{AclFixture, AclKind};
+    let sim = start().await;
+    sim.state().with(|w| {
+        w.access.roles.insert(
+            "Space".into(),
+            ["Datastore.AllocateSpace".to_owned()].into(),
+        );
+        for (kind, ugid) in [(AclKind::User, "auditor@pve"), (AclKind::Token, AUDITOR)] {
+            w.access.acls.push(AclFixture {
+                path: "/storage".into(),
+                role: "Space".into(),
+                kind,
+                ugid: ugid.into(),
+                propagate: true,
+            });
+        }
+    });
+    let a = post(
+        &sim,
+        AUDITOR,
+        "/nodes/pve1/vzdump",
+        &[("vmid", "103"), ("storage", "local")],
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.reason);
+    let status = wait_task(&sim, AUDITOR, a.data().as_str().unwrap()).await;
+    assert_eq!(
+        status["exitstatus"],
+        "Permission check failed (/vms/103, VM.Backup)"
+    );
+}
+
+#[tokio::test]
+async fn vzdump_without_storage_space_privilege_is_refused_at_once() {
+    let sim = start().await;
+    let a = post(
+        &sim,
+        AUDITOR,
+        "/nodes/pve1/vzdump",
+        &[("vmid", "103"), ("storage", "local")],
+    )
+    .await;
+    assert_eq!(a.status, 403);
+    assert_eq!(
+        a.reason,
+        "Permission check failed (/storage/local, Datastore.AllocateSpace)"
+    );
+}

@@ -471,6 +471,16 @@ fn storage_content(call: &Call, w: &World, sid: &str) -> Result<Value, ApiError>
             if vmid.is_some_and(|v| v != u64::from(b.vmid)) {
                 continue;
             }
+            // pve-storage `check_volume_access`, applied per volume; failures are skipped
+            // silently (the listing is 200 with fewer entries).
+            let spath = format!("/storage/{sid}");
+            let visible = call.authid == "root@pam"
+                || call.has(w, &spath, "Datastore.Allocate")
+                || (call.has(w, &spath, "Datastore.AllocateSpace")
+                    && call.has(w, &format!("/vms/{}", b.vmid), "VM.Backup"));
+            if !visible {
+                continue;
+            }
             let mut v = json!({
                 "volid": b.volid, "format": b.format(), "size": b.size, "ctime": b.ctime,
                 "vmid": b.vmid, "content": "backup", "subtype": "lxc",
@@ -489,6 +499,9 @@ fn storage_content(call: &Call, w: &World, sid: &str) -> Result<Value, ApiError>
     {
         for g in w.guests.values() {
             if vmid.is_some_and(|v| v != u64::from(g.vmid)) {
+                continue;
+            }
+            if !call.has(w, &format!("/vms/{}", g.vmid), "VM.Config.Disk") {
                 continue;
             }
             for (key, val) in &g.config {

@@ -21,9 +21,23 @@
 //! - pve-common `PVE/AbstractConfig.pm` `check_lock`: `CT <vmid> is locked (<lock>)`.
 //! - `PVE::Tools::assert_if_modified`: `detected modified configuration - file changed by other user? Try again.`
 //!
-//! From memory of pve-container, not re-verified: start checks the lock synchronously, stop and
-//! shutdown inside the worker; snapshot/rollback/delsnapshot check inside the worker; vzdump of a
-//! locked guest fails the task with `job errors`. Rollback restores only the snapshot pointer
+//! - pve-container `src/PVE/API2/LXC/Status.pm`: start/stop/shutdown check only the running
+//!   state synchronously (`CT <vmid> already running`, `CT <vmid> not running`); the config
+//!   load, template refusal (`you can't start a CT if it's a template`) and lock check run in
+//!   the `vzstart`/`vzstop`/`vzshutdown` worker, so a locked guest fails the task.
+//!
+//! - pve-manager `PVE/API2/VZDump.pm`: the API method is `user => 'all'`; synchronously only
+//!   `Datastore.AllocateSpace` on the target storage is checked (and root-only options); the
+//!   per-guest `VM.Backup` check happens in the worker, so a missing `VM.Backup` is a task
+//!   failure (`Permission check failed (/vms/<vmid>, VM.Backup)`), matching the field finding.
+//!   Task id is the vmid for a single guest, empty otherwise.
+//!
+//! From memory, not re-verified (the indexed sources only had older versions): PVE ≥ 7.2 lets
+//! non-root callers pass `prune-backups` when they hold `Datastore.Allocate` on the storage
+//! (older versions: `Only root may set this option.`), `bwlimit`/`ionice` need `Sys.Modify`
+//! on `/`; snapshot/rollback/delsnapshot check the lock inside the worker; vzdump of a locked
+//! guest logs `ERROR: Backup of VM <vmid> failed - CT is locked (<lock>)` and the task ends
+//! with `job errors`. Rollback restores only the snapshot pointer
 //! (`parent`) and stops the guest; per-snapshot configs are not modelled.
 
 use std::collections::BTreeMap;
@@ -696,40 +710,44 @@ pub fn destroy(call: &Call, w: &mut World, vmid: u32) -> Result<Value, ApiError>
     Ok(json!(upid))
 }
 
-/// POST status/start|stop|shutdown.
+/// POST status/start|stop|shutdown (pve-container `API2/LXC/Status.pm`: only the running
+/// state is checked synchronously; config load, template and lock checks run in the worker).
 pub fn power(call: &Call, w: &mut World, vmid: u32, action: &str) -> Result<Value, ApiError> {
     call.need(w, &vms(vmid), "VM.PowerMgmt")?;
-    let g = guest(w, vmid)?;
-    let running = g.status == GuestStatus::Running;
+    call.params.only(
+        &["node", "vmid", "skiplock", "timeout", "forceStop", "debug"],
+        &[],
+    )?;
+    if call.params.flag("skiplock")? && call.authid != "root@pam" {
+        return Err(ApiError::param(
+            "skiplock",
+            "Only root may use this option.",
+        ));
+    }
+    let running = w
+        .guests
+        .get(&vmid)
+        .is_some_and(|g| g.status == GuestStatus::Running);
     let kind = match action {
-        "start" => {
-            if running {
-                return Err(ApiError::internal(format!("CT {vmid} already running")));
-            }
-            check_lock(g).map_err(ApiError::internal)?;
-            "vzstart"
+        "start" if running => {
+            return Err(ApiError::internal(format!("CT {vmid} already running")));
         }
-        "stop" => {
-            if !running {
-                return Err(ApiError::internal(format!("CT {vmid} not running")));
-            }
-            "vzstop"
-        }
-        _ => {
-            if !running {
-                return Err(ApiError::internal(format!("CT {vmid} not running")));
-            }
-            "vzshutdown"
-        }
+        "start" => "vzstart",
+        _ if !running => return Err(ApiError::internal(format!("CT {vmid} not running"))),
+        "stop" => "vzstop",
+        _ => "vzshutdown",
     };
     let starting = kind == "vzstart";
     let work = Box::new(
         move |w: &mut World, _log: &mut Vec<String>| -> Result<u32, String> {
-            let g = w
-                .guests
-                .get_mut(&vmid)
-                .ok_or_else(|| format!("CT {vmid} does not exist"))?;
-            if !starting {
+            let node = w.node.name.clone();
+            let g = w.guests.get_mut(&vmid).ok_or_else(|| {
+                format!("Configuration file 'nodes/{node}/lxc/{vmid}.conf' does not exist")
+            })?;
+            if starting && g.config.get("template").is_some_and(|t| t == "1") {
+                return Err("you can't start a CT if it's a template".to_owned());
+            }
+            if g.lock() != Some("mounted") {
                 check_lock(g)?;
             }
             if starting {
@@ -1118,9 +1136,23 @@ pub fn vzdump(call: &Call, w: &mut World) -> Result<Value, ApiError> {
             "zstd",
             "fleecing",
             "notification-mode",
+            "tmpdir",
+            "dumpdir",
+            "script",
+            "maxfiles",
         ],
         &[],
     )?;
+    if call.authid != "root@pam" {
+        for key in ["tmpdir", "dumpdir", "script"] {
+            if p.get(key).is_some() {
+                return Err(ApiError::param(key, "Only root may set this option."));
+            }
+        }
+        if p.get("bwlimit").is_some() || p.get("ionice").is_some() {
+            call.need(w, "/", "Sys.Modify")?;
+        }
+    }
     let vmid_list = p.required("vmid")?.to_owned();
     let mut vmids = Vec::new();
     for v in vmid_list.split([',', ' ', ';']).filter(|s| !s.is_empty()) {
@@ -1153,19 +1185,27 @@ pub fn vzdump(call: &Call, w: &mut World) -> Result<Value, ApiError> {
         .storage(&storage)
         .ok_or_else(|| ApiError::internal(format!("storage '{storage}' does not exist")))?
         .clone();
+    if call.authid != "root@pam"
+        && (p.get("prune-backups").is_some() || p.get("maxfiles").is_some())
+    {
+        call.need(w, &format!("/storage/{storage}"), "Datastore.Allocate")?;
+    }
     call.need(w, &format!("/storage/{storage}"), "Datastore.AllocateSpace")?;
     if !s.content.iter().any(|c| c == "backup") {
         return Err(ApiError::internal(format!(
             "storage '{storage}' does not support backups"
         )));
     }
-    for id in &vmids {
-        call.need(w, &vms(*id), "VM.Backup")?;
-        guest(w, *id)?;
-    }
+    // VM.Backup is checked by the worker, not the API call (the API method is `user => 'all'`).
+    let denied = vmids
+        .iter()
+        .find(|id| !call.has(w, &vms(**id), "VM.Backup"))
+        .map(|id| format!("Permission check failed ({}, VM.Backup)", vms(*id)));
     let node = w.node.name.clone();
     let lock = match vmids.as_slice() {
-        [one] if guest(w, *one)?.lock().is_none() => Some((*one, "backup")),
+        [one] if denied.is_none() && w.guests.get(one).is_some_and(|g| g.lock().is_none()) => {
+            Some((*one, "backup"))
+        }
         _ => None,
     };
     let pre_locked: BTreeMap<u32, String> = vmids
@@ -1199,6 +1239,9 @@ pub fn vzdump(call: &Call, w: &mut World) -> Result<Value, ApiError> {
     };
     let work = Box::new(
         move |w: &mut World, log: &mut Vec<String>| -> Result<u32, String> {
+            if let Some(e) = denied {
+                return Err(e);
+            }
             let mut failed = false;
             for vmid in &vmids {
                 log.push(format!("INFO: Starting Backup of VM {vmid} (lxc)"));
@@ -1211,7 +1254,10 @@ pub fn vzdump(call: &Call, w: &mut World) -> Result<Value, ApiError> {
                     continue;
                 }
                 let Some(g) = w.guests.get(vmid).cloned() else {
-                    log.push(format!("ERROR: Backup of VM {vmid} failed - unable to find configuration file for VM {vmid}"));
+                    log.push(format!(
+                        "ERROR: Backup of VM {vmid} failed - unable to find configuration file for VM {vmid} on node '{}'",
+                        w.node.name
+                    ));
                     failed = true;
                     continue;
                 };
