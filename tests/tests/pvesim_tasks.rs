@@ -450,3 +450,51 @@ async fn vzdump_without_storage_space_privilege_is_refused_at_once() {
         "Permission check failed (/storage/local, Datastore.AllocateSpace)"
     );
 }
+
+#[tokio::test]
+async fn reserved_snapshot_name_is_refused_at_once() {
+    let sim = start().await;
+    let a = post(
+        &sim,
+        AGENT,
+        "/nodes/pve1/lxc/102/snapshot",
+        &[("snapname", "current")],
+    )
+    .await;
+    assert_eq!(a.status, 500);
+    assert_eq!(
+        a.reason,
+        "unable to use snapshot name 'current' (reserved name)"
+    );
+}
+
+#[tokio::test]
+async fn rollback_refusal_names_both_snapshot_privileges() {
+    let sim = start().await;
+    let a = post(
+        &sim,
+        AUDITOR,
+        "/nodes/pve1/lxc/101/snapshot/pre-update/rollback",
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 403);
+    assert_eq!(
+        a.reason,
+        "Permission check failed (/vms/101, VM.Snapshot|VM.Snapshot.Rollback)"
+    );
+}
+
+#[tokio::test]
+async fn vmid_below_100_fails_schema_validation() {
+    let sim = start().await;
+    let a = get(&sim, AGENT, "/nodes/pve1/lxc/42/config").await;
+    assert_eq!(
+        (a.status, a.reason.as_str()),
+        (400, "Parameter verification failed.")
+    );
+    assert_eq!(
+        a.body["errors"]["vmid"],
+        "value must have a minimum value of 100"
+    );
+}

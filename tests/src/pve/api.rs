@@ -124,13 +124,7 @@ fn node_route(
 }
 
 fn with_vmid(raw: &str, f: impl FnOnce(u32) -> Result<Value, ApiError>) -> Result<Value, ApiError> {
-    match raw.parse::<u32>() {
-        Ok(v) if (100..=999_999_999).contains(&v) => f(v),
-        Ok(_) | Err(_) => Err(ApiError::param(
-            "vmid",
-            "value does not look like a valid VM ID",
-        )),
-    }
+    f(super::reply::parse_vmid(raw)?)
 }
 
 fn check_node(w: &World, node: &str) -> Result<(), ApiError> {
@@ -351,9 +345,7 @@ fn cluster_resources(call: &Call, w: &World) -> Result<Value, ApiError> {
 
 fn nextid(call: &Call, w: &World) -> Result<Value, ApiError> {
     if let Some(raw) = call.params.get("vmid") {
-        let vmid: u32 = raw
-            .parse()
-            .map_err(|_| ApiError::param("vmid", "value does not look like a valid VM ID"))?;
+        let vmid = super::reply::parse_vmid(raw)?;
         if w.guests.contains_key(&vmid) {
             return Err(ApiError::param("vmid", format!("VM {vmid} already exists")));
         }

@@ -26,6 +26,11 @@
 //!   load, template refusal (`you can't start a CT if it's a template`) and lock check run in
 //!   the `vzstart`/`vzstop`/`vzshutdown` worker, so a locked guest fails the task.
 //!
+//! - pve-container `src/PVE/API2/LXC/Snapshot.pm`: worker names `vzsnapshot` (older releases:
+//!   `pctsnapshot`/`lxcrollback`/`lxcdelsnapshot`), reserved names
+//!   `unable to use snapshot name 'current' (reserved name)` (also `vzdump`), everything else
+//!   (lock, existence) inside the worker. Rollback accepts `VM.Snapshot` or
+//!   `VM.Snapshot.Rollback` (any-of, from memory of current releases).
 //! - pve-manager `PVE/API2/VZDump.pm`: the API method is `user => 'all'`; synchronously only
 //!   `Datastore.AllocateSpace` on the target storage is checked (and root-only options); the
 //!   per-guest `VM.Backup` check happens in the worker, so a missing `VM.Backup` is a task
@@ -352,12 +357,7 @@ pub fn create(call: &Call, w: &mut World) -> Result<Value, ApiError> {
         "unprivileged",
     ];
     let p = &call.params;
-    let vmid_raw = p.required("vmid")?;
-    let vmid: u32 = vmid_raw
-        .parse()
-        .ok()
-        .filter(|v| (100..=999_999_999).contains(v))
-        .ok_or_else(|| ApiError::param("vmid", "value does not look like a valid VM ID"))?;
+    let vmid = super::reply::parse_vmid(p.required("vmid")?)?;
     let ostemplate = p.required("ostemplate")?.to_owned();
     let restore = p.flag("restore")?;
     let force = p.flag("force")?;
@@ -907,7 +907,7 @@ fn valid_snapname(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && name.len() <= 40
+        && (2..=40).contains(&name.len())
 }
 
 /// POST snapshot.
@@ -924,7 +924,7 @@ pub fn snapshot(call: &Call, w: &mut World, vmid: u32) -> Result<Value, ApiError
     guest(w, vmid)?;
     if name == "current" || name == "vzdump" {
         return Err(ApiError::internal(format!(
-            "snapshot name '{name}' is reserved"
+            "unable to use snapshot name '{name}' (reserved name)"
         )));
     }
     let locked = guest(w, vmid)?.lock().map(str::to_owned);
@@ -975,7 +975,7 @@ pub fn snapshot(call: &Call, w: &mut World, vmid: u32) -> Result<Value, ApiError
 
 /// POST snapshot/{snap}/rollback.
 pub fn rollback(call: &Call, w: &mut World, vmid: u32, snap: &str) -> Result<Value, ApiError> {
-    call.need(w, &vms(vmid), "VM.Snapshot.Rollback")?;
+    call.need_any(w, &vms(vmid), &["VM.Snapshot", "VM.Snapshot.Rollback"])?;
     let start = call.params.flag("start")?;
     let g = guest(w, vmid)?;
     let locked = g.lock().map(str::to_owned);
@@ -1156,12 +1156,7 @@ pub fn vzdump(call: &Call, w: &mut World) -> Result<Value, ApiError> {
     let vmid_list = p.required("vmid")?.to_owned();
     let mut vmids = Vec::new();
     for v in vmid_list.split([',', ' ', ';']).filter(|s| !s.is_empty()) {
-        let id: u32 = v.parse().map_err(|_| {
-            ApiError::param(
-                "vmid",
-                "invalid format - value does not look like a valid VM ID".to_owned(),
-            )
-        })?;
+        let id = super::reply::parse_vmid(v)?;
         vmids.push(id);
     }
     let storage = p.get("storage").unwrap_or("local").to_owned();

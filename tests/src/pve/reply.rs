@@ -242,6 +242,29 @@ impl Params {
     }
 }
 
+/// Validates a `pve-vmid` value as PVE's JSONSchema does (integer, 100..=999999999).
+pub fn parse_vmid(raw: &str) -> Result<u32, ApiError> {
+    let n: i64 = raw.parse().map_err(|_| {
+        ApiError::param(
+            "vmid",
+            format!("type check ('integer') failed - got '{raw}'"),
+        )
+    })?;
+    if n < 100 {
+        return Err(ApiError::param(
+            "vmid",
+            "value must have a minimum value of 100",
+        ));
+    }
+    if n > 999_999_999 {
+        return Err(ApiError::param(
+            "vmid",
+            "value must have a maximum value of 999999999",
+        ));
+    }
+    u32::try_from(n).map_err(|_| ApiError::param("vmid", "value out of range"))
+}
+
 /// True for `net0`, `mp12`, … given prefixes `net`, `mp`.
 pub fn is_indexed(key: &str, prefixes: &[&str]) -> bool {
     prefixes.iter().any(|p| {
