@@ -144,3 +144,43 @@ async fn nodes_reports_the_served_certificate_fingerprint() {
     assert_eq!(a.data()[0]["ssl_fingerprint"], sim.fingerprint());
     assert_eq!(sim.fingerprint().len(), 32 * 3 - 1);
 }
+
+#[tokio::test]
+async fn delete_with_a_body_is_refused_like_pveproxy() {
+    let sim = start().await;
+    let resp = client(&sim)
+        .delete(format!("{}/api2/json/nodes/pve1/lxc/103", sim.url()))
+        .header(
+            "Authorization",
+            format!("PVEAPIToken={}", sim.token(AGENT).unwrap()),
+        )
+        .form(&[("purge", "1")])
+        .send()
+        .await
+        .unwrap();
+    let a = answer(resp).await;
+    assert_eq!(
+        (a.status, a.reason.as_str()),
+        (501, "Unexpected content for method 'DELETE'")
+    );
+    assert!(sim.state().guest(103).is_some());
+}
+
+#[tokio::test]
+async fn json_and_form_bodies_are_both_accepted() {
+    let sim = start().await;
+    let resp = client(&sim)
+        .put(format!("{}/api2/json/nodes/pve1/lxc/103/config", sim.url()))
+        .header(
+            "Authorization",
+            format!("PVEAPIToken={}", sim.token(AGENT).unwrap()),
+        )
+        .json(&json!({"memory": 1536, "onboot": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let cfg = get(&sim, AGENT, "/nodes/pve1/lxc/103/config").await;
+    assert_eq!(cfg.data()["memory"], 1536);
+    assert_eq!(cfg.data()["onboot"], 1);
+}

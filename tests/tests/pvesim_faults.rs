@@ -102,7 +102,7 @@ async fn hung_task_stays_running() {
         &sim,
         AGENT,
         "/nodes/pve1/lxc/102/snapshot",
-        &[("snapname", "s")],
+        &[("snapname", "hang")],
     )
     .await;
     let upid = a.data().as_str().unwrap().to_owned();

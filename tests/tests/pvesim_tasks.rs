@@ -498,3 +498,29 @@ async fn vmid_below_100_fails_schema_validation() {
         "value must have a minimum value of 100"
     );
 }
+
+#[tokio::test]
+async fn task_log_pages_and_reports_total() {
+    let sim = start().await;
+    let a = post(
+        &sim,
+        AGENT,
+        "/nodes/pve1/vzdump",
+        &[("vmid", "103"), ("storage", "local")],
+    )
+    .await;
+    let upid = a.data().as_str().unwrap().to_owned();
+    wait_task(&sim, AGENT, &upid).await;
+    let all = task_log(&sim, AGENT, &upid).await;
+    let page = get(
+        &sim,
+        AGENT,
+        &format!("/nodes/pve1/tasks/{}/log?start=2&limit=2", urlencode(&upid)),
+    )
+    .await;
+    assert_eq!(page.body["total"], all.len());
+    assert_eq!(
+        page.data(),
+        &json!([{"n": 3, "t": all[2]}, {"n": 4, "t": all[3]}])
+    );
+}

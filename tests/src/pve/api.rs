@@ -51,7 +51,12 @@ impl Call {
 }
 
 /// Dispatches an authenticated request under `/api2/json`.
-pub fn route(call: &Call, method: &Method, rel: &str, segs: &[String]) -> Result<Value, ApiError> {
+pub fn route(
+    call: &Call,
+    method: &Method,
+    rel: &str,
+    segs: &[String],
+) -> Result<(Value, Option<usize>), ApiError> {
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let not_impl = || ApiError::new(501, format!("Method '{method} {rel}' not implemented"));
     let state = call.state.clone();
@@ -59,19 +64,36 @@ pub fn route(call: &Call, method: &Method, rel: &str, segs: &[String]) -> Result
     let w: &mut World = &mut guard;
     let m = method.as_str();
     match (m, s.as_slice()) {
+        ("GET", ["nodes", node, "tasks"]) => {
+            check_node(w, node)?;
+            list_tasks(call, w).map(|(v, n)| (v, Some(n)))
+        }
+        ("GET", ["nodes", node, "tasks", upid, "log"]) => {
+            check_node(w, node)?;
+            task_log(call, w, upid).map(|(v, n)| (v, Some(n)))
+        }
+        _ => route_plain(call, w, m, &s)
+            .unwrap_or_else(|| Err(not_impl()))
+            .map(|v| (v, None)),
+    }
+}
+
+fn route_plain(call: &Call, w: &mut World, m: &str, s: &[&str]) -> Option<Result<Value, ApiError>> {
+    Some(match (m, s) {
         ("GET", ["version"]) => Ok(json!(w.version)),
         ("GET", ["nodes"]) => nodes(call, w),
         ("GET", ["cluster", "resources"]) => cluster_resources(call, w),
         ("GET", ["cluster", "nextid"]) => nextid(call, w),
         ("GET", ["storage"]) => storage_config(call, w),
         ("GET", ["access", "permissions"]) => permissions(call, w),
-        ("GET", ["nodes", node, rest @ ..])
-        | ("POST" | "PUT" | "DELETE", ["nodes", node, rest @ ..]) => {
-            check_node(w, node)?;
-            node_route(call, w, m, rest).unwrap_or_else(|| Err(not_impl()))
+        ("GET" | "POST" | "PUT" | "DELETE", ["nodes", node, rest @ ..]) => {
+            if let Err(e) = check_node(w, node) {
+                return Some(Err(e));
+            }
+            return node_route(call, w, m, rest);
         }
-        _ => Err(not_impl()),
-    }
+        _ => return None,
+    })
 }
 
 fn node_route(
@@ -114,9 +136,7 @@ fn node_route(
         ("GET", ["storage"]) => node_storage(call, w),
         ("GET", ["storage", sid, "status"]) => storage_status(call, w, sid),
         ("GET", ["storage", sid, "content"]) => storage_content(call, w, sid),
-        ("GET", ["tasks"]) => list_tasks(call, w),
         ("GET", ["tasks", upid, "status"]) => task_status(call, w, upid),
-        ("GET", ["tasks", upid, "log"]) => task_log(call, w, upid),
         ("GET", ["disks", "list"]) => node_audit(call, w).map(|()| json!(w.node.disks)),
         ("GET", ["disks", "lvmthin"]) => node_audit(call, w).map(|()| json!(w.node.lvmthin)),
         _ => return None,
@@ -645,7 +665,7 @@ fn task_entry(t: &super::state::Task) -> Value {
     v
 }
 
-fn list_tasks(call: &Call, w: &World) -> Result<Value, ApiError> {
+fn list_tasks(call: &Call, w: &World) -> Result<(Value, usize), ApiError> {
     let p = &call.params;
     let vmid = p.int("vmid")?;
     let limit = usize::try_from(p.int("limit")?.unwrap_or(50)).unwrap_or(usize::MAX);
@@ -654,7 +674,7 @@ fn list_tasks(call: &Call, w: &World) -> Result<Value, ApiError> {
     let userfilter = p.get("userfilter");
     let source = p.get("source").unwrap_or("archive");
     let errors_only = p.flag("errors")?;
-    let out: Vec<Value> = w
+    let matching: Vec<&super::state::Task> = w
         .tasks
         .iter()
         .rev()
@@ -672,11 +692,15 @@ fn list_tasks(call: &Call, w: &World) -> Result<Value, ApiError> {
             !errors_only
                 || matches!(&t.state, TaskState::Stopped { exitstatus, .. } if exitstatus != "OK")
         })
+        .collect();
+    let total = matching.len();
+    let out: Vec<Value> = matching
+        .into_iter()
         .skip(start)
         .take(limit)
         .map(task_entry)
         .collect();
-    Ok(json!(out))
+    Ok((json!(out), total))
 }
 
 fn find_task<'w>(
@@ -718,7 +742,7 @@ fn task_status(call: &Call, w: &World, upid: &str) -> Result<Value, ApiError> {
     Ok(v)
 }
 
-fn task_log(call: &Call, w: &World, upid: &str) -> Result<Value, ApiError> {
+fn task_log(call: &Call, w: &World, upid: &str) -> Result<(Value, usize), ApiError> {
     let t = find_task(call, w, upid)?;
     let start = usize::try_from(call.params.int("start")?.unwrap_or(0)).unwrap_or(usize::MAX);
     let limit = usize::try_from(call.params.int("limit")?.unwrap_or(50)).unwrap_or(usize::MAX);
@@ -730,7 +754,7 @@ fn task_log(call: &Call, w: &World, upid: &str) -> Result<Value, ApiError> {
         .take(limit)
         .map(|(i, l)| json!({"n": i + 1, "t": l}))
         .collect();
-    Ok(json!(lines))
+    Ok((json!(lines), t.log.len()))
 }
 
 fn merge(into: &mut Value, extra: Value) {

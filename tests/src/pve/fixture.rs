@@ -88,8 +88,8 @@ pub struct UserFixture {
     pub enable: bool,
 }
 
-/// An API token (`user@realm!tokenid`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// An API token (`user@realm!tokenid`). Debug output redacts the secret.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenFixture {
     pub authid: String,
@@ -98,6 +98,16 @@ pub struct TokenFixture {
     /// The secret UUID; generated at start when absent.
     #[serde(default)]
     pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for TokenFixture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenFixture")
+            .field("authid", &self.authid)
+            .field("privsep", &self.privsep)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// A role and its privileges.

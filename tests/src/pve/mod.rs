@@ -308,6 +308,21 @@ async fn handle(
         }
     };
     let method = req.method().clone();
+    // pve-http-server AnyEvent.pm: a body is only accepted for PUT and POST.
+    let has_body = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > 0)
+        || req.headers().contains_key(hyper::header::TRANSFER_ENCODING);
+    if has_body && method != Method::PUT && method != Method::POST {
+        return Ok(reply::json_response(
+            501,
+            Some(&format!("Unexpected content for method '{method}'")),
+            &json!({"data": null}),
+        ));
+    }
     let params = match read_params(req).await {
         Ok(p) => p,
         Err(e) => return Ok(reply::respond(Err(e))),
@@ -322,7 +337,9 @@ async fn handle(
         authid,
         params,
     };
-    Ok(reply::respond(api::route(&call, &method, &rel, &segs)))
+    Ok(reply::respond_with_total(api::route(
+        &call, &method, &rel, &segs,
+    )))
 }
 
 async fn read_params(req: Request<Incoming>) -> Result<reply::Params, reply::ApiError> {

@@ -85,8 +85,18 @@ impl ApiError {
 
 /// Builds the answer for a handler result.
 pub fn respond(result: Result<Value, ApiError>) -> Response<Full<Bytes>> {
+    respond_with_total(result.map(|v| (v, None)))
+}
+
+/// Like [`respond`], with PVE's `total` attribute for paged listings (task list and log).
+pub fn respond_with_total(
+    result: Result<(Value, Option<usize>), ApiError>,
+) -> Response<Full<Bytes>> {
     match result {
-        Ok(data) => json_response(200, None, &json!({ "data": data })),
+        Ok((data, None)) => json_response(200, None, &json!({ "data": data })),
+        Ok((data, Some(total))) => {
+            json_response(200, None, &json!({ "data": data, "total": total }))
+        }
         Err(e) => {
             let mut body = serde_json::Map::new();
             body.insert("data".to_owned(), Value::Null);
