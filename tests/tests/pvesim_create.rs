@@ -265,3 +265,24 @@ async fn destroying_a_stopped_guest_removes_it() {
     assert_eq!(wait_task(&sim, AGENT, &upid).await["exitstatus"], "OK");
     assert!(sim.state().guest(103).is_none());
 }
+
+#[tokio::test]
+async fn restore_without_sdn_use_fails_in_the_task() {
+    let mut fixture = felhom_simhost::pve::Fixture::default_host();
+    for role in &mut fixture.roles {
+        role.privs.retain(|p| p != "SDN.Use");
+    }
+    let sim = start_with(felhom_simhost::pve::PveSimOptions {
+        fixture,
+        task_duration: std::time::Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await;
+    let upid = restore(&sim, "124", "1").await;
+    let status = wait_task(&sim, AGENT, &upid).await;
+    assert_eq!(
+        status["exitstatus"],
+        "Permission check failed (/sdn/zones/localnetwork/vmbr0, SDN.Use)"
+    );
+    assert!(sim.state().guest(124).is_none());
+}

@@ -1,25 +1,51 @@
 //! `felhom-pvesim`: a simulated Proxmox VE 8 node for tests.
 //!
 //! Serves the subset of `https://<host>:8006/api2/json` the felhom agent uses, over real
-//! HTTPS (rustls, HTTP/1.1), with PVE's envelope (`{"data":…}`), status codes and reason
-//! phrases, `PVEAPIToken` auth with privilege-separated tokens, ACL privilege checks with PVE's
-//! error texts, UPIDs and the task lifecycle, guest locks, vzdump/restore with archived
-//! configs, and fault injection. See the submodules for what was verified against Proxmox's
-//! sources: `acl` (auth + permission texts), `reply` (error → status line + body), `ops`
-//! (pve-container texts), `state` (UPID format from pve-common `PVE::Tools::upid_encode`:
-//! `UPID:%s:%08X:%08X:%08X:%s:%s:%s:`).
+//! HTTPS (rustls, HTTP/1.1), with PVE's envelope (`{"data":…}`, plus `total` on task
+//! listings), status codes and reason phrases, `PVEAPIToken` auth with privilege-separated
+//! tokens, ACL privilege checks with PVE's error texts, UPIDs and the task lifecycle, guest
+//! locks, vzdump/restore with archived configs, and fault injection (see [`faults`]).
 //!
-//! Limits (honest list): LXC only (no QEMU), one node, no ticket/password auth, no pools or
-//! groups, no pending config changes, snapshots do not keep per-snapshot configs, the config
-//! `digest` is a SHA-256 prefix (PVE uses SHA-1), disk/usage numbers are static, and the
-//! 3-second delay real pveproxy adds to every 401 is off by default
-//! ([`PveSimOptions::unauthorized_delay`]).
+//! # Using it
+//! In process: [`PveSim::start`] → [`PveSimHandle`] (`url`, `fingerprint`, `ca_pem`, `token`,
+//! `state`, `faults`, `shutdown`). As a process: the `felhom-pvesim` binary (loopback only,
+//! `--state-json` for discovery). Fault injection also works over HTTP under `/_sim/faults`.
 //!
-//! `root@pam` privileges: real PVE only waives the `keyctl`/feature restriction for the
-//! authenticated *user* `root@pam` (a ticket login or the node CLI), never for a token — an
-//! API token's authid is `root@pam!<name>`. The simulator is faithful to that: every token,
-//! including `root@pam!sim`, gets the feature refusal. The CLI path (`pct create` as root) is
-//! available in process as [`SimState::create_as_root`].
+//! # The default fixture (`tests/fixtures/pve-default.json`)
+//! Node `pve1`; guests 101 `felhom-home` (running, unprivileged, `keyctl=1,nesting=1`, rootfs
+//! on local-lvm, `mp0` with `backup=0`), 102 `felhom-tunnel` (running), 103 `scratch`
+//! (stopped); storages `local` (dir: iso,vztmpl,backup), `local-lvm` (lvmthin: images,rootdir),
+//! `felhom-pbs` (pbs: backup); a protected golden archive
+//! `local:backup/vzdump-lxc-9000-2026_06_01-03_00_12.tar.zst` (features `keyctl=1,nesting=1`)
+//! and a PBS backup of 101. Tokens (secrets generated at start unless the fixture sets them):
+//! - `felhom-agent@pve!agent` (privsep) — role `FelhomAgent` (16 privileges) on `/` for both
+//!   the user and the token;
+//! - `tokenonly@pve!agent` (privsep) — the role granted to the token only, so it is refused
+//!   everything (its own user: granting `felhom-agent@pve` would make any of its tokens work);
+//! - `root@pam!sim` (no privsep) — every privilege, but still a token (see below);
+//! - `auditor@pve!ro` (privsep) — `PVEAuditor` on `/` for user and token.
+//!
+//! # Fidelity notes
+//! What was checked against Proxmox's sources is listed in each submodule: [`acl`] (auth
+//! failures, permission texts), [`reply`] (error → status line + body, 501 text), [`ops`]
+//! (pve-container/pve-manager texts and which checks run synchronously vs inside the worker),
+//! [`state`] (UPID format from pve-common `PVE::Tools::upid_encode`:
+//! `UPID:%s:%08X:%08X:%08X:%s:%s:%s:`; logs end with `TASK OK` / `TASK ERROR: …`).
+//!
+//! `root@pam`: pve-container waives the feature-flag restriction only when the authenticated
+//! id *is* `root@pam` (ticket login or the node CLI). An API token's id is `root@pam!<name>`,
+//! so every token — including `root@pam!sim` — gets `Permission check failed (changing feature
+//! flags (except nesting) is only allowed for root@pam)` for `keyctl`. The CLI path
+//! (`pct create` as root, how the golden image is built) is [`SimState::create_as_root`].
+//!
+//! pveproxy only accepts a request body on POST and PUT (`501 Unexpected content for method
+//! 'DELETE'`); DELETE/GET parameters go in the query string.
+//!
+//! Limits: LXC only (no QEMU), one node, no ticket/password auth, no pools or groups, no
+//! pending config changes, snapshots keep no per-snapshot config (rollback moves `parent` and
+//! stops the guest) and show no `snapstate` while being taken, the config `digest` is a
+//! SHA-256 prefix (PVE uses SHA-1), disk/usage numbers are static, and pveproxy's 3-second
+//! delay on every 401 is off by default ([`PveSimOptions::unauthorized_delay`]).
 
 pub mod acl;
 pub mod api;
