@@ -524,3 +524,67 @@ async fn task_log_pages_and_reports_total() {
         &json!([{"n": 3, "t": all[2]}, {"n": 4, "t": all[3]}])
     );
 }
+
+#[tokio::test]
+async fn task_status_splits_token_into_user_and_tokenid() {
+    let sim = start().await;
+    let a = post(&sim, AGENT, "/nodes/pve1/lxc/103/status/start", &[]).await;
+    let st = wait_task(&sim, AGENT, a.data().as_str().unwrap()).await;
+    assert_eq!(st["user"], "felhom-agent@pve");
+    assert_eq!(st["tokenid"], "agent");
+    assert_eq!(st["upid"], a.data().clone());
+}
+
+#[tokio::test]
+async fn other_callers_task_needs_sys_audit() {
+    let sim = start().await;
+    let a = post(&sim, AGENT, "/nodes/pve1/lxc/103/status/start", &[]).await;
+    let path = format!(
+        "/nodes/pve1/tasks/{}/status",
+        urlencode(a.data().as_str().unwrap())
+    );
+    let refused = get(&sim, TOKENONLY, &path).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(
+        refused.reason,
+        "Permission check failed (/nodes/pve1, Sys.Audit)"
+    );
+    assert_eq!(get(&sim, AUDITOR, &path).await.status, 200);
+}
+
+#[tokio::test]
+async fn unknown_task_is_a_parameter_error() {
+    let sim = start().await;
+    let upid = "UPID:pve1:00001234:00005678:6745A1C2:vzdump:101:felhom-agent@pve!agent:";
+    let a = get(
+        &sim,
+        AGENT,
+        &format!("/nodes/pve1/tasks/{}/status", urlencode(upid)),
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.reason.as_str()),
+        (400, "Parameter verification failed.")
+    );
+    assert_eq!(a.body["errors"]["upid"], "no such task");
+    let bad = get(&sim, AGENT, "/nodes/pve1/tasks/garbage/status").await;
+    assert_eq!(bad.body["errors"]["upid"], "unable to parse worker upid");
+}
+
+#[tokio::test]
+async fn active_task_list_shows_running_status() {
+    let sim = start().await;
+    sim.faults().hang_next_tasks("vzdump", 1);
+    post(
+        &sim,
+        AGENT,
+        "/nodes/pve1/vzdump",
+        &[("vmid", "103"), ("storage", "local")],
+    )
+    .await;
+    let a = get(&sim, AGENT, "/nodes/pve1/tasks?source=active").await;
+    assert_eq!(a.data()[0]["status"], "RUNNING");
+    assert_eq!(a.body["total"], 1);
+    let archived = get(&sim, AGENT, "/nodes/pve1/tasks").await;
+    assert_eq!(archived.data(), &json!([]));
+}

@@ -645,93 +645,161 @@ fn permissions(call: &Call, w: &World) -> Result<Value, ApiError> {
     Ok(Value::Object(out))
 }
 
-fn task_visible(call: &Call, w: &World, user: &str) -> bool {
-    user == call.authid || call.has(w, &format!("/nodes/{}", w.node.name), "Sys.Audit")
+/// pve-manager `PVE/API2/Tasks.pm` `$check_task_user`: a token sees only its own tasks, a user
+/// sees its own and its tokens' tasks; `Sys.Audit` on the node sees everything.
+fn task_owned(call: &Call, task_user: &str) -> bool {
+    match task_user.split_once('!') {
+        Some((user, _)) => call.authid == task_user || call.authid == user,
+        None => call.authid == task_user,
+    }
 }
 
+fn task_visible(call: &Call, w: &World, task_user: &str) -> bool {
+    task_owned(call, task_user) || call.has(w, &format!("/nodes/{}", w.node.name), "Sys.Audit")
+}
+
+/// Task fields as PVE reports them: a token's authid is split into `user` + `tokenid`
+/// (`$convert_token_task`).
 fn task_entry(t: &super::state::Task) -> Value {
     let mut v = json!({
         "upid": t.upid, "node": t.node, "pid": t.pid, "pstart": t.pstart,
         "starttime": t.starttime, "type": t.kind, "id": t.id, "user": t.user,
     });
-    if let TaskState::Stopped {
-        exitstatus,
-        endtime,
-    } = &t.state
-    {
-        v["status"] = json!(exitstatus);
-        v["endtime"] = json!(endtime);
+    if let Some((user, token)) = t.user.split_once('!') {
+        v["user"] = json!(user);
+        v["tokenid"] = json!(token);
     }
     v
 }
 
+fn status_kind(t: &super::state::Task) -> &'static str {
+    match &t.state {
+        TaskState::Running => "unknown",
+        TaskState::Stopped { exitstatus, .. } if exitstatus == "OK" => "ok",
+        TaskState::Stopped { exitstatus, .. } if exitstatus.starts_with("WARNINGS: ") => "warning",
+        TaskState::Stopped { .. } => "error",
+    }
+}
+
 fn list_tasks(call: &Call, w: &World) -> Result<(Value, usize), ApiError> {
     let p = &call.params;
-    let vmid = p.int("vmid")?;
+    let vmid = match p.get("vmid") {
+        Some(v) => Some(super::reply::parse_vmid(v)?.to_string()),
+        None => None,
+    };
     let limit = usize::try_from(p.int("limit")?.unwrap_or(50)).unwrap_or(usize::MAX);
     let start = usize::try_from(p.int("start")?.unwrap_or(0)).unwrap_or(usize::MAX);
     let typefilter = p.get("typefilter");
-    let userfilter = p.get("userfilter");
+    let userfilter = p.get("userfilter").map(str::to_lowercase);
+    let since = p.int("since")?;
+    let until = p.int("until")?;
     let source = p.get("source").unwrap_or("archive");
+    if !matches!(source, "archive" | "active" | "all") {
+        return Err(ApiError::param(
+            "source",
+            format!(
+                "value '{source}' does not have a value in the enumeration 'archive, active, all'"
+            ),
+        ));
+    }
     let errors_only = p.flag("errors")?;
-    let matching: Vec<&super::state::Task> = w
+    let statusfilter: Option<Vec<String>> = match (p.get("statusfilter"), errors_only) {
+        (Some(f), false) => Some(f.split([',', ';', ' ']).map(str::to_lowercase).collect()),
+        (Some(_), true) | (None, true) => Some(vec![
+            "warning".to_owned(),
+            "error".to_owned(),
+            "unknown".to_owned(),
+        ]),
+        (None, false) => None,
+    };
+    let wanted = |t: &&super::state::Task| {
+        let start_u = u64::try_from(t.starttime).unwrap_or(0);
+        userfilter
+            .as_ref()
+            .is_none_or(|u| t.user.to_lowercase().contains(u.as_str()))
+            && task_visible(call, w, &t.user)
+            && typefilter.is_none_or(|f| t.kind == f)
+            && vmid.as_ref().is_none_or(|v| &t.id == v)
+            && since.is_none_or(|s| start_u >= s)
+            && until.is_none_or(|u| start_u <= u)
+            && statusfilter
+                .as_ref()
+                .is_none_or(|f| f.iter().any(|x| x == status_kind(t)))
+    };
+    let running = w
         .tasks
         .iter()
         .rev()
-        .filter(|t| task_visible(call, w, &t.user))
-        .filter(|t| vmid.is_none_or(|v| t.id == v.to_string()))
-        .filter(|t| typefilter.is_none_or(|f| t.kind == f))
-        .filter(|t| userfilter.is_none_or(|u| t.user.contains(u)))
-        .filter(|t| match (source, &t.state) {
-            ("active", TaskState::Running) | ("all", _) => true,
-            ("active", TaskState::Stopped { .. }) => false,
-            (_, TaskState::Running) => false,
-            (_, TaskState::Stopped { .. }) => true,
-        })
-        .filter(|t| {
-            !errors_only
-                || matches!(&t.state, TaskState::Stopped { exitstatus, .. } if exitstatus != "OK")
-        })
-        .collect();
+        .filter(|t| t.state == TaskState::Running);
+    let finished = w
+        .tasks
+        .iter()
+        .filter(|t| t.state != TaskState::Running)
+        .rev();
+    let matching: Vec<&super::state::Task> = match source {
+        "active" => running.filter(wanted).collect(),
+        "all" => running.chain(finished).filter(wanted).collect(),
+        _ => finished.filter(wanted).collect(),
+    };
     let total = matching.len();
     let out: Vec<Value> = matching
         .into_iter()
         .skip(start)
         .take(limit)
-        .map(task_entry)
+        .map(|t| {
+            let mut v = task_entry(t);
+            match &t.state {
+                TaskState::Running => v["status"] = json!("RUNNING"),
+                TaskState::Stopped {
+                    exitstatus,
+                    endtime,
+                } => {
+                    v["status"] = json!(exitstatus);
+                    v["endtime"] = json!(endtime);
+                }
+            }
+            v
+        })
         .collect();
     Ok((json!(out), total))
 }
 
-fn find_task<'w>(
-    call: &Call,
-    w: &'w World,
-    upid: &str,
-) -> Result<&'w super::state::Task, ApiError> {
-    if !upid.starts_with("UPID:") {
-        return Err(ApiError::internal(format!(
-            "unable to parse worker upid '{upid}'"
-        )));
+/// Parses a UPID the way `PVE::Tools::upid_decode` accepts it.
+fn upid_ok(upid: &str) -> bool {
+    let parts: Vec<&str> = upid.split(':').collect();
+    let hex = |p: &str, min: usize, max: usize| {
+        (min..=max).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_hexdigit())
+    };
+    parts.len() == 9
+        && parts[0] == "UPID"
+        && !parts[1].is_empty()
+        && hex(parts[2], 8, 8)
+        && hex(parts[3], 8, 9)
+        && hex(parts[4], 8, 8)
+        && !parts[5].is_empty()
+        && !parts[7].is_empty()
+        && parts[8].is_empty()
+}
+
+/// The owner check of the task endpoints: owner, or `Sys.Audit` on the node.
+fn check_task_access(call: &Call, w: &World, upid: &str) -> Result<(), ApiError> {
+    let user = upid.split(':').nth(7).unwrap_or("");
+    if task_owned(call, user) {
+        Ok(())
+    } else {
+        call.need(w, &format!("/nodes/{}", w.node.name), "Sys.Audit")
     }
-    let t = w
-        .task(upid)
-        .ok_or_else(|| ApiError::internal(format!("no such task '{upid}'")))?;
-    if !task_visible(call, w, &t.user) {
-        return Err(ApiError::perm(
-            &format!("/nodes/{}", w.node.name),
-            "Sys.Audit",
-        ));
-    }
-    Ok(t)
 }
 
 fn task_status(call: &Call, w: &World, upid: &str) -> Result<Value, ApiError> {
-    let t = find_task(call, w, upid)?;
-    let mut v = task_entry(t);
-    if let Some(o) = v.as_object_mut() {
-        o.remove("endtime");
-        o.remove("status");
+    if !upid_ok(upid) {
+        return Err(ApiError::param("upid", "unable to parse worker upid"));
     }
+    let Some(t) = w.task(upid) else {
+        return Err(ApiError::param("upid", "no such task"));
+    };
+    check_task_access(call, w, upid)?;
+    let mut v = task_entry(t);
     match &t.state {
         TaskState::Running => v["status"] = json!("running"),
         TaskState::Stopped { exitstatus, .. } => {
@@ -743,7 +811,17 @@ fn task_status(call: &Call, w: &World, upid: &str) -> Result<Value, ApiError> {
 }
 
 fn task_log(call: &Call, w: &World, upid: &str) -> Result<(Value, usize), ApiError> {
-    let t = find_task(call, w, upid)?;
+    if !upid_ok(upid) {
+        return Err(ApiError::param("upid", "unable to parse worker upid"));
+    }
+    check_task_access(call, w, upid)?;
+    let Some(t) = w.task(upid) else {
+        // PVE::Tools::dump_logfile on a missing file.
+        return Ok((
+            json!([{"n": 1, "t": "unable to open file - No such file or directory"}]),
+            1,
+        ));
+    };
     let start = usize::try_from(call.params.int("start")?.unwrap_or(0)).unwrap_or(usize::MAX);
     let limit = usize::try_from(call.params.int("limit")?.unwrap_or(50)).unwrap_or(usize::MAX);
     let lines: Vec<Value> = t
