@@ -184,3 +184,20 @@ async fn json_and_form_bodies_are_both_accepted() {
     assert_eq!(cfg.data()["memory"], 1536);
     assert_eq!(cfg.data()["onboot"], 1);
 }
+
+#[tokio::test]
+async fn token_without_token_name_is_401_not_splittable() {
+    let sim = start().await;
+    let resp = client(&sim)
+        .get(format!("{}/api2/json/version", sim.url()))
+        .header("Authorization", "PVEAPIToken=felhom-agent@pve=abc")
+        .send()
+        .await
+        .unwrap();
+    let a = answer(resp).await;
+    assert_eq!(a.status, 401);
+    assert_eq!(
+        a.reason,
+        "'felhom-agent@pve' is not a valid token ID - not able to split into user and token parts"
+    );
+}

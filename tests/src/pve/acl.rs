@@ -4,7 +4,8 @@
 //!   401 with the `die` text of `PVE::AccessControl::verify_token` as reason phrase (verified in
 //!   pve-access-control `src/PVE/AccessControl.pm`): `no such user ('<user>')`,
 //!   `no such token '<tokenid>' for user '<user>'`, `invalid token value!`,
-//!   `no tokenid specified`; without any credentials `No ticket` (pve-manager
+//!   `no tokenid specified`, `'<id>' is not a valid token ID - not able to split into user and
+//!   token parts` (`split_tokenid`); without any credentials `No ticket` (pve-manager
 //!   `PVE/HTTPServer.pm` `auth_handler`). pve-http-server `AnyEvent.pm` turns an auth `die` into
 //!   `HTTP::Response->new(HTTP_UNAUTHORIZED, $err)` (json format has no login formatter).
 //! - Effective privileges on a path: the ACL tree is walked from `/` down to the path; at each
@@ -120,8 +121,8 @@ pub enum AuthError {
     NoTicket,
     #[error("no tokenid specified")]
     NoTokenId,
-    #[error("value '{0}' does not look like a valid user name")]
-    BadUserName(String),
+    #[error("'{0}' is not a valid token ID - not able to split into user and token parts")]
+    NotATokenId(String),
     #[error("no such user ('{0}')")]
     NoSuchUser(String),
     #[error("user '{0}' is disabled")]
@@ -141,12 +142,12 @@ impl AccessConfig {
         let Some((tokenid, secret)) = value.rsplit_once('=') else {
             return Err(AuthError::NoTokenId);
         };
-        let Some((user, token)) = tokenid.split_once('!') else {
-            return Err(AuthError::BadUserName(tokenid.to_owned()));
+        let Some((user, token)) = tokenid
+            .split_once('!')
+            .filter(|(u, t)| u.contains('@') && !t.is_empty())
+        else {
+            return Err(AuthError::NotATokenId(tokenid.to_owned()));
         };
-        if !user.contains('@') {
-            return Err(AuthError::BadUserName(user.to_owned()));
-        }
         match self.users.get(user) {
             None => return Err(AuthError::NoSuchUser(user.to_owned())),
             Some(false) => return Err(AuthError::UserDisabled(user.to_owned())),
