@@ -35,6 +35,9 @@ struct Args {
     /// How long tasks stay running, in milliseconds.
     #[arg(long, default_value_t = 300)]
     task_duration_ms: u64,
+    /// Delay before answering a 401, in milliseconds (real pveproxy: 3000).
+    #[arg(long, default_value_t = 0)]
+    unauthorized_delay_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -69,7 +72,7 @@ async fn serve(args: Args, fixture: Fixture) -> anyhow::Result<()> {
         listen: args.listen,
         fixture,
         task_duration: Duration::from_millis(args.task_duration_ms),
-        ..PveSimOptions::default()
+        unauthorized_delay: Duration::from_millis(args.unauthorized_delay_ms),
     })
     .await?;
     if let Some(state_path) = &args.state_json {

@@ -173,6 +173,10 @@ impl Faults {
         self.list().clone()
     }
 
+    /// The convenience methods above are for tests: an invalid fault (count 0, non-5xx status,
+    /// over-long delay) is a bug in the test, so they panic with the reason instead of
+    /// returning an error the test would have to unwrap anyway. Use [`Faults::add`] for a
+    /// `Result`.
     fn add_checked(&self, spec: FaultSpec) {
         if let Err(e) = self.add(spec) {
             panic!("invalid fault injected by a test: {e}");
