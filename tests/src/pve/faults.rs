@@ -120,6 +120,9 @@ impl Faults {
     }
 
     /// Makes the next `count` tasks of `task_type` fail (default exit status when `None`).
+    ///
+    /// # Panics
+    /// When the fault is invalid (see [`Faults::add`]); these helpers are for tests.
     pub fn fail_next_tasks(&self, task_type: &str, count: u32, exitstatus: Option<&str>) {
         self.add_checked(FaultSpec::FailTask {
             task_type: task_type.to_owned(),
@@ -129,6 +132,9 @@ impl Faults {
     }
 
     /// Makes the next `count` tasks of `task_type` never finish.
+    ///
+    /// # Panics
+    /// When the fault is invalid (see [`Faults::add`]); these helpers are for tests.
     pub fn hang_next_tasks(&self, task_type: &str, count: u32) {
         self.add_checked(FaultSpec::HangTask {
             task_type: task_type.to_owned(),
@@ -137,6 +143,9 @@ impl Faults {
     }
 
     /// Answers the next `count` requests under `path_prefix` with `status` (5xx).
+    ///
+    /// # Panics
+    /// When the fault is invalid (see [`Faults::add`]); these helpers are for tests.
     pub fn http_error(&self, path_prefix: &str, count: u32, status: u16, reason: Option<&str>) {
         self.add_checked(FaultSpec::HttpError {
             path_prefix: path_prefix.to_owned(),
@@ -147,6 +156,9 @@ impl Faults {
     }
 
     /// Delays the next `count` answers under `path_prefix`.
+    ///
+    /// # Panics
+    /// When the fault is invalid (see [`Faults::add`]); these helpers are for tests.
     pub fn delay(&self, path_prefix: &str, count: u32, delay: Duration) {
         self.add_checked(FaultSpec::Delay {
             path_prefix: path_prefix.to_owned(),
@@ -156,6 +168,9 @@ impl Faults {
     }
 
     /// Closes the connection without answering for the next `count` requests under the prefix.
+    ///
+    /// # Panics
+    /// When the fault is invalid (see [`Faults::add`]); these helpers are for tests.
     pub fn drop_connections(&self, path_prefix: &str, count: u32) {
         self.add_checked(FaultSpec::Drop {
             path_prefix: path_prefix.to_owned(),
