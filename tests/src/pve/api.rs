@@ -4,6 +4,23 @@
 //! handler lookup (501 `Method '<M> <path>' not implemented`), then the handler's declared
 //! permission check (403) and only then the handler body (so a missing guest behind a failed
 //! permission check is still a 403, like real PVE).
+//!
+//! Tasks follow pve-manager `PVE/API2/Tasks.pm` (verified): a token's tasks report `user` and
+//! `tokenid` separately; a token sees only its own tasks, a user its own and its tokens';
+//! others need `Sys.Audit` on `/nodes/<node>`; the list defaults to `source=archive`
+//! (finished tasks only), running ones show `status: RUNNING` with `source=active|all`;
+//! list and log set `total`; a malformed UPID is a 400 `upid: unable to parse worker upid`,
+//! an unknown one `upid: no such task` (status) or the log line
+//! `unable to open file - No such file or directory` (log).
+//!
+//! Storage content (pve-storage `check_volume_access`, as quoted from `Storage.pm` in a
+//! third-party analysis): each backup volume is listed only with `Datastore.Allocate` on the
+//! storage, or `Datastore.AllocateSpace` on it plus `VM.Backup` on the owning guest; others
+//! are silently left out.
+//!
+//! Not verified: the text for `interfaces` on a stopped guest (`CT <vmid> not running`), the
+//! unknown-node text (a hostname-lookup failure), and the exact field sets of `/nodes` and
+//! `status/current` beyond what PROXMOX-FACTS.md lists.
 
 use hyper::Method;
 use serde_json::{Map, Value, json};

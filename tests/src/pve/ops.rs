@@ -4,12 +4,11 @@
 //! Verified against Proxmox sources (texts used verbatim):
 //! - pve-container `src/PVE/API2/LXC.pm` `create_vm`: `VM.Allocate` on `/vms/{vmid}` else
 //!   `raise_perm_exc()` (bare `Permission check failed`); for restore+force of an existing CT
-//!   `VM.Backup` suffices; `check_vmid_unused` → `CT <vmid> already exists on node '<node>'`;
-//!   force over a running CT → `can't overwrite running container`; default `storage` is
-//!   `local` and must support `rootdir` (400 `storage '<sid>' does not support container
-//!   directories`) and needs `Datastore.AllocateSpace`; worker name `vzrestore`/`vzcreate`;
-//!   the archive's `net*` bridges are checked inside the worker (`SDN.Use` on
-//!   `/sdn/zones/localnetwork/<bridge>`), so that refusal is a task failure.
+//!   `VM.Backup` suffices; `check_vmid_unused` (pve-cluster) → `CT <vmid> already exists on
+//!   node '<node>'`; force over a running CT → `can't overwrite running container`; default
+//!   `storage` is `local` and must support `rootdir` (400 `storage '<sid>' does not support
+//!   container directories`) and needs `Datastore.AllocateSpace`; the archive's `net*`
+//!   bridges are checked inside the worker, so a missing `SDN.Use` is a task failure.
 //! - pve-container `src/PVE/LXC.pm` `check_ct_modify_config_perm`: returns early for
 //!   `root@pam` only (an API token's authid is never `root@pam`, so even `root@pam!sim` is
 //!   refused, as field reports confirm); `features` other than nesting →
@@ -19,31 +18,35 @@
 //! - pve-container `destroy_vm`: sync `unable to destroy CT <vmid> - container is running`;
 //!   the lock check runs inside the `vzdestroy` worker (task failure `CT <vmid> is locked (<lock>)`).
 //! - pve-common `PVE/AbstractConfig.pm` `check_lock`: `CT <vmid> is locked (<lock>)`.
-//! - `PVE::Tools::assert_if_modified`: `detected modified configuration - file changed by other user? Try again.`
-//!
 //! - pve-container `src/PVE/API2/LXC/Status.pm`: start/stop/shutdown check only the running
 //!   state synchronously (`CT <vmid> already running`, `CT <vmid> not running`); the config
 //!   load, template refusal (`you can't start a CT if it's a template`) and lock check run in
 //!   the `vzstart`/`vzstop`/`vzshutdown` worker, so a locked guest fails the task.
-//!
-//! - pve-container `src/PVE/API2/LXC/Snapshot.pm`: worker names `vzsnapshot` (older releases:
+//! - pve-container `src/PVE/API2/LXC/Snapshot.pm`: worker `vzsnapshot` (older releases used
 //!   `pctsnapshot`/`lxcrollback`/`lxcdelsnapshot`), reserved names
-//!   `unable to use snapshot name 'current' (reserved name)` (also `vzdump`), everything else
-//!   (lock, existence) inside the worker. Rollback accepts `VM.Snapshot` or
-//!   `VM.Snapshot.Rollback` (any-of, from memory of current releases).
+//!   `unable to use snapshot name 'current' (reserved name)` (also `vzdump`); lock and
+//!   existence checks happen inside the worker.
 //! - pve-manager `PVE/API2/VZDump.pm`: the API method is `user => 'all'`; synchronously only
-//!   `Datastore.AllocateSpace` on the target storage is checked (and root-only options); the
-//!   per-guest `VM.Backup` check happens in the worker, so a missing `VM.Backup` is a task
-//!   failure (`Permission check failed (/vms/<vmid>, VM.Backup)`), matching the field finding.
-//!   Task id is the vmid for a single guest, empty otherwise.
+//!   `Datastore.AllocateSpace` on the target storage and the root-only options are checked;
+//!   task id is the vmid for a single guest, empty otherwise.
 //!
-//! From memory, not re-verified (the indexed sources only had older versions): PVE ≥ 7.2 lets
-//! non-root callers pass `prune-backups` when they hold `Datastore.Allocate` on the storage
-//! (older versions: `Only root may set this option.`), `bwlimit`/`ionice` need `Sys.Modify`
-//! on `/`; snapshot/rollback/delsnapshot check the lock inside the worker; vzdump of a locked
-//! guest logs `ERROR: Backup of VM <vmid> failed - CT is locked (<lock>)` and the task ends
-//! with `job errors`. Rollback restores only the snapshot pointer
-//! (`parent`) and stops the guest; per-snapshot configs are not modelled.
+//! Inferred or from memory, not verified line by line:
+//! - `VM.Backup` is checked per guest inside the vzdump worker (the synchronous API code has
+//!   no such check; matches the field finding that authorization surfaces at task time); the
+//!   task then ends with `Permission check failed (/vms/<vmid>, VM.Backup)`.
+//! - PVE ≥ 7.2 lets non-root callers pass `prune-backups` with `Datastore.Allocate` on the
+//!   storage (the indexed, older VZDump.pm says `Only root may set this option.`);
+//!   `bwlimit`/`ionice` need `Sys.Modify` on `/`.
+//! - A vzdump of a locked guest logs `ERROR: Backup of VM <vmid> failed - CT is locked
+//!   (<lock>)` and ends with `job errors`.
+//! - Bridge access is `SDN.Use` on `/sdn/zones/localnetwork/<bridge>`; worker names
+//!   `vzcreate`/`vzrestore`/`vzrollback`/`vzdelsnapshot`/`resize`; rollback accepts
+//!   `VM.Snapshot` or `VM.Snapshot.Rollback` (any-of).
+//! - `PVE::Tools::assert_if_modified`: `detected modified configuration - file changed by
+//!   other user? Try again.`
+//!
+//! Not modelled: per-snapshot configs (rollback moves `parent` and stops the guest), pending
+//! changes on running guests, template (`vztmpl`) existence for plain creates.
 
 use std::collections::BTreeMap;
 
