@@ -7,7 +7,7 @@
 //!   `no tokenid specified`, `'<id>' is not a valid token ID - not able to split into user and
 //!   token parts` (`split_tokenid`); without any credentials `No ticket` (pve-manager
 //!   `PVE/HTTPServer.pm` `auth_handler`). pve-http-server `AnyEvent.pm` turns an auth `die` into
-//!   `HTTP::Response->new(HTTP_UNAUTHORIZED, $err)` (json format has no login formatter).
+//!   `HTTP::Response->new(HTTP_UNAUTHORIZED, $err)` (assumed: no login formatter is registered for the json format).
 //! - Effective privileges on a path: the ACL tree is walked from `/` down to the path; at each
 //!   level the entries for the subject replace what was inherited (entries on ancestors only
 //!   count with `propagate`). `root@pam` has every privilege. A privilege-separated token gets

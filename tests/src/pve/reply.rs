@@ -7,9 +7,11 @@
 //!   `raise_param_exc` → code 400, message `Parameter verification failed.` plus `errors`.
 //! - pve-manager `PVE/HTTPServer.pm` `rest_handler`: an unknown handler is
 //!   `501 Method '<METHOD> <rel_uri>' not implemented`; other `die`s are 500 with the text.
-//! - pve-http-server `PVE/APIServer/Formatter/Standard.pm` (json formatter): the body is
-//!   `{"data":…}` plus `errors` when set; the message travels only as the HTTP reason phrase.
-//!   (Trailing newlines of Perl `die` texts are not part of the reason phrase.)
+//! - The json formatter (`prepare_response_data` in the indexed, older `PVE/HTTPServer.pm`
+//!   formatter code): the body is `{"data":…}` plus `errors` when set; the message travels
+//!   only as the HTTP reason phrase. Third-party captures suggest newer releases may also add
+//!   a `message` member to error bodies; the simulator does not, so clients must read the
+//!   reason phrase. (Trailing newlines of Perl `die` texts are not part of the phrase.)
 
 use std::collections::BTreeMap;
 
