@@ -1,6 +1,8 @@
 //! `felhom-agent selftest` as an operator runs it: the real binary against the simulated
 //! Proxmox VE over HTTPS, with trace logging captured to prove the token never shows.
 
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! every read decodes, every async operation's UPID parses and its task reaches OK, and each
 //! kind of failure surfaces as its own error.
 
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
 use std::time::Duration;
 
 use felhom_agent::pve::{
