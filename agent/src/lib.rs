@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod grpc;
 pub mod paths;
+pub mod pbs;
 pub mod pve;
 pub mod queue;
 pub mod selftest;
