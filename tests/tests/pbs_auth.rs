@@ -2,9 +2,7 @@
 
 mod pbs_common;
 
-use felhom_agent::pbs::{
-    BackupType, CertFingerprint, PbsError, PbsToken, TlsTrust, VerifyRequest,
-};
+use felhom_agent::pbs::{BackupType, CertFingerprint, PbsError, PbsToken, TlsTrust, VerifyRequest};
 use felhom_simhost::pbs::Role;
 use pbs_common::*;
 
@@ -13,13 +11,21 @@ async fn a_token_without_datastore_verify_gets_a_permission_error_naming_it() {
     let sim = start().await;
     sim.state().add_user("audit@pbs");
     let token = sim.state().add_token("audit@pbs!agent");
-    sim.state().grant("/datastore/felhom-store", "audit@pbs", Role::DatastoreAudit);
-    sim.state().grant("/datastore/felhom-store", "audit@pbs!agent", Role::DatastoreAudit);
+    sim.state()
+        .grant("/datastore/felhom-store", "audit@pbs", Role::DatastoreAudit);
+    sim.state().grant(
+        "/datastore/felhom-store",
+        "audit@pbs!agent",
+        Role::DatastoreAudit,
+    );
     let c = client_with(&sim, &token, pin(&sim));
     // Listing is allowed with Datastore.Audit ...
     assert_eq!(c.snapshots(STORE, None, None, None).await.unwrap().len(), 4);
     // ... verifying is not.
-    let err = c.verify(STORE, &VerifyRequest::default()).await.unwrap_err();
+    let err = c
+        .verify(STORE, &VerifyRequest::default())
+        .await
+        .unwrap_err();
     let PbsError::Permission { denied, .. } = &err else {
         panic!("unexpected {err:?}");
     };
@@ -38,7 +44,11 @@ async fn a_role_granted_to_the_token_only_is_refused() {
     let sim = start().await;
     sim.state().add_user("solo@pbs");
     let token = sim.state().add_token("solo@pbs!agent");
-    sim.state().grant("/datastore/felhom-store", "solo@pbs!agent", Role::DatastoreAdmin);
+    sim.state().grant(
+        "/datastore/felhom-store",
+        "solo@pbs!agent",
+        Role::DatastoreAdmin,
+    );
     let err = client_with(&sim, &token, pin(&sim))
         .snapshots(STORE, None, None, None)
         .await
@@ -56,10 +66,16 @@ async fn a_backup_only_token_sees_only_its_own_groups() {
     sim.state().add_user("other@pbs");
     let token = sim.state().add_token("other@pbs!backup");
     for ugid in ["other@pbs", "other@pbs!backup"] {
-        sim.state().grant("/datastore/felhom-store", ugid, Role::DatastoreBackup);
+        sim.state()
+            .grant("/datastore/felhom-store", ugid, Role::DatastoreBackup);
     }
     let c = client_with(&sim, &token, pin(&sim));
-    assert!(c.snapshots(STORE, None, None, None).await.unwrap().is_empty());
+    assert!(
+        c.snapshots(STORE, None, None, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let err = c
         .verify(
             STORE,
@@ -131,10 +147,13 @@ async fn the_token_secret_never_shows_in_debug_display_or_errors() {
         c.snapshots("no-such-store", None, None, None)
             .await
             .unwrap_err(),
-        c.verify(STORE, &VerifyRequest {
-            backup_id: Some("101".into()),
-            ..VerifyRequest::default()
-        })
+        c.verify(
+            STORE,
+            &VerifyRequest {
+                backup_id: Some("101".into()),
+                ..VerifyRequest::default()
+            },
+        )
         .await
         .unwrap_err(),
     ];

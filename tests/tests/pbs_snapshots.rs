@@ -58,8 +58,16 @@ async fn listing_filters_by_backup_type_and_id() {
 #[tokio::test]
 async fn an_unknown_datastore_is_rejected_with_the_pbs_text() {
     let sim = start().await;
-    sim.state().grant("/datastore", "felhom@pbs", felhom_simhost::pbs::Role::DatastoreAudit);
-    sim.state().grant("/datastore", AGENT, felhom_simhost::pbs::Role::DatastoreAudit);
+    sim.state().grant(
+        "/datastore",
+        "felhom@pbs",
+        felhom_simhost::pbs::Role::DatastoreAudit,
+    );
+    sim.state().grant(
+        "/datastore",
+        AGENT,
+        felhom_simhost::pbs::Role::DatastoreAudit,
+    );
     let err = client(&sim, AGENT)
         .snapshots("no-such-store", None, None, None)
         .await

@@ -106,7 +106,11 @@ fn binary_names_what_is_wrong_with_a_fixture() {
     let mut fx = serde_json::to_value(felhom_simhost::pbs::PbsFixture::default_host()).unwrap();
     fx["tokens"][0]["authid"] = "ghost@pbs!agent".into();
     std::fs::write(&path, fx.to_string()).unwrap();
-    let out = Command::new(BIN).arg("--fixture").arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("--fixture")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -428,7 +428,11 @@ mod tests {
 
     #[test]
     fn a_400_keeps_the_message_and_is_not_transient() {
-        let err = decode(400, "parameters do not specify a backup group or snapshot\n").unwrap_err();
+        let err = decode(
+            400,
+            "parameters do not specify a backup group or snapshot\n",
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "PBS rejected POST /admin/datastore/felhom-store/verify: 400 parameters do not specify a backup group or snapshot"

@@ -22,8 +22,7 @@ use super::error::{PbsError, PbsTaskFailure};
 use super::types::{PbsTaskLogLine, PbsTaskStatus};
 use super::upid::PbsUpid;
 use crate::pve::{
-    PollEnd, TaskOutcome, WaitOptions, classify_exitstatus, encode_path_segment,
-    poll_until_stopped,
+    PollEnd, TaskOutcome, WaitOptions, classify_exitstatus, encode_path_segment, poll_until_stopped,
 };
 
 /// Log lines fetched per request while reading a task log.
@@ -158,7 +157,10 @@ fn log_message(line: &str) -> &str {
 
 /// The tab-indented entries PBS's verify logs after [`VERIFY_FAILED_MARK`].
 fn failed_snapshots(log: &[String]) -> Vec<String> {
-    let Some(start) = log.iter().position(|l| log_message(l) == VERIFY_FAILED_MARK) else {
+    let Some(start) = log
+        .iter()
+        .position(|l| log_message(l) == VERIFY_FAILED_MARK)
+    else {
         return Vec::new();
     };
     log[start + 1..]

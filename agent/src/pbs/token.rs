@@ -139,7 +139,10 @@ mod tests {
                 "felhom!agent:s3cr3t",
                 PbsTokenError::AuthId("felhom!agent".into()),
             ),
-            ("@pbs!agent:s3cr3t", PbsTokenError::AuthId("@pbs!agent".into())),
+            (
+                "@pbs!agent:s3cr3t",
+                PbsTokenError::AuthId("@pbs!agent".into()),
+            ),
             ("felhom@pbs!agent:s3 cr3t", PbsTokenError::Characters),
         ];
         for (text, want) in cases {

@@ -329,10 +329,7 @@ mod tests {
         let s = decode(&json);
         assert!(s.protected);
         assert_eq!(s.verify_state, VerifyState::Failed);
-        assert_eq!(
-            s.verify_upid.unwrap().worker_id(),
-            Some("felhom-spike")
-        );
+        assert_eq!(s.verify_upid.unwrap().worker_id(), Some("felhom-spike"));
     }
 
     #[test]
@@ -358,7 +355,9 @@ mod tests {
     fn a_namespace_comes_from_the_entry_or_the_request() {
         let wire: WireSnapshot = serde_json::from_str(ENCRYPTED_UNVERIFIED).unwrap();
         assert_eq!(
-            PbsSnapshot::from_wire(wire.clone(), Some("site-a")).namespace.as_deref(),
+            PbsSnapshot::from_wire(wire.clone(), Some("site-a"))
+                .namespace
+                .as_deref(),
             Some("site-a")
         );
         let json = ENCRYPTED_UNVERIFIED.replace(r#""protected":false"#, r#""ns":"site-b""#);

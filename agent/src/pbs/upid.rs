@@ -16,10 +16,15 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
-/// A parsed PBS UPID.
+/// A parsed PBS UPID. Shared behind an `Arc`: it travels in errors and snapshots, and stays one
+/// pointer wide there.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct PbsUpid {
+pub struct PbsUpid(Arc<Parts>);
+
+#[derive(PartialEq, Eq, Hash)]
+struct Parts {
     raw: String,
     node: String,
     pid: u32,
@@ -36,7 +41,9 @@ pub struct PbsUpid {
 pub enum PbsUpidError {
     #[error("PBS UPID must start with 'UPID:'")]
     Prefix,
-    #[error("PBS UPID must have 8 colon-separated fields after 'UPID:' and end with ':', found {0} fields")]
+    #[error(
+        "PBS UPID must have 8 colon-separated fields after 'UPID:' and end with ':', found {0} fields"
+    )]
     FieldCount(usize),
     #[error("PBS UPID field '{0}' is empty")]
     Empty(&'static str),
@@ -62,40 +69,40 @@ const MAX_UPID_LEN: usize = 256;
 impl PbsUpid {
     /// Node that runs the task: its status is read at `/nodes/<node>/tasks/<upid>/status`.
     pub fn node(&self) -> &str {
-        &self.node
+        &self.0.node
     }
     /// Process id of the PBS daemon that runs the worker.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.0.pid
     }
     /// Process start time (clock ticks since boot).
     pub fn pstart(&self) -> u64 {
-        self.pstart
+        self.0.pstart
     }
     /// Worker task number inside that process.
     pub fn task_id(&self) -> u64 {
-        self.task_id
+        self.0.task_id
     }
     /// Task start, seconds since the Unix epoch.
     pub fn starttime(&self) -> u64 {
-        self.starttime
+        self.0.starttime
     }
     /// Worker type, e.g. `verify`, `verify_group`, `verify_snapshot`, `garbage_collection`.
     pub fn worker_type(&self) -> &str {
-        &self.worker_type
+        &self.0.worker_type
     }
     /// Worker id with systemd escaping undone (`felhom\x2dspike` → `felhom-spike`); `None`
     /// when the UPID carries none.
     pub fn worker_id(&self) -> Option<&str> {
-        self.worker_id.as_deref()
+        self.0.worker_id.as_deref()
     }
     /// The authid (user or token) that started the task.
     pub fn authid(&self) -> &str {
-        &self.authid
+        &self.0.authid
     }
     /// The UPID text exactly as PBS sent it.
     pub fn as_str(&self) -> &str {
-        &self.raw
+        &self.0.raw
     }
 }
 
@@ -204,14 +211,14 @@ impl FromStr for PbsUpid {
         }
         let worker_id = match fields[6] {
             "" => None,
-            raw => Some(
-                unescape_worker_id(raw).ok_or_else(|| PbsUpidError::Escape(raw.to_owned()))?,
-            ),
+            raw => {
+                Some(unescape_worker_id(raw).ok_or_else(|| PbsUpidError::Escape(raw.to_owned()))?)
+            }
         };
         if fields[7].is_empty() {
             return Err(PbsUpidError::Empty("authid"));
         }
-        Ok(PbsUpid {
+        Ok(PbsUpid(Arc::new(Parts {
             raw: s.to_owned(),
             node: node.to_owned(),
             // 8 hex digits always fit.
@@ -222,25 +229,25 @@ impl FromStr for PbsUpid {
             worker_type: fields[5].to_owned(),
             worker_id,
             authid: fields[7].to_owned(),
-        })
+        })))
     }
 }
 
 impl fmt::Display for PbsUpid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.raw)
+        f.write_str(&self.0.raw)
     }
 }
 
 impl fmt::Debug for PbsUpid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PbsUpid({})", self.raw)
+        write!(f, "PbsUpid({})", self.0.raw)
     }
 }
 
 impl serde::Serialize for PbsUpid {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.raw)
+        s.serialize_str(&self.0.raw)
     }
 }
 
@@ -310,7 +317,10 @@ mod tests {
     #[test]
     fn rejects_malformed_upids_naming_the_problem() {
         let cases = [
-            ("upid:a:000004D2:0000A1B2:00000000:6745A1C2:v::a@pbs:", PbsUpidError::Prefix),
+            (
+                "upid:a:000004D2:0000A1B2:00000000:6745A1C2:v::a@pbs:",
+                PbsUpidError::Prefix,
+            ),
             (
                 "UPID:-bad:000004D2:0000A1B2:00000000:6745A1C2:v::a@pbs:",
                 PbsUpidError::Node("-bad".into()),
@@ -348,7 +358,10 @@ mod tests {
     #[test]
     fn escaping_round_trips() {
         for id in ["felhom-store", "a:/ns/x/ct/101", "store_1.2", ".hidden"] {
-            assert_eq!(unescape_worker_id(&escape_worker_id(id)).as_deref(), Some(id));
+            assert_eq!(
+                unescape_worker_id(&escape_worker_id(id)).as_deref(),
+                Some(id)
+            );
         }
     }
 }

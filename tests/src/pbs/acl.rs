@@ -323,7 +323,8 @@ mod tests {
             Err(AuthError::Inactive)
         );
         assert_eq!(
-            a.authenticate(Some("PBSAPIToken=felhom@pbs!agent:s3cret")).unwrap(),
+            a.authenticate(Some("PBSAPIToken=felhom@pbs!agent:s3cret"))
+                .unwrap(),
             "felhom@pbs!agent"
         );
     }

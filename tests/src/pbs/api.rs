@@ -61,14 +61,18 @@ fn param_error(name: &str, why: &str) -> ApiError {
 
 fn check_allowed(params: &Params, allowed: &[&str]) -> Result<(), ApiError> {
     match params.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(param_error(k, "schema does not allow additional properties.")),
+        Some(k) => Err(param_error(
+            k,
+            "schema does not allow additional properties.",
+        )),
         None => Ok(()),
     }
 }
 
 fn safe_id(s: &str) -> bool {
     let mut c = s.chars();
-    c.next().is_some_and(|f| f.is_ascii_alphanumeric() || f == '_')
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphanumeric() || f == '_')
         && c.all(|x| x.is_ascii_alphanumeric() || matches!(x, '_' | '.' | '-'))
 }
 
@@ -93,7 +97,10 @@ fn opt_backup_id(params: &Params) -> Result<Option<String>, ApiError> {
             if safe_id(v) {
                 Ok(v.clone())
             } else {
-                Err(param_error("backup-id", "value does not match the regex pattern"))
+                Err(param_error(
+                    "backup-id",
+                    "value does not match the regex pattern",
+                ))
             }
         })
         .transpose()
@@ -145,7 +152,10 @@ fn check_store_name(store: &str) -> Result<(), ApiError> {
     if (3..=32).contains(&store.len()) && safe_id(store) {
         Ok(())
     } else {
-        Err(param_error("store", "value does not match the regex pattern"))
+        Err(param_error(
+            "store",
+            "value does not match the regex pattern",
+        ))
     }
 }
 
@@ -176,10 +186,7 @@ pub fn route(
         ("GET", ["nodes", node, "tasks", upid, "log"]) => {
             task_log(state, authid, node, upid, params)
         }
-        _ => Err(ApiError::new(
-            404,
-            format!("Path '{full_path}' not found."),
-        )),
+        _ => Err(ApiError::new(404, format!("Path '{full_path}' not found."))),
     }
 }
 
@@ -216,14 +223,23 @@ fn list_snapshots(
         .filter(|s| !limited || check_backup_owner(&s.owner, authid).is_ok())
         .collect();
     list.sort_by(|a, b| {
-        (a.backup_type, &a.backup_id, a.backup_time).cmp(&(b.backup_type, &b.backup_id, b.backup_time))
+        (a.backup_type, &a.backup_id, a.backup_time).cmp(&(
+            b.backup_type,
+            &b.backup_id,
+            b.backup_time,
+        ))
     });
     Ok(Answer::Data(Value::Array(
         list.iter().map(|s| s.listing()).collect(),
     )))
 }
 
-fn verify(state: &PbsState, authid: &str, store: &str, params: &Params) -> Result<Answer, ApiError> {
+fn verify(
+    state: &PbsState,
+    authid: &str,
+    store: &str,
+    params: &Params,
+) -> Result<Answer, ApiError> {
     check_allowed(
         params,
         &[
@@ -317,24 +333,29 @@ fn parse_upid(text: &str) -> Result<(), ApiError> {
                 && (8..=9).contains(&f[2].len())
                 && (8..=16).contains(&f[3].len())
                 && f[4].len() == 8
-                && f[1..5].iter().all(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+                && f[1..5]
+                    .iter()
+                    .all(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
                 && !f[5].is_empty()
                 && !f[7].is_empty()
         });
     if ok && text.len() <= 128 + 64 {
         Ok(())
     } else {
-        Err(param_error("upid", "value does not match the regex pattern"))
+        Err(param_error(
+            "upid",
+            "value does not match the regex pattern",
+        ))
     }
 }
 
-fn readable_task(
-    state: &PbsState,
-    authid: &str,
-    upid: &str,
-) -> Result<Option<SimTask>, ApiError> {
+fn readable_task(state: &PbsState, authid: &str, upid: &str) -> Result<Option<SimTask>, ApiError> {
     parse_upid(upid)?;
-    let task_authid = upid.trim_end_matches(':').rsplit(':').next().unwrap_or_default();
+    let task_authid = upid
+        .trim_end_matches(':')
+        .rsplit(':')
+        .next()
+        .unwrap_or_default();
     let w = state.lock();
     if !w.may_read_task(authid, task_authid) {
         return Err(ApiError::bad("task access not allowed"));
@@ -429,9 +450,7 @@ fn task_log(
     let limit = opt_int(params, "limit", 0)?.unwrap_or(50);
     let test_status = opt_bool(params, "test-status")?.unwrap_or(false);
     if opt_bool(params, "download")?.unwrap_or(false) {
-        return Err(ApiError::bad(
-            "download is not supported by the simulator",
-        ));
+        return Err(ApiError::bad("download is not supported by the simulator"));
     }
     let task = readable_task(state, authid, upid)?
         .ok_or_else(|| ApiError::bad("No such file or directory (os error 2)"))?;

@@ -130,6 +130,11 @@ mod tests {
         fx.check().unwrap();
         assert_eq!(fx.datastores[0].name, "felhom-store");
         assert_eq!(fx.datastores[0].snapshots.len(), 4);
-        assert!(fx.datastores[0].snapshots.iter().all(|s| s.verification.is_none()));
+        assert!(
+            fx.datastores[0]
+                .snapshots
+                .iter()
+                .all(|s| s.verification.is_none())
+        );
     }
 }

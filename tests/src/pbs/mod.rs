@@ -116,12 +116,13 @@ impl PbsSim {
         }
         opts.fixture.check()?;
         let identity = tls::TlsIdentity::generate(&opts.fixture.node)?;
-        let listener = TcpListener::bind(opts.listen)
-            .await
-            .map_err(|source| PbsSimError::Bind {
-                addr: opts.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(opts.listen)
+                .await
+                .map_err(|source| PbsSimError::Bind {
+                    addr: opts.listen,
+                    source,
+                })?;
         let addr = listener.local_addr().map_err(|source| PbsSimError::Bind {
             addr: opts.listen,
             source,

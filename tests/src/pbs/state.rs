@@ -238,13 +238,21 @@ impl PbsState {
     ) -> Result<(), String> {
         let snap = self
             .snapshot(store, backup_type, backup_id, backup_time)
-            .ok_or_else(|| format!("no snapshot {}/{backup_id}/{backup_time} in {store}", backup_type.as_str()))?;
+            .ok_or_else(|| {
+                format!(
+                    "no snapshot {}/{backup_id}/{backup_time} in {store}",
+                    backup_type.as_str()
+                )
+            })?;
         if !snap
             .files
             .iter()
             .any(|f| f.filename == file && f.crypt_mode.is_some())
         {
-            return Err(format!("snapshot {} has no manifest file {file}", snap.dir()));
+            return Err(format!(
+                "snapshot {} has no manifest file {file}",
+                snap.dir()
+            ));
         }
         self.lock().faults.push(VerifyFault {
             store: store.to_owned(),
@@ -334,7 +342,10 @@ impl World {
         match &job.target {
             VerifyTarget::Snapshot(t, id, time) => {
                 match snaps.iter().position(|s| {
-                    in_scope(s) && s.backup_type == *t && &s.backup_id == id && s.backup_time == *time
+                    in_scope(s)
+                        && s.backup_type == *t
+                        && &s.backup_id == id
+                        && s.backup_time == *time
                 }) {
                     Some(i) => {
                         if !self.verify_dir(upid, job, &snaps[i]) {
@@ -345,7 +356,9 @@ impl World {
                         let dir = format!("{}/{id}/{}", t.as_str(), rfc3339_utc(*time, "Z"));
                         self.log(
                             upid,
-                            format!("SKIPPED: verify {store}:{dir} - snapshot does not exist (anymore)."),
+                            format!(
+                                "SKIPPED: verify {store}:{dir} - snapshot does not exist (anymore)."
+                            ),
                         );
                     }
                 }
@@ -369,10 +382,11 @@ impl World {
                     .map(|s| (s.backup_type, s.backup_id.clone()))
                     .collect();
                 groups.sort_by(|a, b| {
-                    a.0.cmp(&b.0).then_with(|| match (a.1.parse::<u64>(), b.1.parse::<u64>()) {
-                        (Ok(x), Ok(y)) => x.cmp(&y),
-                        _ => a.1.cmp(&b.1),
-                    })
+                    a.0.cmp(&b.0)
+                        .then_with(|| match (a.1.parse::<u64>(), b.1.parse::<u64>()) {
+                            (Ok(x), Ok(y)) => x.cmp(&y),
+                            _ => a.1.cmp(&b.1),
+                        })
                 });
                 groups.dedup();
                 let total = groups.len();
@@ -421,11 +435,15 @@ impl World {
             .iter()
             .filter(|s| s.in_ns(job.ns.as_deref()) && s.backup_type == t && s.backup_id == id)
             .collect();
-        list.sort_by(|a, b| b.backup_time.cmp(&a.backup_time));
+        list.sort_by_key(|s| std::cmp::Reverse(s.backup_time));
         let n = list.len();
         self.log(
             upid,
-            format!("verify group {}:{}/{id} ({n} snapshots)", job.store, t.as_str()),
+            format!(
+                "verify group {}:{}/{id} ({n} snapshots)",
+                job.store,
+                t.as_str()
+            ),
         );
         let mut failed = Vec::new();
         for (pos, snap) in list.into_iter().enumerate() {
@@ -461,7 +479,10 @@ impl World {
                 (now_epoch() - started) / 86_400 > days
             });
             if !reverify {
-                self.log(upid, format!("SKIPPED: verify {store}:{dir} (recently verified)"));
+                self.log(
+                    upid,
+                    format!("SKIPPED: verify {store}:{dir} (recently verified)"),
+                );
                 return true;
             }
         }
@@ -501,7 +522,10 @@ impl World {
                 } else {
                     "wrong index checksum"
                 };
-                self.log(upid, format!("verify {store}:{dir}/{} failed: {why}", file.filename));
+                self.log(
+                    upid,
+                    format!("verify {store}:{dir}/{} failed: {why}", file.filename),
+                );
                 errors += 1;
             }
         }
@@ -563,14 +587,21 @@ pub fn escape_worker_id(text: &str) -> String {
 
 /// The worker id part of a verify: `<store>:<ns path>/<type>/<id>[/<time %08X>]`, or the store
 /// (`<store>:<ns path>` in a namespace) for a whole-datastore verify.
-pub(crate) fn verify_worker(store: &str, ns: Option<&str>, target: &VerifyTarget) -> (&'static str, String) {
+pub(crate) fn verify_worker(
+    store: &str,
+    ns: Option<&str>,
+    target: &VerifyTarget,
+) -> (&'static str, String) {
     let ns_path = ns.map(ns_display_as_path).unwrap_or_default();
     match target {
         VerifyTarget::Snapshot(t, id, time) => (
             "verify_snapshot",
             format!("{store}:{ns_path}/{}/{id}/{time:08X}", t.as_str()),
         ),
-        VerifyTarget::Group(t, id) => ("verify_group", format!("{store}:{ns_path}/{}/{id}", t.as_str())),
+        VerifyTarget::Group(t, id) => (
+            "verify_group",
+            format!("{store}:{ns_path}/{}/{id}", t.as_str()),
+        ),
         VerifyTarget::All if ns_path.is_empty() => ("verify", store.to_owned()),
         VerifyTarget::All => ("verify", format!("{store}:{ns_path}")),
     }
