@@ -12,14 +12,14 @@ use serde_json::Value;
 
 fn http(sim: &PbsSimHandle) -> reqwest::Client {
     reqwest::Client::builder()
-        .use_preconfigured_tls(client_config(&pin(sim)).unwrap())
+        .use_preconfigured_tls(client_config(&pin(sim)).expect("pinned TLS config builds"))
         .timeout(Duration::from_secs(30))
         .build()
-        .unwrap()
+        .expect("HTTP client builds")
 }
 
 fn auth(sim: &PbsSimHandle, authid: &str) -> String {
-    format!("PBSAPIToken={}", sim.token(authid).unwrap())
+    format!("PBSAPIToken={}", sim.token(authid).expect("token exists"))
 }
 
 async fn get(sim: &PbsSimHandle, authid: Option<&str>, path: &str) -> (u16, String, String) {
@@ -27,10 +27,13 @@ async fn get(sim: &PbsSimHandle, authid: Option<&str>, path: &str) -> (u16, Stri
     if let Some(a) = authid {
         req = req.header("Authorization", auth(sim, a));
     }
-    let resp = req.send().await.unwrap();
+    let resp = req.send().await.expect("request is answered");
     let status = resp.status().as_u16();
-    let ctype = resp.headers()["content-type"].to_str().unwrap().to_owned();
-    (status, ctype, resp.text().await.unwrap())
+    let ctype = resp.headers()["content-type"]
+        .to_str()
+        .expect("content type is ASCII")
+        .to_owned();
+    (status, ctype, resp.text().await.expect("body is text"))
 }
 
 async fn post(
@@ -45,8 +48,11 @@ async fn post(
         .form(form)
         .send()
         .await
-        .unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
+        .expect("request is answered");
+    (
+        resp.status().as_u16(),
+        resp.text().await.expect("body is text"),
+    )
 }
 
 #[tokio::test]
