@@ -78,3 +78,30 @@ async fn an_unknown_datastore_is_rejected_with_the_pbs_text() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_namespace_listing_returns_only_that_namespace_and_names_it() {
+    let sim = start().await;
+    let mut snap = sim
+        .state()
+        .snapshot(STORE, felhom_simhost::pbs::BackupType::Ct, "101", CT101_OLD)
+        .unwrap();
+    snap.ns = Some("site-a".into());
+    snap.backup_id = "201".into();
+    sim.state().add_snapshot(STORE, snap);
+    let c = client(&sim, AGENT);
+
+    let in_ns = c
+        .snapshots(STORE, Some("site-a"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(in_ns.len(), 1);
+    assert_eq!(in_ns[0].namespace.as_deref(), Some("site-a"));
+    assert_eq!(in_ns[0].backup_id, "201");
+    assert!(in_ns[0].encrypted);
+
+    let root = c.snapshots(STORE, None, None, None).await.unwrap();
+    assert_eq!(root.len(), 4);
+    assert!(root.iter().all(|s| s.backup_id != "201"));
+    sim.shutdown().await;
+}

@@ -170,7 +170,7 @@ impl Access {
             return Err(AuthError::NotToken);
         }
         let stored = self.tokens.get(authid).ok_or(AuthError::BadSecret)?;
-        // Constant-time enough for a simulator is not the point; equality is.
+        // A simulator needs no constant-time comparison; real PBS compares crypt(3) hashes.
         if stored.as_bytes() == percent_decode(secret).as_bytes() {
             Ok(authid.to_owned())
         } else {
