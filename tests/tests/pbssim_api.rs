@@ -132,9 +132,9 @@ async fn an_unknown_parameter_is_refused() {
 async fn finished_verify(sim: &PbsSimHandle) -> String {
     let (status, body) = post(sim, AGENT, "/admin/datastore/felhom-store/verify", &[]).await;
     assert_eq!(status, 200, "{body}");
-    let upid = serde_json::from_str::<Value>(&body).unwrap()["data"]
+    let upid = serde_json::from_str::<Value>(&body).expect("verify answers JSON")["data"]
         .as_str()
-        .unwrap()
+        .expect("verify answers a UPID string")
         .to_owned();
     let path = format!(
         "/nodes/{}/tasks/{}/status",
@@ -144,7 +144,7 @@ async fn finished_verify(sim: &PbsSimHandle) -> String {
     // Polled, not slept on: the task ends after the simulator's task duration.
     for _ in 0..600 {
         let (_, _, body) = get(sim, Some(AGENT), &path).await;
-        let v: Value = serde_json::from_str(&body).unwrap();
+        let v: Value = serde_json::from_str(&body).expect("task status is JSON");
         if v["data"]["status"] == "stopped" {
             assert_eq!(v["data"]["exitstatus"], "OK");
             return upid;
