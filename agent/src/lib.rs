@@ -6,8 +6,10 @@
 //! `ARCHITECTURE.md` for the design and trust rules.
 
 pub mod config;
+pub mod context;
 pub mod daemon;
 pub mod grpc;
+pub mod guest_storage;
 pub mod paths;
 pub mod pbs;
 pub mod pve;
