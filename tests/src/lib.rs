@@ -2,3 +2,4 @@
 //! and the end-to-end tests that run the felhom processes against them.
 
 pub mod pbs;
+pub mod pve;
