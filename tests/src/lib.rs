@@ -1,5 +1,6 @@
 //! felhom-simhost: simulators of the host's surroundings (Proxmox VE, Proxmox Backup Server, …)
 //! and the end-to-end tests that run the felhom processes against them.
 
+pub mod https;
 pub mod pbs;
 pub mod pve;

@@ -27,6 +27,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::pve::reply::percent_decode;
+
 /// PBS's privilege table, in its order.
 pub const PRIVILEGES: &[(&str, u64)] = &[
     ("Sys.Audit", 1 << 0),
@@ -171,7 +173,7 @@ impl Access {
         }
         let stored = self.tokens.get(authid).ok_or(AuthError::BadSecret)?;
         // A simulator needs no constant-time comparison; real PBS compares crypt(3) hashes.
-        if stored.as_bytes() == percent_decode(secret).as_bytes() {
+        if stored.as_bytes() == percent_decode(secret, false).as_bytes() {
             Ok(authid.to_owned())
         } else {
             Err(AuthError::BadSecret)
@@ -247,28 +249,6 @@ fn is_ancestor(ancestor: &str, path: &str) -> bool {
         || path
             .strip_prefix(ancestor)
             .is_some_and(|rest| rest.starts_with('/'))
-}
-
-/// Decodes `%XX` escapes (invalid ones are kept as written).
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -14,6 +14,10 @@
 //! roles, privsep, permission texts), `api` (envelope, parameter and status rules), `state`
 //! (verify worker behaviour and texts), `model` (listing shape).
 //!
+//! TLS and the accept loop are shared with the PVE simulator (`crate::pve::tls`,
+//! `crate::https`). Real PBS serves a self-signed `proxy.pem`; here the leaf is signed by a
+//! throwaway CA like PVE's, which a fingerprint pin does not see (it hashes the leaf only).
+//!
 //! Limits: one node; datastores are only their snapshot lists (no chunks, no backup/restore
 //! protocol, no prune/GC); no ticket login; ACLs without `NoAccess` overrides; 401s are not
 //! delayed unless [`PbsSimOptions::unauthorized_delay`] says so (real PBS: 3 s).
@@ -23,7 +27,6 @@ pub mod api;
 pub mod fixture;
 pub mod model;
 pub mod state;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,10 +35,12 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+use crate::pve::reply::percent_decode;
+use crate::pve::tls::{TlsError, TlsIdentity};
 
 pub use acl::Role;
 pub use fixture::PbsFixture;
@@ -57,7 +62,7 @@ pub enum PbsSimError {
     #[error("Refusing to listen on non-loopback address {0}")]
     NotLoopback(SocketAddr),
     #[error("Cannot build the TLS identity")]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] TlsError),
     #[error("Invalid fixture")]
     Fixture(#[from] fixture::FixtureError),
 }
@@ -96,7 +101,7 @@ pub struct PbsSimHandle {
     url: String,
     addr: SocketAddr,
     fingerprint: String,
-    cert_pem: String,
+    ca_pem: String,
     datastore: Option<String>,
     state: PbsState,
     stop: Option<oneshot::Sender<()>>,
@@ -115,7 +120,7 @@ impl PbsSim {
             return Err(PbsSimError::NotLoopback(opts.listen));
         }
         opts.fixture.check()?;
-        let identity = tls::TlsIdentity::generate(&opts.fixture.node)?;
+        let identity = TlsIdentity::generate(&opts.fixture.node)?;
         let listener =
             TcpListener::bind(opts.listen)
                 .await
@@ -135,7 +140,11 @@ impl PbsSim {
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config.clone());
         let (stop_tx, stop_rx) = oneshot::channel();
-        let server = tokio::spawn(serve(listener, acceptor, shared, stop_rx));
+        let handler = move |req| {
+            let shared = shared.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(&shared, req).await) }
+        };
+        let server = tokio::spawn(crate::https::serve(listener, acceptor, handler, stop_rx));
         let host = match addr {
             SocketAddr::V4(a) => a.ip().to_string(),
             SocketAddr::V6(a) => format!("[{}]", a.ip()),
@@ -143,8 +152,9 @@ impl PbsSim {
         Ok(PbsSimHandle {
             url: format!("https://{host}:{}", addr.port()),
             addr,
-            fingerprint: identity.fingerprint,
-            cert_pem: identity.cert_pem,
+            // PBS shows fingerprints in lower case (`proxmox-backup-manager cert info`).
+            fingerprint: identity.fingerprint.to_lowercase(),
+            ca_pem: identity.ca_pem,
             datastore,
             state,
             stop: Some(stop_tx),
@@ -164,14 +174,14 @@ impl PbsSimHandle {
         self.addr
     }
 
-    /// SHA-256 of the certificate, `aa:bb:…` (PBS's display form).
+    /// SHA-256 of the server's leaf certificate, `aa:bb:…` (PBS's display form): the pin.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
 
-    /// The self-signed certificate, PEM (usable as a CA file).
-    pub fn cert_pem(&self) -> &str {
-        &self.cert_pem
+    /// PEM of the CA that signed the leaf (for CA-file trust).
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
     }
 
     /// The full `user@realm!token:secret` of a token.
@@ -211,37 +221,6 @@ impl Drop for PbsSimHandle {
             server.abort();
         }
     }
-}
-
-async fn serve(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    shared: Arc<Shared>,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let mut conns = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            accepted = listener.accept() => {
-                let Ok((tcp, _peer)) = accepted else { continue };
-                let acceptor = acceptor.clone();
-                let shared = shared.clone();
-                conns.spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let svc = hyper::service::service_fn(move |req| {
-                        let shared = shared.clone();
-                        async move { Ok::<_, std::convert::Infallible>(handle(&shared, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
-                });
-            }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-    conns.shutdown().await;
 }
 
 const JSON_CONTENT_TYPE: &str = "application/json;charset=UTF-8";
@@ -289,7 +268,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
     let segs: Vec<String> = rel
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(acl::percent_decode)
+        .map(|s| percent_decode(s, false))
         .collect();
     let params = match read_params(req).await {
         Ok(p) => p,
@@ -308,7 +287,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
 fn add_form(params: &mut api::Params, text: &str) {
     for pair in text.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode = |s: &str| acl::percent_decode(&s.replace('+', " "));
+        let decode = |s: &str| percent_decode(s, true);
         params.insert(decode(k), decode(v));
     }
 }
