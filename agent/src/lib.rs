@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod grpc;
 pub mod guest_storage;
 pub mod paths;
+pub mod pbs;
 pub mod pve;
 pub mod queue;
 pub mod selftest;

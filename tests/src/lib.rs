@@ -1,5 +1,7 @@
-//! felhom-simhost: simulators of the host's surroundings (Proxmox VE, …) and the end-to-end
-//! tests that run the felhom processes against them.
+//! felhom-simhost: simulators of the host's surroundings (Proxmox VE, Proxmox Backup Server, …)
+//! and the end-to-end tests that run the felhom processes against them.
 
 pub mod devhost;
+pub mod https;
+pub mod pbs;
 pub mod pve;

@@ -26,6 +26,9 @@ pub use api::{
 pub use client::{PveClient, PveClientConfig};
 pub use error::{PermissionDenied, PveError, TaskFailure};
 pub use task::{TaskOutcome, WaitOptions, classify_exitstatus};
+// Shared with the PBS client, which talks to the same kind of task machinery and TLS setup.
+pub(crate) use task::{PollEnd, encode_path_segment, poll_until_stopped};
 pub use tls::{CertFingerprint, TlsError, TlsTrust, client_config, provider};
+pub(crate) use tls::{check_endpoint, url_host};
 pub use token::{ApiToken, TokenError};
 pub use upid::{Upid, UpidError};

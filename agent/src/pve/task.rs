@@ -9,6 +9,8 @@
 //! Polling uses bounded exponential backoff; each request has its own timeout and the whole wait
 //! an overall deadline. Transient polling failures (network, timeouts, 5xx) are retried until the
 //! deadline; a cancellation token ends the wait at once (the task itself keeps running in PVE).
+//! That loop ([`poll_until_stopped`]) and [`classify_exitstatus`] are shared with the PBS client
+//! (`crate::pbs`), whose tasks follow the same `running`/`stopped` + exit status protocol.
 
 use std::time::Duration;
 
@@ -116,37 +118,26 @@ impl PveClient {
         opts: &WaitOptions,
         cancel: &CancellationToken,
     ) -> Result<TaskOutcome, PveError> {
-        let started = Instant::now();
-        let deadline = started + opts.deadline;
-        let mut backoff = opts.initial_backoff;
-        loop {
-            let poll = tokio::select! {
-                () = cancel.cancelled() => return Err(PveError::Cancelled { upid: upid.clone() }),
-                r = self.task_status_with_timeout(upid, opts.request_timeout) => r,
-            };
-            match poll {
-                Ok(status) if status.status == "stopped" => {
-                    return self.finish(upid, status, opts).await;
-                }
-                Ok(_running) => {}
-                Err(e) if e.is_transient() => {
-                    tracing::debug!(%upid, error = %e, "task status poll failed; retrying");
-                }
-                Err(e) => return Err(e),
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(PveError::TaskDeadline {
-                    upid: upid.clone(),
-                    deadline: opts.deadline,
-                });
-            }
-            let pause = backoff.min(deadline - now);
-            tokio::select! {
-                () = cancel.cancelled() => return Err(PveError::Cancelled { upid: upid.clone() }),
-                () = tokio::time::sleep(pause) => {}
-            }
-            backoff = (backoff * 2).min(opts.max_backoff);
+        let poll = |timeout| async move {
+            let status = self.task_status_with_timeout(upid, timeout).await?;
+            Ok(if status.status == "stopped" {
+                Some(status)
+            } else {
+                None
+            })
+        };
+        match poll_until_stopped(opts, cancel, poll, PveError::is_transient, |e| {
+            tracing::debug!(%upid, error = %e, "task status poll failed; retrying");
+        })
+        .await
+        {
+            PollEnd::Stopped(status) => self.finish(upid, status, opts).await,
+            PollEnd::Failed(e) => Err(e),
+            PollEnd::Deadline => Err(PveError::TaskDeadline {
+                upid: upid.clone(),
+                deadline: opts.deadline,
+            }),
+            PollEnd::Cancelled => Err(PveError::Cancelled { upid: upid.clone() }),
         }
     }
 
@@ -196,10 +187,73 @@ pub fn classify_exitstatus(exitstatus: &str) -> Option<TaskOutcome> {
         .map(TaskOutcome::Warnings)
 }
 
+/// How a [`poll_until_stopped`] loop ended.
+#[derive(Debug)]
+pub(crate) enum PollEnd<S, E> {
+    /// The task stopped; `S` is the status read that said so.
+    Stopped(S),
+    /// A poll failed with an error that asking again will not fix.
+    Failed(E),
+    /// Still running when the overall deadline passed.
+    Deadline,
+    /// The cancellation token fired (the task itself keeps running on the server).
+    Cancelled,
+}
+
+/// The polling loop shared by the Proxmox VE and PBS clients: both run work as tasks whose
+/// status is read until it says `stopped`.
+///
+/// `poll(timeout)` reads the status once with that per-request timeout and answers `Some` once
+/// the task stopped, `None` while it runs. Errors for which `is_transient` holds are passed to
+/// `on_retry` and retried until the deadline; others end the wait. Pauses grow from
+/// `initial_backoff` by doubling up to `max_backoff` and never overshoot the deadline.
+pub(crate) async fn poll_until_stopped<S, E, F, Fut>(
+    opts: &WaitOptions,
+    cancel: &CancellationToken,
+    mut poll: F,
+    is_transient: impl Fn(&E) -> bool,
+    on_retry: impl Fn(&E),
+) -> PollEnd<S, E>
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<S>, E>>,
+{
+    let deadline = Instant::now() + opts.deadline;
+    let mut backoff = opts.initial_backoff;
+    loop {
+        let polled = tokio::select! {
+            () = cancel.cancelled() => return PollEnd::Cancelled,
+            r = poll(opts.request_timeout) => r,
+        };
+        match polled {
+            Ok(Some(stopped)) => return PollEnd::Stopped(stopped),
+            Ok(None) => {}
+            Err(e) if is_transient(&e) => on_retry(&e),
+            Err(e) => return PollEnd::Failed(e),
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return PollEnd::Deadline;
+        }
+        let pause = backoff.min(deadline - now);
+        tokio::select! {
+            () = cancel.cancelled() => return PollEnd::Cancelled,
+            () = tokio::time::sleep(pause) => {}
+        }
+        backoff = (backoff * 2).min(opts.max_backoff);
+    }
+}
+
 /// UPIDs contain `:`, `!` and `@`; they go into the path percent-encoded as PVE's own clients do.
 fn encode_upid(upid: &Upid) -> String {
-    let mut out = String::with_capacity(upid.as_str().len() + 16);
-    for b in upid.as_str().bytes() {
+    encode_path_segment(upid.as_str())
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, for one URL path segment
+/// (UPIDs, whose `:`, `!`, `@` and PBS's `\` must not be read as URL syntax).
+pub(crate) fn encode_path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    for b in text.bytes() {
         match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
                 out.push(b as char)
@@ -239,5 +293,81 @@ mod tests {
             encode_upid(&upid),
             "UPID%3Apve1%3A0001E240%3A00A2F3B1%3A6745A1C2%3Avzdump%3A101%3Afelhom-agent%40pve%21agent%3A"
         );
+    }
+
+    fn quick() -> WaitOptions {
+        WaitOptions {
+            deadline: Duration::from_millis(200),
+            request_timeout: Duration::from_secs(1),
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+            log_tail_lines: 5,
+        }
+    }
+
+    #[tokio::test]
+    async fn polling_retries_transient_errors_until_the_task_stops() {
+        let calls = std::cell::Cell::new(0u32);
+        let end = poll_until_stopped(
+            &quick(),
+            &CancellationToken::new(),
+            |_| {
+                calls.set(calls.get() + 1);
+                let n = calls.get();
+                async move {
+                    match n {
+                        1 => Err("flaky"),
+                        2 => Ok(None),
+                        _ => Ok(Some("stopped")),
+                    }
+                }
+            },
+            |_| true,
+            |_| {},
+        )
+        .await;
+        assert!(matches!(end, PollEnd::Stopped("stopped")), "{end:?}");
+        assert_eq!(calls.get(), 3);
+    }
+
+    #[tokio::test]
+    async fn polling_stops_at_a_permanent_error() {
+        let end: PollEnd<(), &str> = poll_until_stopped(
+            &quick(),
+            &CancellationToken::new(),
+            |_| async { Err("denied") },
+            |_| false,
+            |_| {},
+        )
+        .await;
+        assert!(matches!(end, PollEnd::Failed("denied")), "{end:?}");
+    }
+
+    #[tokio::test]
+    async fn polling_gives_up_at_the_deadline() {
+        let end: PollEnd<(), ()> = poll_until_stopped(
+            &quick(),
+            &CancellationToken::new(),
+            |_| async { Ok(None) },
+            |_| true,
+            |_| {},
+        )
+        .await;
+        assert!(matches!(end, PollEnd::Deadline), "{end:?}");
+    }
+
+    #[tokio::test]
+    async fn polling_ends_when_cancelled() {
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let end: PollEnd<(), ()> = poll_until_stopped(
+            &quick(),
+            &cancel,
+            |_| std::future::pending(),
+            |_| true,
+            |_| {},
+        )
+        .await;
+        assert!(matches!(end, PollEnd::Cancelled), "{end:?}");
     }
 }

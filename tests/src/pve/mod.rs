@@ -63,7 +63,6 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -171,7 +170,11 @@ impl PveSim {
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config.clone());
         let (stop_tx, stop_rx) = oneshot::channel();
-        let server = tokio::spawn(serve(listener, acceptor, shared, stop_rx));
+        let handler = move |req| {
+            let shared = shared.clone();
+            async move { handle(shared, req).await }
+        };
+        let server = tokio::spawn(crate::https::serve(listener, acceptor, handler, stop_rx));
         let host = match addr {
             SocketAddr::V4(a) => a.ip().to_string(),
             SocketAddr::V6(a) => format!("[{}]", a.ip()),
@@ -247,37 +250,6 @@ impl Drop for PveSimHandle {
             server.abort();
         }
     }
-}
-
-async fn serve(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    shared: Arc<Shared>,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let mut conns = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            accepted = listener.accept() => {
-                let Ok((tcp, _peer)) = accepted else { continue };
-                let acceptor = acceptor.clone();
-                let shared = shared.clone();
-                conns.spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let svc = hyper::service::service_fn(move |req| {
-                        let shared = shared.clone();
-                        async move { handle(shared, req).await }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
-                });
-            }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-    conns.shutdown().await;
 }
 
 /// Returned by the service to make hyper close the connection without an answer.
