@@ -1,5 +1,6 @@
 //! felhom-helper binary: clean the process, check identity, bind, drop privileges, serve.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(start_env) {
         Ok(()) => ExitCode::SUCCESS,
