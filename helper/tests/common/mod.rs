@@ -160,6 +160,10 @@ impl Helper {
         connect(&self.socket).await
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn audit_text(&self) -> String {
         std::fs::read_to_string(&self.audit).unwrap_or_default()
     }
