@@ -1,1 +1,13 @@
-//! felhom-agent library (placeholder while the workspace is laid out).
+//! felhom-agent: the host agent that owns all Proxmox interaction on a felhom host.
+//!
+//! It runs as a dedicated non-root user with a privilege-separated Proxmox VE API token and does
+//! everything that token can do; the three things that need root (golden create, host mounts,
+//! hardware reads) go to `felhom-helper` over its Unix socket. See the workspace's
+//! `ARCHITECTURE.md` for the design and trust rules.
+
+pub mod config;
+pub mod daemon;
+pub mod grpc;
+pub mod paths;
+pub mod pve;
+pub mod selftest;

@@ -1,0 +1,616 @@
+//! Agent configuration: a TOML file, `FELHOM_AGENT_*` environment overrides, secrets from files.
+//!
+//! Precedence: built-in defaults < the TOML file < `FELHOM_AGENT_<SECTION>_<KEY>` variables
+//! (e.g. `FELHOM_AGENT_PROXMOX_ENDPOINT`). Secrets are never taken from the file body, the
+//! environment or argv: the Proxmox token is read from `proxmox.token_file`, or else from the
+//! systemd credential `pve-token` (`LoadCredential=` puts it in `$CREDENTIALS_DIRECTORY`).
+//!
+//! Everything is validated at load; every error names the key it is about, so an operator can
+//! fix the file without reading code.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::Deserialize;
+
+use crate::paths;
+use crate::pve::{ApiToken, CertFingerprint, PveClientConfig, TlsTrust};
+
+/// Name of the systemd credential holding the Proxmox VE API token.
+pub const PVE_TOKEN_CREDENTIAL: &str = "pve-token";
+
+/// Environment variable prefix of overrides.
+pub const ENV_PREFIX: &str = "FELHOM_AGENT_";
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+    #[error("{key}: is required")]
+    Missing { key: String },
+    #[error("{key}: cannot read secret file {path}")]
+    SecretRead {
+        key: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Where environment lookups come from: the process, or a map in tests (so tests never mutate
+/// the process environment).
+pub trait EnvSource {
+    /// Value of a variable, if set.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl EnvSource for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    proxmox: RawProxmox,
+    #[serde(default)]
+    agent: RawAgent,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxmox {
+    endpoint: Option<String>,
+    node: Option<String>,
+    token_file: Option<PathBuf>,
+    tls_fingerprint: Option<String>,
+    ca_file: Option<PathBuf>,
+    insecure_skip_verify: Option<bool>,
+    request_timeout_secs: Option<u64>,
+    connect_timeout_secs: Option<u64>,
+    task_deadline_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    state_dir: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    helper_socket: Option<PathBuf>,
+    socket_group: Option<String>,
+}
+
+/// Kind of value an overridable key holds, for parsing environment strings.
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    Int,
+    Bool,
+}
+
+/// Every key that an environment variable may override: (section, key, kind).
+const OVERRIDABLE: &[(&str, &str, Kind)] = &[
+    ("proxmox", "endpoint", Kind::Str),
+    ("proxmox", "node", Kind::Str),
+    ("proxmox", "token_file", Kind::Str),
+    ("proxmox", "tls_fingerprint", Kind::Str),
+    ("proxmox", "ca_file", Kind::Str),
+    ("proxmox", "insecure_skip_verify", Kind::Bool),
+    ("proxmox", "request_timeout_secs", Kind::Int),
+    ("proxmox", "connect_timeout_secs", Kind::Int),
+    ("proxmox", "task_deadline_secs", Kind::Int),
+    ("agent", "state_dir", Kind::Str),
+    ("agent", "socket", Kind::Str),
+    ("agent", "helper_socket", Kind::Str),
+    ("agent", "socket_group", Kind::Str),
+];
+
+/// Validated Proxmox VE connection settings (the token already read).
+#[derive(Debug, Clone)]
+pub struct ProxmoxSettings {
+    pub client: PveClientConfig,
+    /// Overall deadline when waiting for a task.
+    pub task_deadline: Duration,
+}
+
+/// Validated agent paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentPaths {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub helper_socket: PathBuf,
+    /// Group given access to the agent socket; `None` leaves the socket's group as created.
+    pub socket_group: Option<String>,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `None` when no Proxmox endpoint is configured at all (commands that need it say so).
+    pub proxmox: Option<ProxmoxSettings>,
+    pub agent: AgentPaths,
+}
+
+/// Default config file location.
+pub fn default_config_path() -> PathBuf {
+    PathBuf::from(paths::CONFIG_FILE)
+}
+
+impl Config {
+    /// Loads `path` (a missing file is an error only if it was named explicitly), applies
+    /// environment overrides and validates everything.
+    pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let (file, explicit) = match path {
+            Some(p) => (p.to_owned(), true),
+            None => match env.var("FELHOM_AGENT_CONFIG") {
+                Some(p) => (PathBuf::from(p), true),
+                None => (default_config_path(), false),
+            },
+        };
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => String::new(),
+            Err(source) => return Err(ConfigError::Read { path: file, source }),
+        };
+        Self::from_toml(&text, &file, env)
+    }
+
+    /// Parses and validates TOML text (the path is only used in messages).
+    pub fn from_toml(text: &str, path: &Path, env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        apply_env(&mut table, env)?;
+        let raw: RawConfig =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: path.to_owned(),
+                    message: e.message().to_owned(),
+                })?;
+        Ok(Config {
+            proxmox: validate_proxmox(raw.proxmox, env)?,
+            agent: validate_agent(raw.agent)?,
+        })
+    }
+
+    /// The Proxmox settings, or an error saying how to configure them.
+    pub fn require_proxmox(&self) -> Result<&ProxmoxSettings, ConfigError> {
+        self.proxmox.as_ref().ok_or(ConfigError::Missing {
+            key: "proxmox.endpoint".into(),
+        })
+    }
+}
+
+fn apply_env(table: &mut toml::Table, env: &dyn EnvSource) -> Result<(), ConfigError> {
+    for (section, key, kind) in OVERRIDABLE {
+        let var = format!(
+            "{ENV_PREFIX}{}_{}",
+            section.to_uppercase(),
+            key.to_uppercase()
+        );
+        let Some(raw) = env.var(&var) else { continue };
+        let value = match kind {
+            Kind::Str => toml::Value::String(raw),
+            Kind::Int => toml::Value::Integer(
+                raw.trim()
+                    .parse()
+                    .map_err(|_| invalid(&var, format!("'{raw}' is not a whole number")))?,
+            ),
+            Kind::Bool => toml::Value::Boolean(match raw.trim() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" => false,
+                other => return Err(invalid(&var, format!("'{other}' is not true or false"))),
+            }),
+        };
+        let sec = table
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(sec) = sec else {
+            return Err(invalid(section, "must be a table"));
+        };
+        sec.insert(key.to_string(), value);
+    }
+    Ok(())
+}
+
+fn secs(key: &str, v: Option<u64>, default: u64, max: u64) -> Result<Duration, ConfigError> {
+    let v = v.unwrap_or(default);
+    if v == 0 || v > max {
+        return Err(invalid(key, format!("{v} is outside 1..={max} seconds")));
+    }
+    Ok(Duration::from_secs(v))
+}
+
+fn validate_proxmox(
+    raw: RawProxmox,
+    env: &dyn EnvSource,
+) -> Result<Option<ProxmoxSettings>, ConfigError> {
+    let Some(endpoint) = raw.endpoint else {
+        return Ok(None);
+    };
+    let url = Url::parse(&endpoint).map_err(|e| {
+        invalid(
+            "proxmox.endpoint",
+            format!("'{endpoint}' is not a URL ({e})"),
+        )
+    })?;
+    if url.scheme() != "https" {
+        return Err(invalid(
+            "proxmox.endpoint",
+            format!("'{endpoint}' must use https"),
+        ));
+    }
+    if url.host_str().is_none() {
+        return Err(invalid(
+            "proxmox.endpoint",
+            format!("'{endpoint}' has no host"),
+        ));
+    }
+    if url.path() != "/" || url.query().is_some() || !url.username().is_empty() {
+        return Err(invalid(
+            "proxmox.endpoint",
+            "give only scheme, host and port, e.g. https://127.0.0.1:8006",
+        ));
+    }
+    let node = raw.node.ok_or(ConfigError::Missing {
+        key: "proxmox.node".into(),
+    })?;
+    if node.is_empty()
+        || node.len() > 63
+        || !node.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(invalid(
+            "proxmox.node",
+            format!("'{node}' is not a valid node name"),
+        ));
+    }
+    let trust = match (
+        raw.tls_fingerprint,
+        raw.ca_file,
+        raw.insecure_skip_verify.unwrap_or(false),
+    ) {
+        (Some(fp), None, false) => TlsTrust::Pinned(
+            CertFingerprint::parse(&fp)
+                .map_err(|e| invalid("proxmox.tls_fingerprint", e.to_string()))?,
+        ),
+        (None, Some(ca), false) => TlsTrust::CaFile(ca),
+        (None, None, true) => TlsTrust::InsecureSkipVerify,
+        (None, None, false) => {
+            return Err(invalid(
+                "proxmox.tls_fingerprint",
+                "set one of tls_fingerprint (the node's ssl_fingerprint), ca_file, or insecure_skip_verify (loopback only)",
+            ));
+        }
+        _ => {
+            return Err(invalid(
+                "proxmox.tls_fingerprint",
+                "tls_fingerprint, ca_file and insecure_skip_verify exclude each other; set exactly one",
+            ));
+        }
+    };
+    if trust == TlsTrust::InsecureSkipVerify {
+        let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Err(invalid(
+                "proxmox.insecure_skip_verify",
+                format!("allowed only for loopback endpoints, not '{host}'"),
+            ));
+        }
+    }
+    let token = load_token(raw.token_file.as_deref(), env)?;
+    Ok(Some(ProxmoxSettings {
+        client: PveClientConfig {
+            endpoint: url,
+            node,
+            token,
+            trust,
+            request_timeout: secs(
+                "proxmox.request_timeout_secs",
+                raw.request_timeout_secs,
+                15,
+                600,
+            )?,
+            connect_timeout: secs(
+                "proxmox.connect_timeout_secs",
+                raw.connect_timeout_secs,
+                5,
+                120,
+            )?,
+        },
+        task_deadline: secs(
+            "proxmox.task_deadline_secs",
+            raw.task_deadline_secs,
+            1800,
+            86_400,
+        )?,
+    }))
+}
+
+fn load_token(file: Option<&Path>, env: &dyn EnvSource) -> Result<ApiToken, ConfigError> {
+    let (key, path) = match (file, env.var("CREDENTIALS_DIRECTORY")) {
+        (Some(p), _) => ("proxmox.token_file", p.to_owned()),
+        (None, Some(dir)) => (
+            "credential pve-token",
+            Path::new(&dir).join(PVE_TOKEN_CREDENTIAL),
+        ),
+        (None, None) => {
+            return Err(ConfigError::Missing {
+                key: format!(
+                    "proxmox.token_file (or the systemd credential '{PVE_TOKEN_CREDENTIAL}')"
+                ),
+            });
+        }
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretRead {
+        key: key.to_owned(),
+        path: path.clone(),
+        source,
+    })?;
+    ApiToken::parse(&text).map_err(|e| invalid(key, e.to_string()))
+}
+
+fn validate_agent(raw: RawAgent) -> Result<AgentPaths, ConfigError> {
+    let abs = |key: &str, p: Option<PathBuf>, default: &str| -> Result<PathBuf, ConfigError> {
+        let p = p.unwrap_or_else(|| PathBuf::from(default));
+        if p.is_absolute() {
+            Ok(p)
+        } else {
+            Err(invalid(
+                key,
+                format!("'{}' must be an absolute path", p.display()),
+            ))
+        }
+    };
+    Ok(AgentPaths {
+        state_dir: abs("agent.state_dir", raw.state_dir, paths::STATE_DIR)?,
+        socket: abs("agent.socket", raw.socket, paths::AGENT_SOCKET)?,
+        helper_socket: abs(
+            "agent.helper_socket",
+            raw.helper_socket,
+            paths::HELPER_SOCKET,
+        )?,
+        // An empty name means "leave the group alone" (development setups without the group).
+        socket_group: match raw.socket_group {
+            None => Some(paths::OPS_GROUP.to_owned()),
+            Some(g) if g.is_empty() => None,
+            Some(g) => Some(g),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0b1f2e3d-4c5b-6a79-8877-665544332211";
+    const FP: &str = "CC:7B:03:DC:0F:FA:AC:94:C8:79:35:50:03:3F:FC:CF:CB:2B:49:AE:A7:8A:7D:7C:C7:49:80:9E:3D:EB:92:BC";
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(
+                dir.path().join("token"),
+                format!("felhom-agent@pve!agent={SECRET}\n"),
+            )
+            .unwrap();
+            Self { dir }
+        }
+        fn token_path(&self) -> String {
+            self.dir.path().join("token").display().to_string()
+        }
+        fn toml(&self, extra: &str) -> String {
+            format!(
+                "[proxmox]\nendpoint = \"https://192.0.2.10:8006\"\nnode = \"pve1\"\ntoken_file = \"{}\"\n{extra}",
+                self.token_path()
+            )
+        }
+    }
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_toml(text, Path::new("/etc/felhom/agent.toml"), &env)
+    }
+
+    #[test]
+    fn a_complete_file_loads_with_defaults() {
+        let f = Fixture::new();
+        let cfg = load(&f.toml(&format!("tls_fingerprint = \"{FP}\"")), &[]).unwrap();
+        let px = cfg.proxmox.unwrap();
+        assert_eq!(px.client.node, "pve1");
+        assert_eq!(px.client.token.authid(), "felhom-agent@pve!agent");
+        assert_eq!(
+            px.client.trust,
+            TlsTrust::Pinned(CertFingerprint::parse(FP).unwrap())
+        );
+        assert_eq!(px.client.request_timeout, Duration::from_secs(15));
+        assert_eq!(cfg.agent.socket, PathBuf::from("/run/felhom/agent.sock"));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let f = Fixture::new();
+        let cfg = load(
+            &f.toml(&format!("tls_fingerprint = \"{FP}\"")),
+            &[
+                ("FELHOM_AGENT_PROXMOX_NODE", "pve2"),
+                ("FELHOM_AGENT_PROXMOX_REQUEST_TIMEOUT_SECS", "7"),
+            ],
+        )
+        .unwrap();
+        let px = cfg.proxmox.unwrap();
+        assert_eq!(px.client.node, "pve2");
+        assert_eq!(px.client.request_timeout, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn a_bad_environment_value_names_the_variable() {
+        let f = Fixture::new();
+        let err = load(
+            &f.toml(""),
+            &[("FELHOM_AGENT_PROXMOX_REQUEST_TIMEOUT_SECS", "soon")],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "FELHOM_AGENT_PROXMOX_REQUEST_TIMEOUT_SECS: 'soon' is not a whole number"
+        );
+    }
+
+    #[test]
+    fn the_token_comes_from_the_systemd_credential() {
+        let f = Fixture::new();
+        std::fs::write(
+            f.dir.path().join("pve-token"),
+            format!("felhom-agent@pve!agent={SECRET}"),
+        )
+        .unwrap();
+        let text = "[proxmox]\nendpoint = \"https://127.0.0.1:8006\"\nnode = \"pve1\"\ninsecure_skip_verify = true\n";
+        let dir = f.dir.path().display().to_string();
+        let cfg = load(text, &[("CREDENTIALS_DIRECTORY", &dir)]).unwrap();
+        assert_eq!(
+            cfg.proxmox.unwrap().client.token.authid(),
+            "felhom-agent@pve!agent"
+        );
+    }
+
+    #[test]
+    fn no_token_source_is_a_clear_error() {
+        let text = format!(
+            "[proxmox]\nendpoint = \"https://127.0.0.1:8006\"\nnode = \"pve1\"\ntls_fingerprint = \"{FP}\"\n"
+        );
+        let err = load(&text, &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "proxmox.token_file (or the systemd credential 'pve-token'): is required"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let f = Fixture::new();
+        let err = load(&f.toml("tls_fingerprnt = \"x\""), &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `tls_fingerprnt`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let f = Fixture::new();
+        let cases = [
+            (
+                f.toml(&format!("tls_fingerprint = \"{FP}\""))
+                    .replace("https://", "http://"),
+                "proxmox.endpoint: 'http://192.0.2.10:8006' must use https",
+            ),
+            (
+                f.toml("tls_fingerprint = \"AB:CD\""),
+                "proxmox.tls_fingerprint: fingerprint must be 64 hex digits (colons and either case allowed), got 4 hex digits",
+            ),
+            (
+                f.toml(""),
+                "proxmox.tls_fingerprint: set one of tls_fingerprint (the node's ssl_fingerprint), ca_file, or insecure_skip_verify (loopback only)",
+            ),
+            (
+                f.toml(&format!("tls_fingerprint = \"{FP}\"\nca_file = \"/x\"")),
+                "proxmox.tls_fingerprint: tls_fingerprint, ca_file and insecure_skip_verify exclude each other; set exactly one",
+            ),
+            (
+                f.toml("insecure_skip_verify = true"),
+                "proxmox.insecure_skip_verify: allowed only for loopback endpoints, not '192.0.2.10'",
+            ),
+            (
+                f.toml(&format!(
+                    "tls_fingerprint = \"{FP}\"\nrequest_timeout_secs = 0"
+                )),
+                "proxmox.request_timeout_secs: 0 is outside 1..=600 seconds",
+            ),
+            (
+                f.toml(&format!("tls_fingerprint = \"{FP}\""))
+                    .replace("pve1", "pve 1"),
+                "proxmox.node: 'pve 1' is not a valid node name",
+            ),
+            (
+                format!(
+                    "{}\n[agent]\nsocket = \"agent.sock\"",
+                    f.toml(&format!("tls_fingerprint = \"{FP}\""))
+                ),
+                "agent.socket: 'agent.sock' must be an absolute path",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(load(&text, &[]).unwrap_err().to_string(), want);
+        }
+    }
+
+    #[test]
+    fn a_malformed_token_file_is_reported_without_the_secret() {
+        let f = Fixture::new();
+        std::fs::write(
+            f.dir.path().join("token"),
+            format!("felhom-agent@pve={SECRET}"),
+        )
+        .unwrap();
+        let err = load(&f.toml(&format!("tls_fingerprint = \"{FP}\"")), &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains(SECRET), "{text}");
+        assert_eq!(
+            text,
+            "proxmox.token_file: API token authid 'felhom-agent@pve' is not of the form 'user@realm!tokenid'"
+        );
+    }
+
+    #[test]
+    fn no_endpoint_means_proxmox_is_unconfigured() {
+        let cfg = load("", &[]).unwrap();
+        assert!(cfg.proxmox.is_none());
+        assert_eq!(
+            cfg.require_proxmox().unwrap_err().to_string(),
+            "proxmox.endpoint: is required"
+        );
+    }
+}

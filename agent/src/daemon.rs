@@ -1,0 +1,139 @@
+//! `felhom-agent run`: the long-running agent.
+//!
+//! Start-up order matters and is fixed here: check identity (never root) → load config (done by
+//! the caller) → connect the Proxmox client → bind the gRPC socket → set its group and mode
+//! (0660) → tell systemd READY=1 → serve. SIGTERM/SIGINT stop accepting new calls and let
+//! in-flight calls finish; the watchdog is petted at half its interval while the runtime is
+//! healthy.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::grpc::{self, AgentService};
+use crate::pve::{PveClient, PveError};
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(
+        "felhom-agent must not run as root (uid 0); run it as the '{}' user (the systemd unit does)",
+        crate::paths::AGENT_USER
+    )]
+    RunningAsRoot,
+    #[error("cannot create the socket directory {path}")]
+    SocketDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("socket group '{0}' does not exist")]
+    UnknownGroup(String),
+    #[error("cannot set owner or mode of {path}")]
+    SocketPerms {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up the Proxmox VE client")]
+    Pve(#[source] PveError),
+    #[error(transparent)]
+    Serve(#[from] grpc::ServeError),
+}
+
+/// Refuses to run as root: the agent holds a network-facing token and parses remote input.
+pub fn check_identity() -> Result<(), DaemonError> {
+    if nix::unistd::geteuid().is_root() {
+        return Err(DaemonError::RunningAsRoot);
+    }
+    Ok(())
+}
+
+/// Runs until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    check_identity()?;
+    let pve = match &config.proxmox {
+        Some(px) => Some((
+            PveClient::new(px.client.clone()).map_err(DaemonError::Pve)?,
+            px.client.trust.clone(),
+        )),
+        None => {
+            tracing::warn!("Proxmox VE is not configured; operator calls that need it will fail");
+            None
+        }
+    };
+    let socket = &config.agent.socket;
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| DaemonError::SocketDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    let listener = grpc::bind_unix(socket)?;
+    set_socket_access(socket, config.agent.socket_group.as_deref())?;
+    tracing::info!(socket = %socket.display(), "serving gRPC");
+
+    notify(&[sd_notify::NotifyState::Ready]);
+    let watchdog = spawn_watchdog(shutdown.clone());
+
+    let stop = shutdown.clone();
+    let result = grpc::serve(listener, AgentService::new(pve), async move {
+        stop.cancelled().await;
+        notify(&[sd_notify::NotifyState::Stopping]);
+        tracing::info!("shutting down: finishing in-flight calls");
+    })
+    .await;
+    watchdog.abort();
+    // Best effort: a later start removes a stale socket anyway.
+    let _ = std::fs::remove_file(socket);
+    result.map_err(DaemonError::from)
+}
+
+/// Socket access is the authorization of the operator surface: owner (agent) and the operator
+/// group may connect, nobody else.
+fn set_socket_access(socket: &Path, group: Option<&str>) -> Result<(), DaemonError> {
+    if let Some(name) = group {
+        let gid = nix::unistd::Group::from_name(name)
+            .map_err(|e| DaemonError::SocketPerms {
+                path: socket.to_owned(),
+                source: e.into(),
+            })?
+            .ok_or_else(|| DaemonError::UnknownGroup(name.to_owned()))?
+            .gid;
+        nix::unistd::chown(socket, None, Some(gid)).map_err(|e| DaemonError::SocketPerms {
+            path: socket.to_owned(),
+            source: e.into(),
+        })?;
+    }
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660)).map_err(|source| {
+        DaemonError::SocketPerms {
+            path: socket.to_owned(),
+            source,
+        }
+    })
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// Pets the systemd watchdog at half its interval. The ping comes from the async runtime, so a
+/// wedged runtime stops petting and systemd restarts the agent.
+fn spawn_watchdog(shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    let interval = sd_notify::watchdog_enabled().map(|d| d / 2);
+    tokio::spawn(async move {
+        let Some(every) = interval else { return };
+        let every = every.max(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => notify(&[sd_notify::NotifyState::Watchdog]),
+            }
+        }
+    })
+}

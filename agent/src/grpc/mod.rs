@@ -1,0 +1,97 @@
+//! The agent's internal gRPC server: the `Agent` operator service (and, as issues land, the
+//! guests' `LocalApi`), with server reflection so `grpcurl` and `felhomctl` can list and describe
+//! everything. Served on a Unix socket only; who may connect is decided by the socket's owner,
+//! group and mode (0660, operator group).
+
+mod agent_service;
+
+use std::path::Path;
+
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+pub use agent_service::AgentService;
+
+/// Errors starting or running the gRPC server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot bind gRPC socket {path}")]
+    Bind {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC reflection setup failed")]
+    Reflection(#[source] tonic_reflection::server::Error),
+    #[error("gRPC server failed")]
+    Transport(#[source] tonic::transport::Error),
+}
+
+/// Builds the reflection services (v1 and v1alpha, so both old and new grpcurl work).
+pub fn reflection() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    ServeError,
+> {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(felhom_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(ServeError::Reflection)?;
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(felhom_proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(ServeError::Reflection)?;
+    Ok((v1, v1alpha))
+}
+
+/// Binds `path` (removing a stale socket file first) and returns the listener.
+pub fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
+            // A socket file left by a previous run; nobody can be listening on it if binding
+            // it is our job (systemd starts one instance).
+            std::fs::remove_file(path).map_err(|source| ServeError::Bind {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        Ok(_) => {
+            return Err(ServeError::Bind {
+                path: path.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "exists and is not a socket; refusing to replace it",
+                ),
+            });
+        }
+        Err(_) => {}
+    }
+    UnixListener::bind(path).map_err(|source| ServeError::Bind {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Serves the agent's services on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: UnixListener,
+    agent: AgentService,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let (v1, v1alpha) = reflection()?;
+    tonic::transport::Server::builder()
+        .add_service(felhom_proto::agent::v1::agent_server::AgentServer::new(
+            agent,
+        ))
+        .add_service(v1)
+        .add_service(v1alpha)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .map_err(ServeError::Transport)
+}
