@@ -8,6 +8,7 @@
 pub mod config;
 pub mod daemon;
 pub mod grpc;
+pub mod helper_client;
 pub mod paths;
 pub mod pve;
 pub mod selftest;

@@ -12,8 +12,7 @@
 //! ```
 //!
 //! `--rootfs <storage>:<number>` asks Proxmox to allocate a new volume of that many GiB.
-//! No password or SSH key is set: the agent enters the golden container with `pct exec`-free
-//! tooling later (out of scope here), and no secret ever goes into an argv.
+//! No password or SSH key is passed, so no secret can ever appear in this argv.
 
 use std::time::Duration;
 

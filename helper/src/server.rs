@@ -275,11 +275,13 @@ fn mount_status(e: &MountError) -> Status {
     let msg = e.to_string();
     match e {
         MountError::UuidNotFound(_) | MountError::NotMounted(_) => Status::not_found(msg),
-        MountError::Protected { .. } => Status::permission_denied(msg),
         MountError::DeviceAlreadyMounted { .. } | MountError::MountPointInUse(_) => {
             Status::already_exists(msg)
         }
-        MountError::Busy(_) | MountError::NotABlockDevice { .. } | MountError::NotADirectory(_) => {
+        MountError::Protected { .. }
+        | MountError::Busy(_)
+        | MountError::NotABlockDevice { .. }
+        | MountError::NotADirectory(_) => {
             Status::failed_precondition(msg)
         }
         MountError::MountFailed { .. } | MountError::UnmountFailed { .. } => {
