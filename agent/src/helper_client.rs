@@ -19,11 +19,11 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use felhom_proto::helper::v1 as pb;
 pub use felhom_proto::helper::v1::{
     CreateGoldenRequest, DriveProtocol, Mount, MountByUuidRequest, SmartHealth, SmartReport,
     TemperatureReading,
 };
-use felhom_proto::helper::v1 as pb;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Status};
 
@@ -177,10 +177,13 @@ impl Helper for HelperClient {
 
     async fn mount_by_uuid(&self, request: MountByUuidRequest) -> Result<Mount, HelperError> {
         let reply = self.inner.clone().mount_by_uuid(request).await?;
-        reply.into_inner().mount.ok_or_else(|| HelperError::Internal {
-            code: Code::Internal,
-            message: "mount reply without a mount".to_owned(),
-        })
+        reply
+            .into_inner()
+            .mount
+            .ok_or_else(|| HelperError::Internal {
+                code: Code::Internal,
+                message: "mount reply without a mount".to_owned(),
+            })
     }
 
     async fn unmount(&self, mount_point: &str, lazy: bool) -> Result<(), HelperError> {
@@ -353,7 +356,9 @@ pub(crate) mod tests {
             HelperError::Refused("/mnt/felhom/x is busy".into())
         );
         assert_eq!(
-            HelperError::from(Status::permission_denied("uid 1000 may not call felhom-helper")),
+            HelperError::from(Status::permission_denied(
+                "uid 1000 may not call felhom-helper"
+            )),
             HelperError::PermissionDenied("uid 1000 may not call felhom-helper".into())
         );
     }
@@ -411,7 +416,9 @@ pub(crate) mod tests {
             &self,
             _request: Request<pb::ReadSensorsRequest>,
         ) -> Result<Response<pb::SensorsReport>, Status> {
-            Err(Status::deadline_exceeded("sensors timed out after 60s and was killed"))
+            Err(Status::deadline_exceeded(
+                "sensors timed out after 60s and was killed",
+            ))
         }
     }
 
@@ -442,10 +449,10 @@ pub(crate) mod tests {
             Ok(SmartHealth::Passed)
         );
         assert_eq!(
-            client
-                .mount_by_uuid(MountByUuidRequest::default())
-                .await,
-            Err(HelperError::NotFound("No filesystem with UUID 1A2B-3C4D".into()))
+            client.mount_by_uuid(MountByUuidRequest::default()).await,
+            Err(HelperError::NotFound(
+                "No filesystem with UUID 1A2B-3C4D".into()
+            ))
         );
         assert_eq!(
             client.read_sensors().await,

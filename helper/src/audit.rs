@@ -59,7 +59,9 @@ impl Audit {
         outcome: &Outcome,
         duration: Duration,
     ) {
-        let pid = caller.pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+        let pid = caller
+            .pid
+            .map_or_else(|| "unknown".to_owned(), |p| p.to_string());
         let (outcome_word, detail) = match outcome {
             Outcome::Ok => ("ok", String::new()),
             Outcome::Denied => ("denied", String::new()),
@@ -88,7 +90,9 @@ impl Audit {
                 caller.uid
             );
             // A poisoned lock only means another writer panicked mid-line; keep auditing.
-            let mut f = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut f = file
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Err(e) = f.write_all(line.as_bytes()) {
                 tracing::error!(error = %e, "cannot append to the audit file");
             }

@@ -149,7 +149,10 @@ impl Cli {
             ("smartctl", &self.smartctl),
             ("sensors", &self.sensors),
             ("blkid", &self.blkid),
-            ("audit-file", self.audit_file.as_ref().unwrap_or(&self.socket)),
+            (
+                "audit-file",
+                self.audit_file.as_ref().unwrap_or(&self.socket),
+            ),
         ];
         for (option, path) in paths {
             if !path.is_absolute() {

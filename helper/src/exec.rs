@@ -88,7 +88,11 @@ impl Output {
     /// The last line of stderr, lossily decoded and cut to 200 chars, for audit logs only.
     pub fn stderr_tail(&self) -> String {
         let text = String::from_utf8_lossy(&self.stderr);
-        let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
         line.chars().take(200).collect()
     }
 }
@@ -176,7 +180,8 @@ async fn read_capped<R: AsyncRead + Unpin>(
     };
     let mut kept = Vec::new();
     let mut truncated = false;
-    let mut buf = [0u8; 8192];
+    // On the heap: two of these live in every run() future, which would otherwise be 16 KiB.
+    let mut buf = vec![0u8; 8192];
     loop {
         let n = reader.read(&mut buf).await?;
         if n == 0 {
@@ -212,7 +217,10 @@ mod tests {
         let text = String::from_utf8(out.stdout).expect("env prints ASCII");
         let mut lines: Vec<&str> = text.lines().collect();
         lines.sort_unstable();
-        assert_eq!(lines, [format!("LANG={CHILD_LANG}"), format!("PATH={CHILD_PATH}")]);
+        assert_eq!(
+            lines,
+            [format!("LANG={CHILD_LANG}"), format!("PATH={CHILD_PATH}")]
+        );
     }
 
     #[tokio::test]
@@ -240,9 +248,14 @@ mod tests {
 
     #[tokio::test]
     async fn hung_program_is_killed_at_timeout() {
-        let err = run(&inv("/usr/bin/sleep", &["600"], Duration::from_millis(300), 10))
-            .await
-            .expect_err("sleep outlives its timeout");
+        let err = run(&inv(
+            "/usr/bin/sleep",
+            &["600"],
+            Duration::from_millis(300),
+            10,
+        ))
+        .await
+        .expect_err("sleep outlives its timeout");
         assert!(matches!(err, ExecError::Timeout { .. }), "{err:?}");
     }
 }

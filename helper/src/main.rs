@@ -11,7 +11,10 @@ use felhom_helper::{audit::Audit, config::Cli, notify, privilege, server};
 fn main() -> ExitCode {
     // First, while single-threaded: close inherited fds and reset the environment.
     let start_env = privilege::sanitize_process();
-    let filter = start_env.rust_log.clone().unwrap_or_else(|| "info".to_owned());
+    let filter = start_env
+        .rust_log
+        .clone()
+        .unwrap_or_else(|| "info".to_owned());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
@@ -35,7 +38,8 @@ fn run(start_env: privilege::StartEnv) -> anyhow::Result<()> {
             "RUNNING WITH --unprivileged-dev: simulated host only; socket not chowned, capabilities untouched"
         );
     }
-    let audit = Arc::new(Audit::open(cfg.audit_file.as_deref()).context("Cannot open the audit file")?);
+    let audit =
+        Arc::new(Audit::open(cfg.audit_file.as_deref()).context("Cannot open the audit file")?);
     // Bind and drop capabilities while still single-threaded: capability sets (bounding
     // included) are per thread and inherited by threads created later, so the runtime's
     // worker threads start with the reduced sets.

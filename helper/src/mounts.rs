@@ -72,7 +72,9 @@ pub enum MountError {
     #[error("Nothing is mounted at {0}")]
     NotMounted(PathBuf),
     /// The mount is in use and a non-lazy unmount was asked.
-    #[error("{0} is busy (files open or a process inside); ask for a lazy unmount to detach anyway")]
+    #[error(
+        "{0} is busy (files open or a process inside); ask for a lazy unmount to detach anyway"
+    )]
     Busy(PathBuf),
     /// The kernel refused the mount.
     #[error("Mounting {device} as {fs_type} failed: {errno}")]
@@ -219,10 +221,7 @@ fn holding_mount<'a>(mounts: &'a [MountEntry], path: &Path) -> Option<&'a MountE
 }
 
 /// Device numbers (major, minor) holding each protected path.
-fn protected_devices(
-    cfg: &MountConfig,
-    mounts: &[MountEntry],
-) -> Vec<((u64, u64), PathBuf)> {
+fn protected_devices(cfg: &MountConfig, mounts: &[MountEntry]) -> Vec<((u64, u64), PathBuf)> {
     let mut out = Vec::new();
     for path in &cfg.protected_paths {
         if let Some(m) = holding_mount(mounts, path) {
@@ -243,10 +242,7 @@ fn protected_devices(
 }
 
 fn split_dev(dev: u64) -> (u64, u64) {
-    (
-        u64::from(nix::sys::stat::major(dev)),
-        u64::from(nix::sys::stat::minor(dev)),
-    )
+    (nix::sys::stat::major(dev), nix::sys::stat::minor(dev))
 }
 
 /// Resolves `uuid` to a block device path and its (major, minor).
@@ -470,7 +466,10 @@ mod tests {
             blkid: PathBuf::from("/usr/sbin/blkid"),
             blkid_timeout: Duration::from_secs(1),
             mountinfo: PathBuf::from("/nonexistent"),
-            protected_paths: vec![PathBuf::from("/nonexistent-root/"), PathBuf::from("/boot/efi")],
+            protected_paths: vec![
+                PathBuf::from("/nonexistent-root/"),
+                PathBuf::from("/boot/efi"),
+            ],
         };
         let devs: Vec<(u64, u64)> = protected_devices(&cfg, &mounts)
             .into_iter()

@@ -125,9 +125,7 @@ impl tonic::service::Interceptor for PeerCheck {
             .and_then(|info| info.peer_cred);
         let Some(cred) = cred else {
             // Not a Unix socket or no credentials: nobody to authorize.
-            return Err(Status::permission_denied(
-                "caller has no peer credentials",
-            ));
+            return Err(Status::permission_denied("caller has no peer credentials"));
         };
         let caller = Caller {
             uid: cred.uid(),

@@ -162,8 +162,10 @@ pub fn drop_capabilities() -> Result<(), PrivilegeError> {
         }
     }
     let own: HashSet<Capability> = HELPER_OWN.iter().copied().collect();
-    let sets: [(CapSet, &'static str); 2] =
-        [(CapSet::Ambient, "ambient"), (CapSet::Inheritable, "inheritable")];
+    let sets: [(CapSet, &'static str); 2] = [
+        (CapSet::Ambient, "ambient"),
+        (CapSet::Inheritable, "inheritable"),
+    ];
     for (set, name) in sets {
         caps::clear(None, set).map_err(|source| PrivilegeError::Caps { set: name, source })?;
     }

@@ -281,9 +281,7 @@ fn mount_status(e: &MountError) -> Status {
         MountError::Protected { .. }
         | MountError::Busy(_)
         | MountError::NotABlockDevice { .. }
-        | MountError::NotADirectory(_) => {
-            Status::failed_precondition(msg)
-        }
+        | MountError::NotADirectory(_) => Status::failed_precondition(msg),
         MountError::MountFailed { .. } | MountError::UnmountFailed { .. } => {
             Status::failed_precondition(msg)
         }

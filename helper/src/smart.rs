@@ -110,7 +110,11 @@ pub fn parse(json: &[u8], device: &str, status: u32) -> Result<SmartReport, Smar
     let failing_attributes: Vec<String> = attrs
         .iter()
         .filter(|a| a.when_failed.as_deref() == Some("now"))
-        .map(|a| a.name.clone().unwrap_or_else(|| format!("attribute {}", a.id)))
+        .map(|a| {
+            a.name
+                .clone()
+                .unwrap_or_else(|| format!("attribute {}", a.id))
+        })
         .collect();
     let health = match raw.smart_status.and_then(|s| s.passed) {
         Some(true) if failing_attributes.is_empty() => SmartHealth::Passed,
@@ -148,10 +152,7 @@ pub fn parse(json: &[u8], device: &str, status: u32) -> Result<SmartReport, Smar
             .power_on_time
             .and_then(|p| p.hours)
             .or(nvme.as_ref().and_then(|n| n.power_on_hours)),
-        percentage_used: nvme
-            .as_ref()
-            .and_then(|n| n.percentage_used)
-            .or(ata_wear),
+        percentage_used: nvme.as_ref().and_then(|n| n.percentage_used).or(ata_wear),
         available_spare_percent: nvme.as_ref().and_then(|n| n.available_spare),
         reallocated_sectors: attr_raw(5),
         pending_sectors: attr_raw(197),
@@ -242,15 +243,19 @@ mod tests {
 
     #[test]
     fn garbage_is_a_parse_error() {
-        let err = parse(b"Smartctl open device: /dev/sdz failed", "/dev/sdz", 0)
-            .expect_err("not JSON");
+        let err =
+            parse(b"Smartctl open device: /dev/sdz failed", "/dev/sdz", 0).expect_err("not JSON");
         assert!(matches!(err, SmartError::Parse(_)));
     }
 
     #[test]
     fn missing_sections_stay_absent() {
-        let report = parse(br#"{"device":{"type":"sat","protocol":"ATA"}}"#, "/dev/sdb", 4)
-            .expect("minimal JSON parses");
+        let report = parse(
+            br#"{"device":{"type":"sat","protocol":"ATA"}}"#,
+            "/dev/sdb",
+            4,
+        )
+        .expect("minimal JSON parses");
         assert_eq!(report.health(), SmartHealth::Unknown);
         assert_eq!(report.temperature_celsius, None);
         assert_eq!(report.reallocated_sectors, None);

@@ -220,7 +220,11 @@ impl Bridge {
 }
 
 /// An integer inside an inclusive range, for sizes and counts.
-pub fn bounded(field: &'static str, value: u32, range: RangeInclusive<u32>) -> Result<u32, Invalid> {
+pub fn bounded(
+    field: &'static str,
+    value: u32,
+    range: RangeInclusive<u32>,
+) -> Result<u32, Invalid> {
     if range.contains(&value) {
         Ok(value)
     } else {
@@ -385,8 +389,7 @@ fn is_plain_component(c: &str) -> bool {
         && c != "."
         && c != ".."
         && !c.starts_with('-')
-        && c
-            .bytes()
+        && c.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
@@ -429,7 +432,10 @@ impl MountPoint {
             return Err(invalid(F, "must not contain '.' or '..' components"));
         }
         if depth == 0 {
-            return Err(invalid(F, format!("must be below {}, not the prefix itself", prefix.display())));
+            return Err(invalid(
+                F,
+                format!("must be below {}, not the prefix itself", prefix.display()),
+            ));
         }
         if depth > 4 {
             return Err(invalid(F, "must be at most 4 levels below the prefix"));
@@ -457,16 +463,15 @@ impl DevicePath {
         let ok = if let Some(sd) = value.strip_prefix("/dev/sd") {
             (1..=2).contains(&sd.len()) && sd.bytes().all(|b| b.is_ascii_lowercase())
         } else if let Some(nvme) = value.strip_prefix("/dev/nvme") {
-            nvme.split_once('n').is_some_and(|(ctrl, ns)| {
-                is_small_number(ctrl) && is_small_number(ns) && ns != "0"
-            })
+            nvme.split_once('n')
+                .is_some_and(|(ctrl, ns)| is_small_number(ctrl) && is_small_number(ns) && ns != "0")
         } else if let Some(id) = value.strip_prefix("/dev/disk/by-id/") {
             id.len() <= 128
                 && !id.starts_with('.')
                 && !id.starts_with('-')
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'+'))
+                && id.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'+')
+                })
                 && !id.contains("-part")
         } else {
             false
@@ -502,13 +507,17 @@ mod tests {
         assert!(Hostname::parse("golden-base").is_ok());
         assert!(Hostname::parse("golden.felhom.internal").is_ok());
         assert!(StorageId::parse("storage", "local-lvm").is_ok());
-        assert!(TemplateVolid::parse("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst").is_ok());
+        assert!(
+            TemplateVolid::parse("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst").is_ok()
+        );
         assert!(FsUuid::parse("0b7e4d6e-2c1a-4a8e-9d55-3f1b2c4d5e6f").is_ok());
         assert!(FsUuid::parse("1A2B-3C4D").is_ok());
         assert!(MountPoint::parse("/mnt/felhom/usb-1", Path::new("/mnt/felhom")).is_ok());
         assert!(DevicePath::parse("/dev/sda").is_ok());
         assert!(DevicePath::parse("/dev/nvme0n1").is_ok());
-        assert!(DevicePath::parse("/dev/disk/by-id/ata-WDC_WD40EFRX-68N32N0_WD-WCC7K1234567").is_ok());
+        assert!(
+            DevicePath::parse("/dev/disk/by-id/ata-WDC_WD40EFRX-68N32N0_WD-WCC7K1234567").is_ok()
+        );
         assert!(Bridge::parse("vmbr0").is_ok());
         assert_eq!(
             MountOption::parse_list(&["ro".into(), "noatime".into()]),

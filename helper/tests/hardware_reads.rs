@@ -52,7 +52,11 @@ fn sata_ssd_wear_comes_from_the_wear_leveling_attribute() {
     let r = parse_fixture("sata-ssd.json", "/dev/sdb");
     assert_eq!(r.health(), SmartHealth::Passed);
     assert_eq!(r.rotation_rate_rpm, Some(0));
-    assert_eq!(r.percentage_used, Some(7), "Wear_Leveling_Count normalized 93 → 7% used");
+    assert_eq!(
+        r.percentage_used,
+        Some(7),
+        "Wear_Leveling_Count normalized 93 → 7% used"
+    );
     assert_eq!(r.temperature_celsius, Some(31));
 }
 
@@ -68,7 +72,10 @@ fn nvme_report_carries_the_health_log() {
     assert_eq!(r.critical_warning, Some(0));
     assert_eq!(r.temperature_celsius, Some(43));
     assert_eq!(r.power_on_hours, Some(14321));
-    assert_eq!(r.reallocated_sectors, None, "NVMe has no ATA attribute table");
+    assert_eq!(
+        r.reallocated_sectors, None,
+        "NVMe has no ATA attribute table"
+    );
 }
 
 #[test]
@@ -152,7 +159,10 @@ async fn device_smartctl_cannot_open_is_not_found() {
         .await
         .expect_err("open failure");
     assert_eq!(status.code(), Code::NotFound);
-    assert_eq!(status.message(), "smartctl cannot open /dev/sdz (exit status 2)");
+    assert_eq!(
+        status.message(),
+        "smartctl cannot open /dev/sdz (exit status 2)"
+    );
 }
 
 #[tokio::test]
@@ -187,7 +197,12 @@ async fn sensors_read_end_to_end_through_the_helper() {
         .expect("NVMe composite temperature");
     assert_eq!(composite.current_celsius, 42.85);
     assert_eq!(composite.critical_celsius, Some(84.85));
-    assert!(report.temperatures.iter().all(|t| !t.label.starts_with("fan")));
+    assert!(
+        report
+            .temperatures
+            .iter()
+            .all(|t| !t.label.starts_with("fan"))
+    );
     // 1 acpitz + 5 coretemp + 3 nvme + 2 nct6798 temperature features.
     assert_eq!(report.temperatures.len(), 11, "{:?}", report.temperatures);
 }
@@ -219,12 +234,21 @@ async fn hung_program_is_killed_at_its_timeout() {
         .await
         .expect_err("hung smartctl");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
-    assert!(status.message().ends_with("timed out after 2s and was killed"), "{}", status.message());
+    assert!(
+        status
+            .message()
+            .ends_with("timed out after 2s and was killed"),
+        "{}",
+        status.message()
+    );
     let text = std::fs::read_to_string(&pids).expect("stand-in recorded its pids");
     for pid in text.split_whitespace() {
         // Gone, or a zombie waiting for its (dead) parent's reaper: either way not running.
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|s| s.split_whitespace().next());
         assert!(
             matches!(state, None | Some("Z") | Some("X")),
             "process {pid} still alive: {stat}"
@@ -232,7 +256,9 @@ async fn hung_program_is_killed_at_its_timeout() {
     }
     let audit = helper.audit_text();
     assert!(
-        audit.lines().any(|l| l.contains("op=read_smart") && l.contains("outcome=failed") && l.contains("timed out")),
+        audit.lines().any(|l| l.contains("op=read_smart")
+            && l.contains("outcome=failed")
+            && l.contains("timed out")),
         "{audit}"
     );
 }

@@ -53,8 +53,12 @@ fn run(cmd: &mut Command) -> Result<String, String> {
 fn attach_image(dir: &Path, prefix: &Path, uuid: &str) -> Result<LoopGuard, String> {
     let image = dir.join("disk.img");
     run(Command::new("truncate").args(["-s", "32M"]).arg(&image))?;
-    run(Command::new("mkfs.ext4").args(["-q", "-F", "-U", uuid]).arg(&image))?;
-    let device = run(Command::new("losetup").args(["--find", "--show"]).arg(&image))?;
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-U", uuid])
+        .arg(&image))?;
+    let device = run(Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&image))?;
     Ok(LoopGuard {
         device,
         prefix: prefix.to_path_buf(),
@@ -67,7 +71,9 @@ async fn ext4_image_is_mounted_by_uuid_listed_and_unmounted() {
     let guard = match attach_image(helper.dir.path(), &helper.prefix, UUID) {
         Ok(g) => g,
         Err(reason) => {
-            println!("SKIPPED ext4_image_is_mounted_by_uuid_listed_and_unmounted: no loop device: {reason}");
+            println!(
+                "SKIPPED ext4_image_is_mounted_by_uuid_listed_and_unmounted: no loop device: {reason}"
+            );
             return;
         }
     };
@@ -91,7 +97,11 @@ async fn ext4_image_is_mounted_by_uuid_listed_and_unmounted() {
     assert_eq!(mounted.device, guard.device);
     assert_eq!(mounted.fs_type, "ext4");
     for opt in ["nosuid", "nodev", "noatime"] {
-        assert!(mounted.options.iter().any(|o| o == opt), "{opt} missing: {:?}", mounted.options);
+        assert!(
+            mounted.options.iter().any(|o| o == opt),
+            "{opt} missing: {:?}",
+            mounted.options
+        );
     }
 
     let listed = client
@@ -101,7 +111,10 @@ async fn ext4_image_is_mounted_by_uuid_listed_and_unmounted() {
         .into_inner()
         .mounts;
     assert_eq!(listed.len(), 1, "{listed:?}");
-    assert_eq!(listed.first().map(|m| m.mount_point.as_str()), Some(mp.as_str()));
+    assert_eq!(
+        listed.first().map(|m| m.mount_point.as_str()),
+        Some(mp.as_str())
+    );
 
     // Mounting the same filesystem again is refused: the device is already mounted.
     let again = client
@@ -213,5 +226,8 @@ async fn unknown_uuid_fails_cleanly() {
         status.message(),
         "No filesystem with UUID 00000000-0000-4000-8000-0000deadbeef"
     );
-    assert!(!helper.prefix.join("nothing").exists(), "mount point created for a failed mount");
+    assert!(
+        !helper.prefix.join("nothing").exists(),
+        "mount point created for a failed mount"
+    );
 }

@@ -62,7 +62,13 @@ fn disallowed_uid_is_refused_before_any_operation_runs() {
     let child = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(std::env::current_exe().expect("test binary path"))
-        .args(["--exact", "denied_probe", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "denied_probe",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(PROBE_SOCKET, &helper.socket)
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -72,7 +78,9 @@ fn disallowed_uid_is_refused_before_any_operation_runs() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "probe failed: {stdout}");
     assert!(
-        stdout.contains("PROBE uid=65534 code=PermissionDenied message=uid 65534 may not call felhom-helper"),
+        stdout.contains(
+            "PROBE uid=65534 code=PermissionDenied message=uid 65534 may not call felhom-helper"
+        ),
         "unexpected probe output: {stdout}"
     );
     assert!(!marker.exists(), "pct ran for a refused caller");
@@ -83,14 +91,21 @@ fn disallowed_uid_is_refused_before_any_operation_runs() {
         .unwrap_or_else(|| panic!("no denial in audit log: {audit}"));
     assert!(line.contains("uid=65534"), "{line}");
     assert!(line.contains(&format!("pid={pid}")), "{line}");
-    assert!(!audit.contains("op=create_golden"), "operation reached a handler: {audit}");
+    assert!(
+        !audit.contains("op=create_golden"),
+        "operation reached a handler: {audit}"
+    );
 }
 
 #[tokio::test]
 async fn root_caller_reaches_the_operation() {
     let dir = common::temp_dir();
     let marker = dir.path().join("pct-ran");
-    let pct = common::script(dir.path(), "pct", &format!("echo \"$@\" > {}", marker.display()));
+    let pct = common::script(
+        dir.path(),
+        "pct",
+        &format!("echo \"$@\" > {}", marker.display()),
+    );
     let helper = common::start_in(
         dir,
         common::Options {
@@ -114,7 +129,9 @@ async fn root_caller_reaches_the_operation() {
     );
     let audit = helper.audit_text();
     assert!(
-        audit.lines().any(|l| l.contains("uid=0") && l.contains("op=create_golden") && l.contains("outcome=ok")),
+        audit.lines().any(|l| l.contains("uid=0")
+            && l.contains("op=create_golden")
+            && l.contains("outcome=ok")),
         "{audit}"
     );
 }

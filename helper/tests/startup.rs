@@ -5,10 +5,10 @@ mod common;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 
+use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
 
 #[test]
 fn refuses_to_start_unless_root() {
@@ -66,8 +66,14 @@ fn refuses_to_replace_a_file_that_is_not_a_socket() {
         .expect("run the helper");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("exists and is not a socket; refusing to replace it"), "{stderr}");
-    assert_eq!(std::fs::read_to_string(&socket).expect("file kept"), "precious");
+    assert!(
+        stderr.contains("exists and is not a socket; refusing to replace it"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&socket).expect("file kept"),
+        "precious"
+    );
 }
 
 #[test]
@@ -81,14 +87,17 @@ fn refuses_to_start_when_another_helper_serves_the_socket() {
         .expect("run a second helper");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("Another helper is already serving on"), "{stderr}");
+    assert!(
+        stderr.contains("Another helper is already serving on"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn capabilities_are_dropped_after_binding() {
     let helper = common::start(common::Options::default());
-    let status = std::fs::read_to_string(format!("/proc/{}/status", helper.pid()))
-        .expect("helper status");
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", helper.pid())).expect("helper status");
     let field = |name: &str| {
         status
             .lines()

@@ -89,7 +89,10 @@ async fn recorded_drives_read_through_agent_client_and_helper() {
     assert_eq!(nvme.protocol(), DriveProtocol::Nvme);
     assert_eq!(nvme.percentage_used, Some(4));
 
-    let usb = client.read_smart("/dev/sde").await.expect("USB NVMe bridge");
+    let usb = client
+        .read_smart("/dev/sde")
+        .await
+        .expect("USB NVMe bridge");
     assert_eq!(usb.device_type, "sntjmicron");
 
     let failing = client.read_smart("/dev/sdd").await.expect("failing drive");
@@ -105,9 +108,9 @@ async fn recorded_drives_read_through_agent_client_and_helper() {
 
     let temps = client.read_sensors().await.expect("sensors");
     assert!(
-        temps
-            .iter()
-            .any(|t| t.chip == "coretemp-isa-0000" && t.label == "Package id 0" && t.current_celsius == 46.0),
+        temps.iter().any(|t| t.chip == "coretemp-isa-0000"
+            && t.label == "Package id 0"
+            && t.current_celsius == 46.0),
         "{temps:?}"
     );
     helper.stop().await;

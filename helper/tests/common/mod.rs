@@ -124,10 +124,16 @@ pub fn start_in(dir: tempfile::TempDir, opts: Options) -> Helper {
     };
     let mut buf = [0u8; 64];
     match ready.recv(&mut buf) {
-        Ok(n) => assert_eq!(buf.get(..n), Some(&b"READY=1\n"[..]), "unexpected notify message"),
+        Ok(n) => assert_eq!(
+            buf.get(..n),
+            Some(&b"READY=1\n"[..]),
+            "unexpected notify message"
+        ),
         Err(e) => {
             let status = helper.child.try_wait().ok().flatten();
-            panic!("helper did not report READY=1 within {START_TIMEOUT:?}: {e} (exit: {status:?})");
+            panic!(
+                "helper did not report READY=1 within {START_TIMEOUT:?}: {e} (exit: {status:?})"
+            );
         }
     }
     helper

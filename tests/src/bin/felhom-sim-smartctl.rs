@@ -11,12 +11,30 @@
 use std::process::ExitCode;
 
 const RECORDED: &[(&str, &str)] = &[
-    ("/dev/sda", include_str!("../../fixtures/smartctl/sata-hdd.json")),
-    ("/dev/sdb", include_str!("../../fixtures/smartctl/sata-ssd.json")),
-    ("/dev/sdc", include_str!("../../fixtures/smartctl/usb-sat.json")),
-    ("/dev/sdd", include_str!("../../fixtures/smartctl/failing-hdd.json")),
-    ("/dev/sde", include_str!("../../fixtures/smartctl/usb-nvme-jmicron.json")),
-    ("/dev/nvme0n1", include_str!("../../fixtures/smartctl/nvme.json")),
+    (
+        "/dev/sda",
+        include_str!("../../fixtures/smartctl/sata-hdd.json"),
+    ),
+    (
+        "/dev/sdb",
+        include_str!("../../fixtures/smartctl/sata-ssd.json"),
+    ),
+    (
+        "/dev/sdc",
+        include_str!("../../fixtures/smartctl/usb-sat.json"),
+    ),
+    (
+        "/dev/sdd",
+        include_str!("../../fixtures/smartctl/failing-hdd.json"),
+    ),
+    (
+        "/dev/sde",
+        include_str!("../../fixtures/smartctl/usb-nvme-jmicron.json"),
+    ),
+    (
+        "/dev/nvme0n1",
+        include_str!("../../fixtures/smartctl/nvme.json"),
+    ),
 ];
 
 fn main() -> ExitCode {
