@@ -346,7 +346,12 @@ pub async fn mount(
             return Err(MountError::Protected { device, what });
         }
     }
-    if let Some(m) = mounts.iter().find(|m| (m.major, m.minor) == devnum) {
+    // By device number, and by source path too: btrfs mounts show an anonymous device
+    // number (0:N) in the mount table, so only the source names the block device.
+    if let Some(m) = mounts
+        .iter()
+        .find(|m| (m.major, m.minor) == devnum || Path::new(&m.source) == device)
+    {
         return Err(MountError::DeviceAlreadyMounted {
             device,
             at: m.mount_point.clone(),

@@ -1,9 +1,10 @@
 //! Process hygiene and privilege: identity check, process cleanup, capability drop.
 //!
 //! At start, before the tokio runtime exists (so no other thread can race the environment):
-//! [`sanitize_process`] closes every inherited file descriptor above 2 and replaces the
-//! environment with a fixed `PATH` and `LANG` (keeping only `NOTIFY_SOCKET` for systemd
-//! readiness and `RUST_LOG` for the log filter, both read once and then removed).
+//! [`sanitize_process`] closes every inherited file descriptor above 2 (and points a closed
+//! 0/1/2 at /dev/null) and replaces the environment with a fixed `PATH` and `LANG` (keeping
+//! only `NOTIFY_SOCKET` for systemd readiness and `RUST_LOG` for the log level, both read
+//! once and then removed).
 //! [`require_root`] refuses to run as anyone but root unless the loud simulated-host switch
 //! is given.
 //!
@@ -114,6 +115,7 @@ pub fn sanitize_process() -> StartEnv {
         // Kernels before 5.9 lack close_range; fall back to closing what /proc lists.
         close_fds_from_proc();
     }
+    ensure_std_fds_open();
     let start = StartEnv {
         notify_socket: std::env::var_os("NOTIFY_SOCKET"),
         rust_log: std::env::var("RUST_LOG").ok(),
@@ -130,6 +132,27 @@ pub fn sanitize_process() -> StartEnv {
         std::env::set_var("LANG", crate::exec::CHILD_LANG);
     }
     start
+}
+
+/// If the parent started us with fd 0, 1 or 2 closed, point it at /dev/null, so the next
+/// file or socket the helper opens cannot land on stdout/stderr and receive log output.
+#[allow(unsafe_code)]
+fn ensure_std_fds_open() {
+    for fd in 0..=2 {
+        // SAFETY: F_GETFD only queries the descriptor's flags; it touches no memory.
+        let closed = unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1;
+        if closed {
+            // open() returns the lowest free descriptor, which is this one. Leaking the File
+            // is deliberate: the descriptor must stay open for the life of the process.
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                std::mem::forget(null);
+            }
+        }
+    }
 }
 
 #[allow(unsafe_code)]

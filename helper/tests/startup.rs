@@ -153,3 +153,64 @@ async fn reflection_lists_the_helper_service() {
     let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"felhom.helper.v1.Helper"), "{names:?}");
 }
+
+#[test]
+fn inherited_descriptors_are_closed_at_start() {
+    // The shell leaves fd 7 open on a file across exec, as a careless parent would.
+    let helper = common::start(common::Options {
+        wrapper: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "exec 7</etc/hostname; exec \"$0\" \"$@\"".into(),
+        ],
+        ..Default::default()
+    });
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", helper.pid())).expect("helper fds");
+    for fd in fds {
+        let fd = fd.expect("fd entry");
+        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        assert_ne!(
+            target,
+            std::path::Path::new("/etc/hostname"),
+            "inherited fd {:?} still open",
+            fd.file_name()
+        );
+    }
+}
+
+#[tokio::test]
+async fn unprivileged_dev_switch_runs_without_root() {
+    let dir = common::temp_dir();
+    std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).expect("chown temp dir");
+    let helper = common::start_in(
+        dir,
+        common::Options {
+            socket_gid: 65534,
+            wrapper: vec![
+                "setpriv".into(),
+                "--reuid=65534".into(),
+                "--regid=65534".into(),
+                "--clear-groups".into(),
+                "--".into(),
+            ],
+            extra: vec!["--unprivileged-dev".into()],
+            ..Default::default()
+        },
+    );
+    let meta = std::fs::metadata(&helper.socket).expect("socket exists");
+    assert_eq!(
+        meta.uid(),
+        65534,
+        "socket belongs to the unprivileged helper"
+    );
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o660);
+    // Root may still call it (the test runs as root).
+    let mounts = helper
+        .client()
+        .await
+        .list_mounts(felhom_proto::helper::v1::ListMountsRequest {})
+        .await
+        .expect("root calls the unprivileged helper")
+        .into_inner();
+    assert!(mounts.mounts.is_empty());
+}

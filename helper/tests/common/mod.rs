@@ -25,6 +25,9 @@ pub struct Options {
     pub sensors: Option<PathBuf>,
     pub read_timeout_secs: u64,
     pub extra: Vec<String>,
+    /// Program and arguments to start the helper through (e.g. setpriv, or a shell that
+    /// leaves a descriptor open); the helper path and its arguments follow.
+    pub wrapper: Vec<String>,
 }
 
 impl Default for Options {
@@ -37,6 +40,7 @@ impl Default for Options {
             sensors: None,
             read_timeout_secs: 60,
             extra: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 }
@@ -85,7 +89,17 @@ pub fn start_in(dir: tempfile::TempDir, opts: Options) -> Helper {
         .set_read_timeout(Some(START_TIMEOUT))
         .expect("set notify timeout");
     let missing = dir.path().join("not-configured");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_felhom-helper"));
+    std::fs::set_permissions(&notify, std::fs::Permissions::from_mode(0o666))
+        .expect("let any uid notify");
+    let helper_bin = env!("CARGO_BIN_EXE_felhom-helper");
+    let mut cmd = match opts.wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(helper_bin);
+            c
+        }
+        None => Command::new(helper_bin),
+    };
     cmd.arg("--socket")
         .arg(&socket)
         .arg("--socket-gid")
