@@ -1,21 +1,25 @@
 //! Caller authentication by the kernel's peer credentials (SO_PEERCRED).
 //!
 //! tonic records each Unix-socket connection's peer credentials at accept time
-//! ([`UdsConnectInfo`]); [`PeerCheck`] is an interceptor in front of *every* service on the
+//! ([`UdsConnectInfo`]); [`PeerCheck`] is a tower layer in front of *every* service on the
 //! server (the helper service and reflection alike), so a request from any uid other than
-//! the configured agent uid or root is answered PERMISSION_DENIED before any handler runs.
+//! the configured agent uid or root is answered PERMISSION_DENIED before any handler runs,
+//! and the refusal's audit line names the uid, pid and the gRPC method asked for.
 //! The caller is never identified by anything in the message.
 //!
 //! Refusals are audited with the uid and pid; to keep a local user from flooding the log,
 //! at most [`DENIAL_LINES_PER_MINUTE`] refusal lines are written per minute, and the count
 //! of suppressed ones is reported with the next line that is written.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use tonic::Status;
 use tonic::transport::server::UdsConnectInfo;
-use tonic::{Request, Status};
 
 use crate::audit::{Audit, Outcome};
 
@@ -68,27 +72,61 @@ struct Throttle {
     written: u64,
 }
 
-/// Interceptor enforcing [`Policy`] on every request; inserts the [`Caller`] into the
-/// request extensions for the handlers.
-#[derive(Clone)]
-pub struct PeerCheck {
+#[derive(Debug)]
+struct State {
     policy: Policy,
     audit: Arc<Audit>,
-    throttle: Arc<Mutex<Throttle>>,
-    suppressed: Arc<AtomicU64>,
+    throttle: Mutex<Throttle>,
+    suppressed: AtomicU64,
+}
+
+/// Tower layer enforcing [`Policy`] on every request of the server (all services); inserts
+/// the [`Caller`] into the request extensions for the handlers.
+#[derive(Debug, Clone)]
+pub struct PeerCheck {
+    state: Arc<State>,
 }
 
 impl PeerCheck {
     /// A check for `policy`, auditing refusals to `audit`.
     pub fn new(policy: Policy, audit: Arc<Audit>) -> Self {
         Self {
-            policy,
-            audit,
-            throttle: Arc::new(Mutex::new(Throttle {
-                window_start: Instant::now(),
-                written: 0,
-            })),
-            suppressed: Arc::new(AtomicU64::new(0)),
+            state: Arc::new(State {
+                policy,
+                audit,
+                throttle: Mutex::new(Throttle {
+                    window_start: Instant::now(),
+                    written: 0,
+                }),
+                suppressed: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+impl State {
+    /// Decides for the request's peer; `Err` carries the refusal to send back.
+    fn authorize(&self, extensions: &http::Extensions, path: &str) -> Result<Caller, Status> {
+        let cred = extensions
+            .get::<UdsConnectInfo>()
+            .and_then(|info| info.peer_cred);
+        let Some(cred) = cred else {
+            // Not a Unix socket or no credentials: nobody to authorize.
+            return Err(Status::permission_denied("caller has no peer credentials"));
+        };
+        let caller = Caller {
+            uid: cred.uid(),
+            pid: cred.pid(),
+        };
+        match self.policy.decide(caller.uid) {
+            Decision::AllowAgent | Decision::AllowRoot => Ok(caller),
+            Decision::Deny => {
+                self.audit_denial(&caller, path);
+                Err(Status::permission_denied(format!(
+                    "uid {} may not call felhom-helper",
+                    caller.uid
+                )))
+            }
         }
     }
 
@@ -106,43 +144,65 @@ impl PeerCheck {
             return;
         }
         t.written += 1;
+        // The path is chosen by the (refused) caller: cap it before it reaches the log.
+        let path: String = path.chars().take(MAX_LOGGED_PATH).collect();
         let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
         let args = if suppressed > 0 {
-            format!("{path} ({suppressed} earlier refusals not logged)")
+            format!("method={path} ({suppressed} earlier refusals not logged)")
         } else {
-            path.to_owned()
+            format!("method={path}")
         };
         self.audit
             .record(caller, "connect", &args, &Outcome::Denied, Duration::ZERO);
     }
 }
 
-impl tonic::service::Interceptor for PeerCheck {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let cred = request
-            .extensions()
-            .get::<UdsConnectInfo>()
-            .and_then(|info| info.peer_cred);
-        let Some(cred) = cred else {
-            // Not a Unix socket or no credentials: nobody to authorize.
-            return Err(Status::permission_denied("caller has no peer credentials"));
-        };
-        let caller = Caller {
-            uid: cred.uid(),
-            pid: cred.pid(),
-        };
-        match self.policy.decide(caller.uid) {
-            Decision::AllowAgent | Decision::AllowRoot => {
+/// Longest request path written to a refusal audit line.
+const MAX_LOGGED_PATH: usize = 100;
+
+impl<S> tower::Layer<S> for PeerCheck {
+    type Service = PeerChecked<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PeerChecked {
+            inner,
+            state: Arc::clone(&self.state),
+        }
+    }
+}
+
+/// The service produced by [`PeerCheck`].
+#[derive(Debug, Clone)]
+pub struct PeerChecked<S> {
+    inner: S,
+    state: Arc<State>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for PeerChecked<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        match self
+            .state
+            .authorize(request.extensions(), request.uri().path())
+        {
+            Ok(caller) => {
                 request.extensions_mut().insert(caller);
-                Ok(request)
+                Box::pin(self.inner.call(request))
             }
-            Decision::Deny => {
-                // The gRPC method path is not in the tonic Request; the denial names the caller.
-                self.audit_denial(&caller, "rpc");
-                Err(Status::permission_denied(format!(
-                    "uid {} may not call felhom-helper",
-                    caller.uid
-                )))
+            Err(status) => {
+                let response = status.into_http::<tonic::body::Body>();
+                Box::pin(async move { Ok(response) })
             }
         }
     }

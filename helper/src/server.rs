@@ -137,7 +137,7 @@ pub async fn serve(
     })?;
     let service = HelperService::new(cfg, audit);
     tonic::transport::Server::builder()
-        .layer(tonic::service::InterceptorLayer::new(check))
+        .layer(check)
         .add_service(HelperServer::new(service))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -243,16 +243,25 @@ async fn hung_program_is_killed_at_its_timeout() {
     );
     let text = std::fs::read_to_string(&pids).expect("stand-in recorded its pids");
     for pid in text.split_whitespace() {
-        // Gone, or a zombie waiting for its (dead) parent's reaper: either way not running.
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .and_then(|s| s.split_whitespace().next());
-        assert!(
-            matches!(state, None | Some("Z") | Some("X")),
-            "process {pid} still alive: {stat}"
-        );
+        // SIGKILL is delivered asynchronously: poll (generously) until the process is gone
+        // or a zombie waiting for its reaper; either way it no longer runs.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next())
+                .map(str::to_owned);
+            if matches!(state.as_deref(), None | Some("Z") | Some("X")) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "process {pid} still alive 30s after the timeout: {stat}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
     let audit = helper.audit_text();
     assert!(

@@ -92,6 +92,10 @@ fn disallowed_uid_is_refused_before_any_operation_runs() {
     assert!(line.contains("uid=65534"), "{line}");
     assert!(line.contains(&format!("pid={pid}")), "{line}");
     assert!(
+        line.contains("method=/felhom.helper.v1.Helper/CreateGolden"),
+        "{line}"
+    );
+    assert!(
         !audit.contains("op=create_golden"),
         "operation reached a handler: {audit}"
     );
