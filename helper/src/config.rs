@@ -1,8 +1,10 @@
 //! Command-line configuration of felhom-helper, with the production defaults as constants.
 //!
 //! There is deliberately no config file: the helper's whole configuration fits on the
-//! `ExecStart=` line of its systemd unit, where an operator reviewing the unit sees it at
-//! once. Every program path must be absolute; the helper refuses to start otherwise.
+//! `ExecStart=` line of its systemd unit (packaging/felhom-helper.service), where an operator
+//! reviewing the unit sees it at once. Every program path must be absolute; the helper
+//! refuses to start otherwise. The agent user and socket group are given by name (resolved
+//! once at start) or number.
 
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -16,6 +18,10 @@ pub const DEFAULT_SOCKET: &str = "/run/felhom/helper.sock";
 pub const DEFAULT_MOUNT_PREFIX: &str = "/mnt/felhom";
 /// Default state directory (protected from mounts; holds nothing secret).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/felhom-helper";
+/// Default agent user (created by the package's sysusers.d entry).
+pub const DEFAULT_AGENT_USER: &str = "felhom-agent";
+/// Default socket group: the agent user's own group.
+pub const DEFAULT_SOCKET_GROUP: &str = "felhom-agent";
 /// Default pct path (Proxmox VE).
 pub const DEFAULT_PCT: &str = "/usr/sbin/pct";
 /// Default smartctl path (smartmontools).
@@ -36,6 +42,25 @@ pub enum ConfigError {
         /// Value given.
         path: PathBuf,
     },
+    /// A user or group name does not exist on this host.
+    #[error("No {kind} named {name} on this host")]
+    UnknownName {
+        /// "user" or "group".
+        kind: &'static str,
+        /// The name given.
+        name: String,
+    },
+    /// The user or group database could not be read.
+    #[error("Cannot look up {kind} {name}")]
+    Lookup {
+        /// "user" or "group".
+        kind: &'static str,
+        /// The name given.
+        name: String,
+        /// Cause.
+        #[source]
+        source: nix::errno::Errno,
+    },
     /// The golden vmid range is empty or outside what Proxmox allows.
     #[error("Golden vmid range {0}..={1} must be non-empty and within 100..=999999999")]
     VmidRange(u32, u32),
@@ -48,12 +73,12 @@ pub struct Cli {
     /// Unix socket to serve on.
     #[arg(long, default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
-    /// Numeric gid that owns the socket (mode 0660); normally the agent's group.
-    #[arg(long)]
-    pub socket_gid: u32,
-    /// Numeric uid of felhom-agent, the only non-root caller allowed.
-    #[arg(long)]
-    pub agent_uid: u32,
+    /// Group that owns the socket (mode 0660), by name or number; normally the agent's group.
+    #[arg(long, default_value = DEFAULT_SOCKET_GROUP)]
+    pub socket_group: String,
+    /// The felhom-agent user, by name or number: the only non-root caller allowed.
+    #[arg(long, default_value = DEFAULT_AGENT_USER)]
+    pub agent_user: String,
     /// Append one audit line per call to this file (in addition to the log).
     #[arg(long)]
     pub audit_file: Option<PathBuf>,
@@ -136,6 +161,29 @@ pub struct Config {
     pub unprivileged_dev: bool,
 }
 
+/// A number is taken as is; anything else is looked up by name (getpwnam/getgrnam).
+fn resolve(
+    kind: &'static str,
+    value: &str,
+    lookup: impl FnOnce(&str) -> nix::Result<Option<u32>>,
+) -> Result<u32, ConfigError> {
+    if let Ok(id) = value.parse::<u32>() {
+        return Ok(id);
+    }
+    match lookup(value) {
+        Ok(Some(id)) => Ok(id),
+        Ok(None) => Err(ConfigError::UnknownName {
+            kind,
+            name: value.to_owned(),
+        }),
+        Err(source) => Err(ConfigError::Lookup {
+            kind,
+            name: value.to_owned(),
+            source,
+        }),
+    }
+}
+
 impl Cli {
     /// Checks the options and turns them into a [`Config`].
     pub fn into_config(self) -> Result<Config, ConfigError> {
@@ -166,10 +214,16 @@ impl Cli {
         if lo > hi || lo < 100 || hi > 999_999_999 {
             return Err(ConfigError::VmidRange(lo, hi));
         }
+        let agent_uid = resolve("user", &self.agent_user, |n| {
+            nix::unistd::User::from_name(n).map(|u| u.map(|u| u.uid.as_raw()))
+        })?;
+        let socket_gid = resolve("group", &self.socket_group, |n| {
+            nix::unistd::Group::from_name(n).map(|g| g.map(|g| g.gid.as_raw()))
+        })?;
         Ok(Config {
             socket: self.socket,
-            socket_gid: self.socket_gid,
-            agent_uid: self.agent_uid,
+            socket_gid,
+            agent_uid,
             audit_file: self.audit_file,
             state_dir: self.state_dir,
             mount_prefix: self.mount_prefix,
@@ -184,5 +238,49 @@ impl Cli {
             read_timeout: Duration::from_secs(self.read_timeout_secs),
             unprivileged_dev: self.unprivileged_dev,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_ids_are_taken_as_given_and_names_are_looked_up() {
+        let cli = Cli::parse_from([
+            "felhom-helper",
+            "--agent-user",
+            "4242",
+            "--socket-group",
+            "root",
+        ]);
+        let cfg = cli.into_config().expect("valid configuration");
+        assert_eq!(cfg.agent_uid, 4242);
+        assert_eq!(cfg.socket_gid, 0);
+    }
+
+    #[test]
+    fn unknown_user_is_refused_by_name() {
+        let cli = Cli::parse_from(["felhom-helper", "--agent-user", "no-such-felhom-user"]);
+        let err = cli.into_config().expect_err("unknown user");
+        assert_eq!(
+            err.to_string(),
+            "No user named no-such-felhom-user on this host"
+        );
+    }
+
+    #[test]
+    fn relative_program_path_is_refused() {
+        let cli = Cli::parse_from([
+            "felhom-helper",
+            "--agent-user",
+            "1",
+            "--socket-group",
+            "0",
+            "--pct",
+            "pct",
+        ]);
+        let err = cli.into_config().expect_err("relative path");
+        assert_eq!(err.to_string(), "--pct must be an absolute path, got pct");
     }
 }

@@ -13,7 +13,6 @@
 
 use std::future::Future;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -439,9 +438,4 @@ impl Helper for HelperService {
             .map_err(|e| sensors_status(&e));
         self.finish(&caller, OP, "", started, result)
     }
-}
-
-/// True if `path` is a socket (for tests and the devhost waiting on start-up).
-pub fn is_socket(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }

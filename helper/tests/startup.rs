@@ -18,7 +18,7 @@ fn refuses_to_start_unless_root() {
         .arg(env!("CARGO_BIN_EXE_felhom-helper"))
         .arg("--socket")
         .arg(dir.path().join("helper.sock"))
-        .args(["--socket-gid", "0", "--agent-uid", "4242"])
+        .args(["--socket-group", "0", "--agent-user", "4242"])
         .output()
         .expect("run the helper as uid 65534");
     assert!(!out.status.success());
@@ -61,7 +61,7 @@ fn refuses_to_replace_a_file_that_is_not_a_socket() {
     let out = Command::new(env!("CARGO_BIN_EXE_felhom-helper"))
         .arg("--socket")
         .arg(&socket)
-        .args(["--socket-gid", "0", "--agent-uid", "4242"])
+        .args(["--socket-group", "0", "--agent-user", "4242"])
         .output()
         .expect("run the helper");
     assert!(!out.status.success());
@@ -82,7 +82,7 @@ fn refuses_to_start_when_another_helper_serves_the_socket() {
     let out = Command::new(env!("CARGO_BIN_EXE_felhom-helper"))
         .arg("--socket")
         .arg(&helper.socket)
-        .args(["--socket-gid", "0", "--agent-uid", "4242"])
+        .args(["--socket-group", "0", "--agent-user", "4242"])
         .output()
         .expect("run a second helper");
     assert!(!out.status.success());

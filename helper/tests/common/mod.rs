@@ -102,9 +102,9 @@ pub fn start_in(dir: tempfile::TempDir, opts: Options) -> Helper {
     };
     cmd.arg("--socket")
         .arg(&socket)
-        .arg("--socket-gid")
+        .arg("--socket-group")
         .arg(opts.socket_gid.to_string())
-        .arg("--agent-uid")
+        .arg("--agent-user")
         .arg(opts.agent_uid.to_string())
         .arg("--audit-file")
         .arg(&audit)
