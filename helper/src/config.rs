@@ -28,6 +28,8 @@ pub const DEFAULT_PCT: &str = "/usr/sbin/pct";
 pub const DEFAULT_SMARTCTL: &str = "/usr/sbin/smartctl";
 /// Default sensors path (lm-sensors).
 pub const DEFAULT_SENSORS: &str = "/usr/bin/sensors";
+/// Where the kernel lists block devices (scanned when udev's by-uuid link is absent).
+pub const SYS_BLOCK_DIR: &str = "/sys/class/block";
 /// Default blkid path (util-linux).
 pub const DEFAULT_BLKID: &str = "/usr/sbin/blkid";
 

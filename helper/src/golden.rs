@@ -3,7 +3,10 @@
 //! This is the one container create that must run as root: Proxmox lets only `root@pam` set
 //! the `keyctl` feature (see PROXMOX-FACTS.md), and the agent provisions customer guests by
 //! *restoring* the golden image with its own token. The argv is fixed and built only from
-//! validated values (pve-container `pct create <vmid> <ostemplate> [OPTIONS]`):
+//! validated values. Confirmed in pve-container `src/PVE/CLI/pct.pm`: `create` maps to
+//! `PVE::API2::LXC::create_vm` with `vmid` and `ostemplate` positional, every other API
+//! parameter as `--<name> <value>`, and `$upid_exit` (pct waits for the worker task and exits
+//! non-zero if it failed), so a zero exit means the container exists:
 //!
 //! ```text
 //! pct create <vmid> <storage>:vztmpl/<file> --hostname <h> --storage <s>

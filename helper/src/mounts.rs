@@ -7,9 +7,14 @@
 //! → busy). No filesystem-specific data string is passed at all.
 //!
 //! UUID → device resolution: `<by_uuid_dir>/<uuid>` (udev's `/dev/disk/by-uuid`) when that
-//! link exists, else `blkid -c /dev/null -U <uuid>` (the cache is bypassed because a stale
-//! cache entry names devices that no longer carry the UUID). The result must be a block
-//! device under `/dev/`.
+//! link exists; otherwise every block device in `<sys_block_dir>` (`/sys/class/block`) with a
+//! non-zero size is probed with `blkid -p -o export <dev>` (low-level superblock probe, one
+//! device per call). `blkid -U` is deliberately not used: even with `-c /dev/null` it answers
+//! from libblkid's cache file (`/run/blkid/blkid.tab`), which missed freshly attached devices
+//! and named stale ones in testing; and a multi-device `blkid -p` stops at the first device
+//! it cannot open. Two devices carrying the same UUID (a cloned disk) is refused as ambiguous
+//! rather than picking one. Whichever way the device was found, it is probed once more and
+//! must carry the UUID and the requested filesystem type, and be a block device under /dev.
 //!
 //! Refusals before anything is mounted: the device holds `/`, `/boot` or the helper's state
 //! directory (compared by device number against the mount table and `stat`); the device is
@@ -94,6 +99,24 @@ pub enum MountError {
         /// The kernel's answer.
         errno: Errno,
     },
+    /// More than one device carries the UUID.
+    #[error("UUID {uuid} is carried by more than one device: {devices}")]
+    AmbiguousUuid {
+        /// The UUID.
+        uuid: String,
+        /// The devices, comma separated.
+        devices: String,
+    },
+    /// The filesystem is not of the type asked for.
+    #[error("{device} holds {found}, not {asked}")]
+    WrongFsType {
+        /// The device.
+        device: PathBuf,
+        /// What blkid found.
+        found: String,
+        /// What the request asked for.
+        asked: &'static str,
+    },
     /// blkid could not be run.
     #[error("Cannot run blkid")]
     Blkid(#[from] ExecError),
@@ -130,8 +153,10 @@ pub struct MountConfig {
     pub by_uuid_dir: PathBuf,
     /// Absolute path of blkid.
     pub blkid: PathBuf,
-    /// Timeout for blkid.
+    /// Timeout for one blkid probe.
     pub blkid_timeout: Duration,
+    /// Where the kernel lists block devices (normally /sys/class/block).
+    pub sys_block_dir: PathBuf,
     /// The mount table to read (normally /proc/self/mountinfo).
     pub mountinfo: PathBuf,
     /// Paths whose devices may never be mounted by the helper: `/`, `/boot`, the state dir.
@@ -245,39 +270,97 @@ fn split_dev(dev: u64) -> (u64, u64) {
     (nix::sys::stat::major(dev), nix::sys::stat::minor(dev))
 }
 
-/// Resolves `uuid` to a block device path and its (major, minor).
+/// What `blkid -p` found on one device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Probed {
+    uuid: Option<String>,
+    fs_type: Option<String>,
+}
+
+/// Parses `blkid -p -o export` output (`KEY=value` lines).
+fn parse_probe(text: &str) -> Probed {
+    let mut probed = Probed::default();
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("UUID", v)) => probed.uuid = Some(v.to_owned()),
+            Some(("TYPE", v)) => probed.fs_type = Some(v.to_owned()),
+            Some(_) | None => {}
+        }
+    }
+    probed
+}
+
+/// `blkid -p -o export <device>`; `None` when blkid finds nothing or cannot read the device.
+async fn probe(cfg: &MountConfig, device: &Path) -> Result<Option<Probed>, MountError> {
+    let out = exec::run(&Invocation {
+        program: cfg.blkid.clone(),
+        args: vec!["-p".into(), "-o".into(), "export".into(), device.into()],
+        timeout: cfg.blkid_timeout,
+        output_cap: 4096,
+    })
+    .await?;
+    match out.status.code() {
+        Some(0) => Ok(Some(parse_probe(&String::from_utf8_lossy(&out.stdout)))),
+        // blkid(8): 2 = nothing identified (or the device could not be opened); 4 = usage
+        // or other error on this device. Neither names the UUID, so the device is skipped.
+        Some(2) | Some(4) => Ok(None),
+        Some(_) | None => Err(MountError::BlkidFailed(out.status)),
+    }
+}
+
+/// Block devices the kernel lists with a non-zero size, as /dev paths.
+fn candidate_devices(sys_block_dir: &Path) -> Result<Vec<PathBuf>, MountError> {
+    let entries = fs::read_dir(sys_block_dir).map_err(io_err(sys_block_dir))?;
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let size = fs::read_to_string(entry.path().join("size")).unwrap_or_default();
+        if size.trim().parse::<u64>().unwrap_or(0) == 0 {
+            continue;
+        }
+        out.push(Path::new("/dev").join(name));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Finds the one device carrying `uuid` by probing every candidate.
+async fn scan_for_uuid(cfg: &MountConfig, uuid: &FsUuid) -> Result<PathBuf, MountError> {
+    let mut found = Vec::new();
+    for device in candidate_devices(&cfg.sys_block_dir)? {
+        if let Some(p) = probe(cfg, &device).await?
+            && p.uuid.as_deref() == Some(uuid.as_str())
+        {
+            found.push(device);
+        }
+    }
+    match found.as_slice() {
+        [] => Err(MountError::UuidNotFound(uuid.as_str().to_owned())),
+        [one] => Ok(one.clone()),
+        [_, _, ..] => Err(MountError::AmbiguousUuid {
+            uuid: uuid.as_str().to_owned(),
+            devices: found
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// Resolves `uuid` to a block device path and its (major, minor), checking that the
+/// filesystem on it is `fs_type`.
 pub async fn resolve_uuid(
     cfg: &MountConfig,
     uuid: &FsUuid,
+    fs_type: FsType,
 ) -> Result<(PathBuf, (u64, u64)), MountError> {
     let link = cfg.by_uuid_dir.join(uuid.as_str());
     let path = if fs::symlink_metadata(&link).is_ok() {
         fs::canonicalize(&link).map_err(io_err(&link))?
     } else {
-        let out = exec::run(&Invocation {
-            program: cfg.blkid.clone(),
-            args: vec![
-                "-c".into(),
-                "/dev/null".into(),
-                "-U".into(),
-                uuid.as_str().into(),
-            ],
-            timeout: cfg.blkid_timeout,
-            output_cap: 4096,
-        })
-        .await?;
-        match out.status.code() {
-            Some(0) => {}
-            // blkid(8): exit 2 = the token was not found.
-            Some(2) => return Err(MountError::UuidNotFound(uuid.as_str().to_owned())),
-            Some(_) | None => return Err(MountError::BlkidFailed(out.status)),
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let first = text.lines().next().unwrap_or("").trim();
-        if first.is_empty() {
-            return Err(MountError::UuidNotFound(uuid.as_str().to_owned()));
-        }
-        PathBuf::from(first)
+        scan_for_uuid(cfg, uuid).await?
     };
     let not_block = || MountError::NotABlockDevice {
         uuid: uuid.as_str().to_owned(),
@@ -289,6 +372,19 @@ pub async fn resolve_uuid(
     let meta = fs::metadata(&path).map_err(|_| not_block())?;
     if !meta.file_type().is_block_device() {
         return Err(not_block());
+    }
+    // Confirm on the device itself (a udev link can be stale).
+    let probed = probe(cfg, &path).await?.unwrap_or_default();
+    if probed.uuid.as_deref() != Some(uuid.as_str()) {
+        return Err(MountError::UuidNotFound(uuid.as_str().to_owned()));
+    }
+    let found = probed.fs_type.unwrap_or_else(|| "no filesystem".to_owned());
+    if found != fs_type.as_str() {
+        return Err(MountError::WrongFsType {
+            device: path,
+            found,
+            asked: fs_type.as_str(),
+        });
     }
     Ok((path.clone(), split_dev(meta.rdev())))
 }
@@ -339,7 +435,7 @@ pub async fn mount(
     fs_type: FsType,
     options: &[MountOption],
 ) -> Result<MountEntry, MountError> {
-    let (device, devnum) = resolve_uuid(cfg, uuid).await?;
+    let (device, devnum) = resolve_uuid(cfg, uuid, fs_type).await?;
     let mounts = read_mounts(cfg)?;
     for (protected, what) in protected_devices(cfg, &mounts) {
         if protected == devnum {
@@ -470,6 +566,7 @@ mod tests {
             by_uuid_dir: PathBuf::from("/nonexistent"),
             blkid: PathBuf::from("/usr/sbin/blkid"),
             blkid_timeout: Duration::from_secs(1),
+            sys_block_dir: PathBuf::from("/nonexistent"),
             mountinfo: PathBuf::from("/nonexistent"),
             protected_paths: vec![
                 PathBuf::from("/nonexistent-root/"),
@@ -487,6 +584,15 @@ mod tests {
     }
 
     #[test]
+    fn blkid_export_output_is_parsed() {
+        let p = parse_probe(
+            "DEVNAME=/dev/sdb1\nUUID=1A2B-3C4D\nBLOCK_SIZE=512\nTYPE=vfat\nPARTUUID=0a1b2c3d-01\n",
+        );
+        assert_eq!(p.uuid.as_deref(), Some("1A2B-3C4D"));
+        assert_eq!(p.fs_type.as_deref(), Some("vfat"));
+    }
+
+    #[test]
     fn list_shows_only_mounts_below_the_prefix() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mi = dir.path().join("mountinfo");
@@ -496,6 +602,7 @@ mod tests {
             by_uuid_dir: dir.path().join("by-uuid"),
             blkid: PathBuf::from("/usr/sbin/blkid"),
             blkid_timeout: Duration::from_secs(1),
+            sys_block_dir: PathBuf::from("/nonexistent"),
             mountinfo: mi,
             protected_paths: Vec::new(),
         };

@@ -167,6 +167,7 @@ impl HelperService {
             by_uuid_dir: cfg.by_uuid_dir.clone(),
             blkid: cfg.blkid.clone(),
             blkid_timeout: cfg.read_timeout,
+            sys_block_dir: crate::config::SYS_BLOCK_DIR.into(),
             mountinfo: cfg.mountinfo.clone(),
             protected_paths: vec!["/".into(), "/boot".into(), cfg.state_dir.clone()],
         };
@@ -279,6 +280,8 @@ fn mount_status(e: &MountError) -> Status {
         }
         MountError::Protected { .. }
         | MountError::Busy(_)
+        | MountError::AmbiguousUuid { .. }
+        | MountError::WrongFsType { .. }
         | MountError::NotABlockDevice { .. }
         | MountError::NotADirectory(_) => Status::failed_precondition(msg),
         MountError::MountFailed { .. } | MountError::UnmountFailed { .. } => {

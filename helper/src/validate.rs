@@ -6,7 +6,7 @@
 //! helper serves one agent with known needs, so anything unusual is refused.
 //!
 //! Grammars confirmed against Proxmox sources where they come from Proxmox:
-//! - storage id: pve-storage `PVE::Storage::Plugin::parse_storage_id`
+//! - storage id: pve-common `PVE::JSONSchema::parse_storage_id`, format `pve-storage-id`
 //!   (`^[a-z][a-z0-9\-\_\.]*[a-z0-9]$`, case-insensitive);
 //! - template volid: `<storage>:vztmpl/<file>` as listed by `pveam list` / `pvesm list`;
 //! - `pct create <vmid> <ostemplate> --rootfs <storage>:<GiB>` (allocate a new volume of that

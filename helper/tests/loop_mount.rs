@@ -10,9 +10,15 @@ use std::process::Command;
 use felhom_proto::helper::v1::{ListMountsRequest, MountByUuidRequest, UnmountRequest};
 use tonic::Code;
 
-/// Each test uses its own UUID: tests run in parallel and a UUID must name one device.
-const UUID: &str = "6f1c2b8e-5d3a-4c7b-9e21-0a4b5c6d7e8f";
-const LAZY_UUID: &str = "6f1c2b8e-5d3a-4c7b-9e21-0a4b5c6d7e90";
+/// A fresh random UUID per image: tests run in parallel, and a loop device detached by an
+/// earlier run can linger (autoclear) while still carrying its UUID, so a fixed UUID could
+/// name two devices.
+fn fresh_uuid() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .expect("kernel UUID source")
+        .trim()
+        .to_owned()
+}
 
 /// Detaches the loop device (and lazily unmounts anything left under the prefix) on drop,
 /// whichever way the test ends.
@@ -68,7 +74,8 @@ fn attach_image(dir: &Path, prefix: &Path, uuid: &str) -> Result<LoopGuard, Stri
 #[tokio::test]
 async fn ext4_image_is_mounted_by_uuid_listed_and_unmounted() {
     let helper = common::start(common::Options::default());
-    let guard = match attach_image(helper.dir.path(), &helper.prefix, UUID) {
+    let uuid = fresh_uuid();
+    let guard = match attach_image(helper.dir.path(), &helper.prefix, &uuid) {
         Ok(g) => g,
         Err(reason) => {
             println!(
@@ -83,7 +90,7 @@ async fn ext4_image_is_mounted_by_uuid_listed_and_unmounted() {
 
     let mounted = client
         .mount_by_uuid(MountByUuidRequest {
-            fs_uuid: UUID.into(),
+            fs_uuid: uuid.clone(),
             mount_point: mp.clone(),
             fs_type: "ext4".into(),
             options: vec!["noatime".into()],
@@ -119,7 +126,7 @@ async fn ext4_image_is_mounted_by_uuid_listed_and_unmounted() {
     // Mounting the same filesystem again is refused: the device is already mounted.
     let again = client
         .mount_by_uuid(MountByUuidRequest {
-            fs_uuid: UUID.into(),
+            fs_uuid: uuid.clone(),
             mount_point: helper.prefix.join("usb2").display().to_string(),
             fs_type: "ext4".into(),
             options: vec![],
@@ -170,7 +177,8 @@ async fn ext4_image_is_mounted_by_uuid_listed_and_unmounted() {
 #[tokio::test]
 async fn busy_mount_is_detached_when_lazy_is_asked() {
     let helper = common::start(common::Options::default());
-    let guard = match attach_image(helper.dir.path(), &helper.prefix, LAZY_UUID) {
+    let uuid = fresh_uuid();
+    let guard = match attach_image(helper.dir.path(), &helper.prefix, &uuid) {
         Ok(g) => g,
         Err(reason) => {
             println!("SKIPPED busy_mount_is_detached_when_lazy_is_asked: no loop device: {reason}");
@@ -182,7 +190,7 @@ async fn busy_mount_is_detached_when_lazy_is_asked() {
     let mp = mount_point.display().to_string();
     client
         .mount_by_uuid(MountByUuidRequest {
-            fs_uuid: LAZY_UUID.into(),
+            fs_uuid: uuid.clone(),
             mount_point: mp.clone(),
             fs_type: "ext4".into(),
             options: vec![],
@@ -206,6 +214,140 @@ async fn busy_mount_is_detached_when_lazy_is_asked() {
     assert!(listed.is_empty(), "{listed:?}");
     drop(open);
     drop(guard);
+}
+
+#[tokio::test]
+async fn device_holding_the_helpers_state_is_refused() {
+    let dir = common::temp_dir();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).expect("state dir");
+    let uuid = fresh_uuid();
+    let guard = match attach_image(dir.path(), dir.path(), &uuid) {
+        Ok(g) => g,
+        Err(reason) => {
+            println!(
+                "SKIPPED device_holding_the_helpers_state_is_refused: no loop device: {reason}"
+            );
+            return;
+        }
+    };
+    // The helper's state directory lives on the image (mounted outside the prefix).
+    if let Err(reason) = run(Command::new("mount")
+        .args(["-t", "ext4", &guard.device])
+        .arg(&state))
+    {
+        panic!("mounting the state image failed: {reason}");
+    }
+    let helper = common::start_in(
+        dir,
+        common::Options {
+            state_dir: Some(state.clone()),
+            ..Default::default()
+        },
+    );
+    let mut client = helper.client().await;
+    let status = client
+        .mount_by_uuid(MountByUuidRequest {
+            fs_uuid: uuid.clone(),
+            mount_point: helper.prefix.join("state-again").display().to_string(),
+            fs_type: "ext4".into(),
+            options: vec![],
+        })
+        .await
+        .expect_err("the state device is protected");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(
+        status.message(),
+        format!("Refused: {} holds {}", guard.device, state.display())
+    );
+    let _ = run(Command::new("umount").arg(&state));
+    drop(guard);
+}
+
+#[tokio::test]
+async fn filesystem_of_another_type_is_refused() {
+    let helper = common::start(common::Options::default());
+    let uuid = fresh_uuid();
+    let guard = match attach_image(helper.dir.path(), &helper.prefix, &uuid) {
+        Ok(g) => g,
+        Err(reason) => {
+            println!("SKIPPED filesystem_of_another_type_is_refused: no loop device: {reason}");
+            return;
+        }
+    };
+    let status = helper
+        .client()
+        .await
+        .mount_by_uuid(MountByUuidRequest {
+            fs_uuid: uuid,
+            mount_point: helper.prefix.join("x").display().to_string(),
+            fs_type: "xfs".into(),
+            options: vec![],
+        })
+        .await
+        .expect_err("ext4 is not xfs");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(
+        status.message(),
+        format!("{} holds ext4, not xfs", guard.device)
+    );
+}
+
+#[tokio::test]
+async fn uuid_on_two_devices_is_refused_as_ambiguous() {
+    let helper = common::start(common::Options::default());
+    let uuid = fresh_uuid();
+    let first = match attach_image(helper.dir.path(), &helper.prefix, &uuid) {
+        Ok(g) => g,
+        Err(reason) => {
+            println!(
+                "SKIPPED uuid_on_two_devices_is_refused_as_ambiguous: no loop device: {reason}"
+            );
+            return;
+        }
+    };
+    // A second loop device over the same image: two devices, one UUID (like a cloned disk).
+    let second = match run(Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(helper.dir.path().join("disk.img")))
+    {
+        Ok(device) => LoopGuard {
+            device,
+            prefix: helper.prefix.clone(),
+        },
+        Err(reason) => {
+            println!(
+                "SKIPPED uuid_on_two_devices_is_refused_as_ambiguous: no second loop device: {reason}"
+            );
+            return;
+        }
+    };
+    let status = helper
+        .client()
+        .await
+        .mount_by_uuid(MountByUuidRequest {
+            fs_uuid: uuid.clone(),
+            mount_point: helper.prefix.join("clone").display().to_string(),
+            fs_type: "ext4".into(),
+            options: vec![],
+        })
+        .await
+        .expect_err("ambiguous UUID");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status
+            .message()
+            .starts_with(&format!("UUID {uuid} is carried by more than one device: ")),
+        "{}",
+        status.message()
+    );
+    for device in [&first.device, &second.device] {
+        assert!(
+            status.message().contains(device.as_str()),
+            "{}",
+            status.message()
+        );
+    }
 }
 
 #[tokio::test]

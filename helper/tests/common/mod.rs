@@ -28,6 +28,8 @@ pub struct Options {
     /// Program and arguments to start the helper through (e.g. setpriv, or a shell that
     /// leaves a descriptor open); the helper path and its arguments follow.
     pub wrapper: Vec<String>,
+    /// The helper's state directory (default: `<temp>/state`).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -41,6 +43,7 @@ impl Default for Options {
             read_timeout_secs: 60,
             extra: Vec::new(),
             wrapper: Vec::new(),
+            state_dir: None,
         }
     }
 }
@@ -109,7 +112,11 @@ pub fn start_in(dir: tempfile::TempDir, opts: Options) -> Helper {
         .arg("--audit-file")
         .arg(&audit)
         .arg("--state-dir")
-        .arg(dir.path().join("state"))
+        .arg(
+            opts.state_dir
+                .clone()
+                .unwrap_or_else(|| dir.path().join("state")),
+        )
         .arg("--mount-prefix")
         .arg(&prefix)
         .arg("--by-uuid-dir")
