@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     match run(start_env) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            // The whole error chain, once.
             eprintln!("felhom-helper: {e:#}");
             ExitCode::FAILURE
         }

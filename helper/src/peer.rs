@@ -220,4 +220,26 @@ mod tests {
         assert_eq!(p.decide(65534), Decision::Deny);
         assert_eq!(p.decide(1000), Decision::Deny);
     }
+
+    #[test]
+    fn refusal_lines_are_capped_per_minute() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("audit.log");
+        let audit = Arc::new(Audit::open(Some(&path)).expect("open audit file"));
+        let check = PeerCheck::new(Policy { agent_uid: 990 }, audit);
+        let caller = Caller {
+            uid: 1000,
+            pid: Some(4321),
+        };
+        for _ in 0..(DENIAL_LINES_PER_MINUTE + 20) {
+            check
+                .state
+                .audit_denial(&caller, "/felhom.helper.v1.Helper/ListMounts");
+        }
+        let text = std::fs::read_to_string(&path).expect("audit file");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len() as u64, DENIAL_LINES_PER_MINUTE);
+        assert!(lines.iter().all(|l| l.contains("uid=1000 pid=4321")));
+        assert_eq!(check.state.suppressed.load(Ordering::Relaxed), 20);
+    }
 }
