@@ -18,8 +18,9 @@
 //!
 //! Refusals before anything is mounted: the device holds `/`, `/boot` or the helper's state
 //! directory (compared by device number against the mount table and `stat`); the device is
-//! already mounted anywhere; the mount point is already a mount point; a path component
-//! below the prefix is a symlink or not a directory.
+//! already mounted anywhere; the mount point is already a mount point; the prefix or a path
+//! component below it is a symlink, not a directory, not owned by the helper or writable by
+//! group/others (so nobody can swap in a symlink between the check and the syscall).
 //!
 //! Limits: the mount happens in the helper's mount namespace, so the systemd unit must not
 //! give the helper a private one (no `PrivateMounts=`, `ProtectSystem=`, `PrivateTmp=`).
@@ -73,6 +74,9 @@ pub enum MountError {
     /// A path component below the prefix is a symlink or not a directory.
     #[error("{0} is a symlink or not a directory")]
     NotADirectory(PathBuf),
+    /// A directory on the way to the mount point could be changed by someone else.
+    #[error("{0} is writable by others or not owned by the helper")]
+    UntrustedDirectory(PathBuf),
     /// Nothing is mounted at the path.
     #[error("Nothing is mounted at {0}")]
     NotMounted(PathBuf),
@@ -397,22 +401,36 @@ fn prepare_mount_point(prefix: &Path, mp: &MountPoint) -> Result<(), MountError>
         .mode(0o755)
         .create(prefix)
         .map_err(io_err(prefix))?;
-    let rest = mp
-        .as_path()
-        .strip_prefix(prefix)
-        .map_err(|_| MountError::NotADirectory(mp.as_path().to_path_buf()))?;
+    check_trusted_dir(prefix)?;
     let mut cur = prefix.to_path_buf();
-    for comp in rest.components() {
+    for comp in below_prefix(prefix, mp)?.components() {
         cur.push(comp);
         match fs::DirBuilder::new().mode(0o755).create(&cur) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io_err(&cur)(e)),
         }
-        let meta = fs::symlink_metadata(&cur).map_err(io_err(&cur))?;
-        if !meta.file_type().is_dir() {
-            return Err(MountError::NotADirectory(cur));
-        }
+        check_trusted_dir(&cur)?;
+    }
+    Ok(())
+}
+
+fn below_prefix<'a>(prefix: &Path, mp: &'a MountPoint) -> Result<&'a Path, MountError> {
+    mp.as_path()
+        .strip_prefix(prefix)
+        .map_err(|_| MountError::NotADirectory(mp.as_path().to_path_buf()))
+}
+
+/// A directory the kernel will walk through for a mount or unmount: a real directory (not a
+/// symlink), owned by the helper's own uid and not writable by group or others. Otherwise
+/// someone else could swap a component for a symlink between the check and the syscall.
+fn check_trusted_dir(path: &Path) -> Result<(), MountError> {
+    let meta = fs::symlink_metadata(path).map_err(io_err(path))?;
+    if !meta.file_type().is_dir() {
+        return Err(MountError::NotADirectory(path.to_path_buf()));
+    }
+    if meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o022 != 0 {
+        return Err(MountError::UntrustedDirectory(path.to_path_buf()));
     }
     Ok(())
 }
@@ -503,6 +521,16 @@ pub async fn unmount(cfg: &MountConfig, mp: &MountPoint, lazy: bool) -> Result<(
     let mounts = read_mounts(cfg)?;
     if !mounts.iter().any(|m| m.mount_point == mp.as_path()) {
         return Err(MountError::NotMounted(mp.as_path().to_path_buf()));
+    }
+    // The prefix and every directory above the mount point must be trustworthy; the mount
+    // point itself is the mounted filesystem's root and may have any owner and mode.
+    check_trusted_dir(&cfg.prefix)?;
+    let mut cur = cfg.prefix.clone();
+    let rest = below_prefix(&cfg.prefix, mp)?;
+    let parents = rest.components().count().saturating_sub(1);
+    for comp in rest.components().take(parents) {
+        cur.push(comp);
+        check_trusted_dir(&cur)?;
     }
     let mut flags = MntFlags::UMOUNT_NOFOLLOW;
     if lazy {

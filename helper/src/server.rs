@@ -283,7 +283,8 @@ fn mount_status(e: &MountError) -> Status {
         | MountError::AmbiguousUuid { .. }
         | MountError::WrongFsType { .. }
         | MountError::NotABlockDevice { .. }
-        | MountError::NotADirectory(_) => Status::failed_precondition(msg),
+        | MountError::NotADirectory(_)
+        | MountError::UntrustedDirectory(_) => Status::failed_precondition(msg),
         MountError::MountFailed { .. } | MountError::UnmountFailed { .. } => {
             Status::failed_precondition(msg)
         }

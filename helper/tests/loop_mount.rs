@@ -373,3 +373,41 @@ async fn unknown_uuid_fails_cleanly() {
         "mount point created for a failed mount"
     );
 }
+
+#[tokio::test]
+async fn mount_point_under_a_world_writable_directory_is_refused() {
+    let helper = common::start(common::Options::default());
+    let shared = helper.prefix.join("shared");
+    std::fs::create_dir_all(&shared).expect("create shared dir");
+    std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("make it world-writable");
+    let uuid = fresh_uuid();
+    let _guard = match attach_image(helper.dir.path(), &helper.prefix, &uuid) {
+        Ok(g) => g,
+        Err(reason) => {
+            println!(
+                "SKIPPED mount_point_under_a_world_writable_directory_is_refused: no loop device: {reason}"
+            );
+            return;
+        }
+    };
+    let status = helper
+        .client()
+        .await
+        .mount_by_uuid(MountByUuidRequest {
+            fs_uuid: uuid,
+            mount_point: shared.join("usb").display().to_string(),
+            fs_type: "ext4".into(),
+            options: vec![],
+        })
+        .await
+        .expect_err("a symlink could be swapped in under a world-writable directory");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(
+        status.message(),
+        format!(
+            "{} is writable by others or not owned by the helper",
+            shared.display()
+        )
+    );
+}
