@@ -12,9 +12,14 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
 use crate::config::Config;
-use crate::grpc::{self, AgentService};
-use crate::pve::{PveClient, PveError};
+use crate::context::AgentContext;
+use crate::grpc;
+use crate::pve::{PveClient, PveError, WaitOptions};
+use crate::queue::{GuestQueue, QueueError, QueueLimits};
+use crate::state::{OpenError, StateDb};
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +45,10 @@ pub enum DaemonError {
     },
     #[error("cannot set up the Proxmox VE client")]
     Pve(#[source] PveError),
+    #[error("cannot open the state database")]
+    State(#[source] OpenError),
+    #[error("cannot start the work queue")]
+    Queue(#[source] QueueError),
     #[error(transparent)]
     Serve(#[from] grpc::ServeError),
 }
@@ -55,16 +64,35 @@ pub fn check_identity() -> Result<(), DaemonError> {
 /// Runs until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     check_identity()?;
-    let pve = match &config.proxmox {
-        Some(px) => Some((
-            PveClient::new(px.client.clone()).map_err(DaemonError::Pve)?,
-            px.client.trust.clone(),
-        )),
+    let (pve, trust, wait) = match &config.proxmox {
+        Some(px) => (
+            Some(PveClient::new(px.client.clone()).map_err(DaemonError::Pve)?),
+            Some(px.client.trust.clone()),
+            WaitOptions {
+                deadline: px.task_deadline,
+                ..WaitOptions::default()
+            },
+        ),
         None => {
             tracing::warn!("Proxmox VE is not configured; operator calls that need it will fail");
-            None
+            (None, None, WaitOptions::default())
         }
     };
+    let db = StateDb::open(&config.agent.state_dir).map_err(DaemonError::State)?;
+    let (queue, abandoned) = GuestQueue::start(db.clone(), QueueLimits::default())
+        .await
+        .map_err(DaemonError::Queue)?;
+    for id in abandoned {
+        tracing::warn!(job = %id, "job left unfinished by the previous run was marked failed");
+    }
+    let ctx = Arc::new(AgentContext {
+        pve,
+        trust,
+        db,
+        queue: queue.clone(),
+        wait,
+        storage_classes: config.local_api.storage_classes.clone(),
+    });
     let socket = &config.agent.socket;
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(|source| DaemonError::SocketDir {
@@ -80,12 +108,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let watchdog = spawn_watchdog(shutdown.clone());
 
     let stop = shutdown.clone();
-    let result = grpc::serve(listener, AgentService::new(pve), async move {
+    let result = grpc::serve(listener, ctx, async move {
         stop.cancelled().await;
         notify(&[sd_notify::NotifyState::Stopping]);
         tracing::info!("shutting down: finishing in-flight calls");
     })
     .await;
+    let report = queue.shutdown().await;
+    if !report.never_started.is_empty() {
+        tracing::warn!(
+            jobs = report.never_started.len(),
+            "queued jobs were not started before shutdown"
+        );
+    }
     watchdog.abort();
     // Best effort: a later start removes a stale socket anyway.
     let _ = std::fs::remove_file(socket);

@@ -6,9 +6,13 @@
 //! `ARCHITECTURE.md` for the design and trust rules.
 
 pub mod config;
+pub mod context;
 pub mod daemon;
 pub mod grpc;
+pub mod guest_storage;
 pub mod helper_client;
 pub mod paths;
 pub mod pve;
+pub mod queue;
 pub mod selftest;
+pub mod state;

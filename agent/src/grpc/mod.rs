@@ -4,6 +4,8 @@
 //! group and mode (0660, operator group).
 
 mod agent_service;
+mod local_api;
+pub mod status;
 
 use std::path::Path;
 
@@ -11,6 +13,7 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 pub use agent_service::AgentService;
+pub use local_api::LocalApiService;
 
 /// Errors starting or running the gRPC server.
 #[derive(Debug, thiserror::Error)]
@@ -81,14 +84,14 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
 /// Serves the agent's services on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: UnixListener,
-    agent: AgentService,
+    ctx: std::sync::Arc<crate::context::AgentContext>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    use felhom_proto::agent::v1::{agent_server::AgentServer, local_api_server::LocalApiServer};
     let (v1, v1alpha) = reflection()?;
     tonic::transport::Server::builder()
-        .add_service(felhom_proto::agent::v1::agent_server::AgentServer::new(
-            agent,
-        ))
+        .add_service(AgentServer::new(AgentService::new(ctx.clone())))
+        .add_service(LocalApiServer::new(LocalApiService::new(ctx)))
         .add_service(v1)
         .add_service(v1alpha)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
