@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use std::path::Path;
+
 use crate::pve::{PveClient, TlsTrust, WaitOptions};
-use crate::queue::GuestQueue;
-use crate::state::StateDb;
+use crate::queue::{GuestQueue, QueueError, QueueLimits};
+use crate::state::{OpenError, StateDb};
 
 /// Storage speed class a storage was given at attach time (LOCAL-API.md `class`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -38,4 +40,44 @@ pub struct AgentContext {
     pub wait: WaitOptions,
     /// Storage id → class.
     pub storage_classes: BTreeMap<String, StorageClass>,
+}
+
+/// Why the context could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error("cannot open the state database")]
+    State(#[source] OpenError),
+    #[error("cannot start the work queue")]
+    Queue(#[source] QueueError),
+}
+
+impl AgentContext {
+    /// Opens the state database in `state_dir` (which must exist) and starts the work queue.
+    /// Jobs a previous run left unfinished are marked failed and logged.
+    pub async fn start(
+        pve: Option<(PveClient, TlsTrust)>,
+        state_dir: &Path,
+        wait: WaitOptions,
+        storage_classes: BTreeMap<String, StorageClass>,
+    ) -> Result<Self, ContextError> {
+        let db = StateDb::open(state_dir).map_err(ContextError::State)?;
+        let (queue, abandoned) = GuestQueue::start(db.clone(), QueueLimits::default())
+            .await
+            .map_err(ContextError::Queue)?;
+        for id in abandoned {
+            tracing::warn!(job = %id, "job left unfinished by the previous run was marked failed");
+        }
+        let (pve, trust) = match pve {
+            Some((p, t)) => (Some(p), Some(t)),
+            None => (None, None),
+        };
+        Ok(Self {
+            pve,
+            trust,
+            db,
+            queue,
+            wait,
+            storage_classes,
+        })
+    }
 }

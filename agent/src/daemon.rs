@@ -15,11 +15,9 @@ use tokio_util::sync::CancellationToken;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::context::AgentContext;
+use crate::context::{AgentContext, ContextError};
 use crate::grpc;
 use crate::pve::{PveClient, PveError, WaitOptions};
-use crate::queue::{GuestQueue, QueueError, QueueLimits};
-use crate::state::{OpenError, StateDb};
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -45,10 +43,8 @@ pub enum DaemonError {
     },
     #[error("cannot set up the Proxmox VE client")]
     Pve(#[source] PveError),
-    #[error("cannot open the state database")]
-    State(#[source] OpenError),
-    #[error("cannot start the work queue")]
-    Queue(#[source] QueueError),
+    #[error(transparent)]
+    Context(#[from] ContextError),
     #[error(transparent)]
     Serve(#[from] grpc::ServeError),
 }
@@ -64,10 +60,12 @@ pub fn check_identity() -> Result<(), DaemonError> {
 /// Runs until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     check_identity()?;
-    let (pve, trust, wait) = match &config.proxmox {
+    let (pve, wait) = match &config.proxmox {
         Some(px) => (
-            Some(PveClient::new(px.client.clone()).map_err(DaemonError::Pve)?),
-            Some(px.client.trust.clone()),
+            Some((
+                PveClient::new(px.client.clone()).map_err(DaemonError::Pve)?,
+                px.client.trust.clone(),
+            )),
             WaitOptions {
                 deadline: px.task_deadline,
                 ..WaitOptions::default()
@@ -75,24 +73,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         ),
         None => {
             tracing::warn!("Proxmox VE is not configured; operator calls that need it will fail");
-            (None, None, WaitOptions::default())
+            (None, WaitOptions::default())
         }
     };
-    let db = StateDb::open(&config.agent.state_dir).map_err(DaemonError::State)?;
-    let (queue, abandoned) = GuestQueue::start(db.clone(), QueueLimits::default())
-        .await
-        .map_err(DaemonError::Queue)?;
-    for id in abandoned {
-        tracing::warn!(job = %id, "job left unfinished by the previous run was marked failed");
-    }
-    let ctx = Arc::new(AgentContext {
-        pve,
-        trust,
-        db,
-        queue: queue.clone(),
-        wait,
-        storage_classes: config.local_api.storage_classes.clone(),
-    });
+    let ctx = Arc::new(
+        AgentContext::start(
+            pve,
+            &config.agent.state_dir,
+            wait,
+            config.local_api.storage_classes.clone(),
+        )
+        .await?,
+    );
+    let queue = ctx.queue.clone();
     let socket = &config.agent.socket;
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(|source| DaemonError::SocketDir {

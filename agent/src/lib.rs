@@ -7,7 +7,9 @@
 
 pub mod config;
 pub mod context;
+pub mod ctl;
 pub mod daemon;
+
 pub mod grpc;
 pub mod guest_storage;
 pub mod helper_client;

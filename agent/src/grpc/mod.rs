@@ -30,7 +30,12 @@ pub enum ServeError {
     Transport(#[source] tonic::transport::Error),
 }
 
-/// Builds the reflection services (v1 and v1alpha, so both old and new grpcurl work).
+/// Fully qualified names of the services the agent serves.
+pub const AGENT_SERVICE: &str = "felhom.agent.v1.Agent";
+/// See [`AGENT_SERVICE`].
+pub const LOCAL_API_SERVICE: &str = "felhom.agent.v1.LocalApi";
+
+/// Builds the reflection services for the agent's services.
 pub fn reflection() -> Result<
     (
         tonic_reflection::server::v1::ServerReflectionServer<
@@ -42,15 +47,7 @@ pub fn reflection() -> Result<
     ),
     ServeError,
 > {
-    let v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(felhom_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(ServeError::Reflection)?;
-    let v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(felhom_proto::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(ServeError::Reflection)?;
-    Ok((v1, v1alpha))
+    felhom_proto::reflection(&[AGENT_SERVICE, LOCAL_API_SERVICE]).map_err(ServeError::Reflection)
 }
 
 /// Binds `path` (removing a stale socket file first) and returns the listener.
