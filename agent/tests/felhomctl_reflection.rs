@@ -18,7 +18,10 @@ fn list_shows_agent_and_reflection_services() {
         assert!(services.contains(&expected), "{services:?}");
     }
     // The descriptor set also holds the helper's service; the agent does not serve it.
-    assert!(!services.contains(&"felhom.helper.v1.Helper"), "{services:?}");
+    assert!(
+        !services.contains(&"felhom.helper.v1.Helper"),
+        "{services:?}"
+    );
     let mut sorted = services.clone();
     sorted.sort_unstable();
     assert_eq!(services, sorted, "services are listed sorted");
@@ -29,9 +32,20 @@ fn list_service_shows_its_methods() {
     let agent = Agent::start();
     let run = agent.ctl(&["list", "felhom.agent.v1.Agent"]);
     let methods: Vec<&str> = run.success().lines().collect();
-    assert!(methods.contains(&"felhom.agent.v1.Agent.Selftest"), "{methods:?}");
-    assert!(methods.contains(&"felhom.agent.v1.Agent.AuditVerify"), "{methods:?}");
-    assert!(methods.iter().all(|m| m.starts_with("felhom.agent.v1.Agent.")), "{methods:?}");
+    assert!(
+        methods.contains(&"felhom.agent.v1.Agent.Selftest"),
+        "{methods:?}"
+    );
+    assert!(
+        methods.contains(&"felhom.agent.v1.Agent.AuditVerify"),
+        "{methods:?}"
+    );
+    assert!(
+        methods
+            .iter()
+            .all(|m| m.starts_with("felhom.agent.v1.Agent.")),
+        "{methods:?}"
+    );
 }
 
 #[test]

@@ -65,7 +65,12 @@ fn socket_from_environment_is_used() {
     cmd.env("FELHOMCTL_SOCKET", &agent.socket)
         .args(["list", "felhom.agent.v1.Agent"]);
     let out = run(cmd, None);
-    assert!(out.success().lines().any(|l| l == "felhom.agent.v1.Agent.Selftest"), "{out:?}");
+    assert!(
+        out.success()
+            .lines()
+            .any(|l| l == "felhom.agent.v1.Agent.Selftest"),
+        "{out:?}"
+    );
 }
 
 #[test]

@@ -1,11 +1,20 @@
-//! The simulated host's hardware path end to end: the agent's `HelperClient` → the real
-//! helper service on a Unix socket → the `felhom-sim-smartctl` / `felhom-sim-sensors`
-//! stand-ins printing recorded outputs.
+//! The simulated host's helper paths end to end: the agent's `HelperClient` → the real
+//! helper service on a Unix socket → the stand-ins: `felhom-sim-smartctl` / `felhom-sim-sensors`
+//! printing recorded outputs, and `felhom-sim-pct` creating the golden container in the
+//! Proxmox VE simulator as root on the node.
 
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use felhom_agent::helper_client::{DriveProtocol, Helper, HelperClient, HelperError, SmartHealth};
+use felhom_agent::helper_client::{
+    CreateGoldenRequest, DriveProtocol, Helper, HelperClient, HelperError, SmartHealth,
+};
+use felhom_simhost::pve::{PveSim, PveSimHandle, PveSimOptions};
+
+mod common;
 use felhom_helper::audit::Audit;
 use felhom_helper::config::Config;
 use felhom_helper::server;
@@ -31,6 +40,10 @@ impl Running {
 }
 
 fn start_helper() -> Running {
+    start_helper_with_pct(None)
+}
+
+fn start_helper_with_pct(pct: Option<std::path::PathBuf>) -> Running {
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("helper.sock");
     let cfg = Config {
@@ -43,7 +56,7 @@ fn start_helper() -> Running {
         by_uuid_dir: dir.path().join("by-uuid"),
         mountinfo: "/proc/self/mountinfo".into(),
         golden_vmids: 9000..=9099,
-        pct: dir.path().join("no-pct"),
+        pct: pct.unwrap_or_else(|| dir.path().join("no-pct")),
         smartctl: env!("CARGO_BIN_EXE_felhom-sim-smartctl").into(),
         sensors: env!("CARGO_BIN_EXE_felhom-sim-sensors").into(),
         blkid: "/usr/sbin/blkid".into(),
@@ -129,4 +142,136 @@ async fn invalid_device_is_rejected_naming_the_field() {
     };
     assert_eq!(field, "device");
     helper.stop().await;
+}
+
+/// Writes what `felhom-pvesim --state-json` writes (state JSON and CA PEM, mode 0600) and a
+/// `pct` wrapper script adding `--sim-state` (the helper passes no flags or environment).
+fn sim_pct_wrapper(sim: &PveSimHandle, dir: &Path) -> PathBuf {
+    let ca = dir.join("pvesim.ca.pem");
+    let state = dir.join("pvesim.json");
+    let private = |path: &Path, data: &[u8]| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .expect("create private file");
+        f.write_all(data).expect("write private file");
+    };
+    private(&ca, sim.ca_pem().as_bytes());
+    let tokens = serde_json::json!({
+        "root@pam!sim": sim.token("root@pam!sim").expect("fixture root token"),
+    });
+    let json = serde_json::json!({
+        "url": sim.url(),
+        "fingerprint": sim.fingerprint(),
+        "ca_pem_path": ca,
+        "node": sim.node(),
+        "tokens": tokens,
+    });
+    private(&state, json.to_string().as_bytes());
+    let wrapper = dir.join("pct");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec {} --sim-state {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_felhom-sim-pct"),
+            state.display()
+        ),
+    )
+    .expect("write pct wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+        .expect("make wrapper executable");
+    wrapper
+}
+
+fn golden_spec(vmid: u32) -> CreateGoldenRequest {
+    CreateGoldenRequest {
+        vmid,
+        template_volid: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
+        hostname: "golden".into(),
+        storage: "local-lvm".into(),
+        disk_gib: 8,
+        memory_mib: 1024,
+        cores: 2,
+        bridge: Some("vmbr0".into()),
+    }
+}
+
+#[tokio::test]
+async fn golden_create_builds_a_keyctl_container_in_the_simulator() {
+    let sim = PveSim::start(PveSimOptions {
+        task_duration: Duration::from_millis(100),
+        ..PveSimOptions::default()
+    })
+    .await
+    .expect("simulator starts");
+    let files = tempfile::tempdir().expect("temp dir");
+    let helper = start_helper_with_pct(Some(sim_pct_wrapper(&sim, files.path())));
+    let client = HelperClient::new(&helper.socket);
+
+    assert_eq!(client.create_golden(golden_spec(9001)).await, Ok(9001));
+
+    let guest = sim.state().guest(9001).expect("golden container exists");
+    let config = &guest.config;
+    let get = |k: &str| config.get(k).map(String::as_str);
+    assert_eq!(get("features"), Some("nesting=1,keyctl=1"));
+    assert_eq!(get("unprivileged"), Some("1"));
+    assert_eq!(get("hostname"), Some("golden"));
+    assert_eq!(get("memory"), Some("1024"));
+    assert_eq!(get("cores"), Some("2"));
+    assert_eq!(get("rootfs"), Some("local-lvm:vm-9001-disk-0,size=8G"));
+    assert!(
+        get("net0").is_some_and(|n| n.starts_with("name=eth0,bridge=vmbr0,ip=dhcp,hwaddr=")),
+        "{config:?}"
+    );
+    helper.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn golden_create_of_a_taken_vmid_fails() {
+    let sim = PveSim::start(PveSimOptions {
+        task_duration: Duration::from_millis(100),
+        ..PveSimOptions::default()
+    })
+    .await
+    .expect("simulator starts");
+    let files = tempfile::tempdir().expect("temp dir");
+    let helper = start_helper_with_pct(Some(sim_pct_wrapper(&sim, files.path())));
+    let client = HelperClient::new(&helper.socket);
+    assert_eq!(client.create_golden(golden_spec(9002)).await, Ok(9002));
+    assert_eq!(
+        client.create_golden(golden_spec(9002)).await,
+        Err(HelperError::Failed(
+            "pct create failed with exit status: 255".into()
+        ))
+    );
+    helper.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn simulated_root_cli_refuses_tokens_of_other_users() {
+    let sim = common::start().await;
+    let resp = common::client(&sim)
+        .post(format!("{}/_sim/cli/pct-create", sim.url()))
+        .header(
+            "Authorization",
+            format!(
+                "PVEAPIToken={}",
+                sim.token(common::AGENT).expect("fixture agent token")
+            ),
+        )
+        .form(&[("vmid", "9003"), ("ostemplate", "local:vztmpl/x.tar.zst")])
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(resp.status().as_u16(), 403);
+    assert_eq!(
+        common::reason_of(&resp),
+        "felhom-agent@pve!agent is not root@pam on the node"
+    );
+    assert!(sim.state().guest(9003).is_none());
+    sim.shutdown().await;
 }
