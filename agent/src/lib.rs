@@ -5,6 +5,7 @@
 //! hardware reads) go to `felhom-helper` over its Unix socket. See the workspace's
 //! `ARCHITECTURE.md` for the design and trust rules.
 
+pub mod cli;
 pub mod config;
 pub mod context;
 pub mod ctl;

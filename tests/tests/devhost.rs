@@ -1,0 +1,89 @@
+//! `felhom-devhost` as a newcomer runs it: it comes up, writes devhost.json, serves the agent
+//! socket with a passing selftest, runs the agent unprivileged when started as root, and stops
+//! everything on SIGTERM.
+
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use felhom_simhost::devhost::{DevhostInfo, UNPRIVILEGED_ID};
+
+fn uid_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn devhost_serves_the_agent_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("dh");
+    let mut devhost = Command::new(env!("CARGO_BIN_EXE_felhom-devhost"))
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let json = state.join("devhost.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !json.exists() {
+        assert!(
+            devhost.try_wait().unwrap().is_none(),
+            "devhost exited early"
+        );
+        assert!(Instant::now() < deadline, "devhost did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // the file is written in one go; be safe
+    let info: DevhostInfo = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(info.pve_url.starts_with("https://127.0.0.1:"), "{info:?}");
+    assert_eq!(info.pve_fingerprint.len(), 95);
+
+    let report = felhom_agent::ctl::selftest(&info.agent_socket)
+        .await
+        .unwrap();
+    assert!(report.ok, "{}", report.table());
+
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(info.agent_uid, UNPRIVILEGED_ID);
+        assert_eq!(
+            uid_of(info.agent_pid),
+            Some(UNPRIVILEGED_ID),
+            "agent must not run as root"
+        );
+    } else {
+        println!("not root: the agent runs as the invoking user; the uid split is not exercised");
+    }
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(devhost.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || devhost.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("felhom devhost is up"), "{stdout}");
+    assert!(
+        stdout.contains("grpcurl -plaintext -authority localhost -unix"),
+        "{stdout}"
+    );
+    assert_eq!(
+        uid_of(info.agent_pid),
+        None,
+        "the agent process must be gone"
+    );
+    assert!(
+        !info.agent_socket.exists(),
+        "the agent removes its socket on a clean stop"
+    );
+}
