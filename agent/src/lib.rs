@@ -13,6 +13,7 @@ pub mod daemon;
 
 pub mod grpc;
 pub mod guest_storage;
+pub mod helper_client;
 pub mod paths;
 pub mod pbs;
 pub mod pve;

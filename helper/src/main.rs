@@ -1,1 +1,80 @@
-fn main() {}
+//! felhom-helper binary: clean the process, check identity, bind, drop privileges, serve.
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use felhom_helper::{audit::Audit, config::Cli, notify, privilege, server};
+
+fn main() -> ExitCode {
+    // First, while single-threaded: close inherited fds and reset the environment.
+    let start_env = privilege::sanitize_process();
+    let filter = start_env
+        .rust_log
+        .clone()
+        .unwrap_or_else(|| "info".to_owned());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match run(start_env) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole error chain, once.
+            eprintln!("felhom-helper: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(start_env: privilege::StartEnv) -> anyhow::Result<()> {
+    let cfg = Cli::parse().into_config()?;
+    privilege::require_root(cfg.unprivileged_dev)?;
+    if cfg.unprivileged_dev {
+        tracing::warn!(
+            "RUNNING WITH --unprivileged-dev: simulated host only; socket not chowned, capabilities untouched"
+        );
+    }
+    let audit =
+        Arc::new(Audit::open(cfg.audit_file.as_deref()).context("Cannot open the audit file")?);
+    // Bind and drop capabilities while still single-threaded: capability sets (bounding
+    // included) are per thread and inherited by threads created later, so the runtime's
+    // worker threads start with the reduced sets.
+    let listener = server::bind(&cfg)?;
+    if !cfg.unprivileged_dev {
+        privilege::drop_capabilities()?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("Cannot start the async runtime")?;
+    runtime.block_on(async move {
+        tracing::info!(socket = %cfg.socket.display(), agent_uid = cfg.agent_uid, "felhom-helper ready");
+        if let Some(sock) = &start_env.notify_socket {
+            notify::ready(sock).context("Cannot notify systemd")?;
+        }
+        let shutdown = async {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot watch SIGTERM; stop with SIGKILL");
+                    std::future::pending::<()>().await;
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("shutting down");
+        };
+        let socket = cfg.socket.clone();
+        server::serve(listener, Arc::new(cfg), audit, shutdown).await?;
+        let _ = std::fs::remove_file(socket);
+        Ok::<(), anyhow::Error>(())
+    })
+}

@@ -10,6 +10,8 @@
 //! In process: [`PveSim::start`] → [`PveSimHandle`] (`url`, `fingerprint`, `ca_pem`, `token`,
 //! `state`, `faults`, `shutdown`). As a process: the `felhom-pvesim` binary (loopback only,
 //! `--state-json` for discovery). Fault injection also works over HTTP under `/_sim/faults`.
+//! The node's root CLI (`pct create`, used by the `felhom-sim-pct` stand-in) is
+//! `POST /_sim/cli/pct-create`, authenticated with a `root@pam` token.
 //!
 //! # The default fixture (`tests/fixtures/pve-default.json`)
 //! Node `pve1`; guests 101 `felhom-home` (running, unprivileged, `keyctl=1,nesting=1`, rootfs
@@ -372,6 +374,45 @@ async fn read_params(req: Request<Incoming>) -> Result<reply::Params, reply::Api
     Ok(params)
 }
 
+/// `POST /_sim/cli/pct-create`: what `pct create` run as root on the node does. pct calls
+/// `PVE::API2::LXC::create_vm` inside the node's CLI environment, where the caller *is*
+/// `root@pam` (so feature flags such as `keyctl` are allowed, unlike for any API token); the
+/// form parameters are those of `POST /nodes/{node}/lxc` and the answer is the same (a UPID,
+/// or PVE's error). Being root on the node is proven with a token of `root@pam` (the
+/// fixture's `root@pam!sim`): anyone else gets 403. Used by `felhom-sim-pct`.
+async fn pct_create_as_root(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let auth = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let authid = shared.state.lock().access.authenticate(auth.as_deref());
+    match authid {
+        Ok(id)
+            if id
+                .split_once('!')
+                .is_some_and(|(user, _)| user == "root@pam") => {}
+        Ok(id) => {
+            let msg = format!("{id} is not root@pam on the node");
+            return reply::json_response(403, Some(&msg), &json!({"data": null}));
+        }
+        Err(e) => return reply::respond(Err(reply::ApiError::new(401, e.to_string()))),
+    }
+    let params = match read_params(req).await {
+        Ok(p) => p,
+        Err(e) => return reply::respond(Err(e)),
+    };
+    let node = shared.state.node();
+    let call = api::Call {
+        state: shared.state.clone(),
+        authid: "root@pam".to_owned(),
+        params,
+    };
+    let rel = format!("/nodes/{node}/lxc");
+    let segs = ["nodes".to_owned(), node, "lxc".to_owned()];
+    reply::respond_with_total(api::route(&call, &Method::POST, &rel, &segs))
+}
+
 async fn admin_api(
     shared: &Shared,
     method: Method,
@@ -400,6 +441,7 @@ async fn admin_api(
                 Err(e) => bad(400, e.to_string()),
             }
         }
+        ("POST", "cli/pct-create") => pct_create_as_root(shared, req).await,
         _ => bad(404, format!("No admin endpoint {method} /_sim/{path}")),
     }
 }

@@ -1,0 +1,445 @@
+//! The gRPC side: socket setup, the `felhom.helper.v1.Helper` service, error → status maps.
+//!
+//! Socket lifecycle ([`bind`]): refuse if something other than a socket sits at the path;
+//! if a socket is there and something answers on it, another helper runs → refuse; otherwise
+//! it is stale → remove. Bind (under umask 0177 so the socket never exists with wider
+//! permissions), chown to the configured group, chmod 0660. Readiness is sent by the caller
+//! after the privilege drop.
+//!
+//! Every handler: take the [`Caller`] the peer check put into the request, validate every
+//! field into newtypes (an [`Invalid`] becomes INVALID_ARGUMENT naming the field, also in
+//! the `felhom-field` metadata entry), run the operation, audit the outcome with the
+//! validated arguments and the duration. Error → status maps are exhaustive matches.
+
+use std::future::Future;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::sync::Arc;
+use std::time::Instant;
+
+use felhom_proto::helper::v1 as pb;
+use felhom_proto::helper::v1::helper_server::{Helper, HelperServer};
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+
+use crate::audit::{Audit, Outcome};
+use crate::config::Config;
+use crate::exec::ExecError;
+use crate::golden::{self, GoldenConfig, GoldenError, GoldenSpec};
+use crate::mounts::{self, MountConfig, MountError};
+use crate::peer::{Caller, PeerCheck, Policy};
+use crate::sensors::{self, SensorsConfig, SensorsError};
+use crate::smart::{self, SmartConfig, SmartError};
+use crate::validate::{
+    Bridge, DevicePath, FsType, FsUuid, Hostname, Invalid, MountOption, MountPoint, StorageId,
+    TemplateVolid, Vmid, bounded,
+};
+
+/// Output cap for pct, smartctl and sensors (each of stdout and stderr).
+pub const OUTPUT_CAP: usize = 1 << 20;
+
+/// Socket setup or serving failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Something that is not a socket sits at the socket path.
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(std::path::PathBuf),
+    /// Another process answers on the socket.
+    #[error("Another helper is already serving on {0}")]
+    AlreadyServing(std::path::PathBuf),
+    /// A socket step failed.
+    #[error("Cannot {step} {path}")]
+    Socket {
+        /// What was being done.
+        step: &'static str,
+        /// The socket path.
+        path: std::path::PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The reflection service could not be built from the descriptor set.
+    #[error("Cannot build gRPC reflection")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server failed")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Binds the socket: stale-socket handling, bind, chown to the group, chmod 0660.
+///
+/// Returns a std listener (non-blocking) so the binary can bind, then drop capabilities,
+/// and only then start the (multi-threaded) runtime: capability sets are per thread, so the
+/// drop must happen while the process has one thread.
+pub fn bind(cfg: &Config) -> Result<std::os::unix::net::UnixListener, ServeError> {
+    let path = &cfg.socket;
+    let sock_err = |step: &'static str| {
+        move |source| ServeError::Socket {
+            step,
+            path: path.clone(),
+            source,
+        }
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ServeError::AlreadyServing(path.clone()));
+            }
+            std::fs::remove_file(path).map_err(sock_err("remove stale socket"))?;
+        }
+        Ok(_) => return Err(ServeError::NotASocket(path.clone())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(sock_err("inspect")(e)),
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(sock_err("create the directory of"))?;
+    }
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let listener = std::os::unix::net::UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = listener.map_err(sock_err("bind"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(sock_err("make non-blocking"))?;
+    if !cfg.unprivileged_dev {
+        std::os::unix::fs::chown(path, None, Some(cfg.socket_gid)).map_err(sock_err("chown"))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(sock_err("chmod"))?;
+    Ok(listener)
+}
+
+/// Serves the helper service and reflection on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: std::os::unix::net::UnixListener,
+    cfg: Arc<Config>,
+    audit: Arc<Audit>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let check = PeerCheck::new(
+        Policy {
+            agent_uid: cfg.agent_uid,
+        },
+        Arc::clone(&audit),
+    );
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(felhom_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(felhom_proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let listener = UnixListener::from_std(listener).map_err(|source| ServeError::Socket {
+        step: "register",
+        path: cfg.socket.clone(),
+        source,
+    })?;
+    let service = HelperService::new(cfg, audit);
+    tonic::transport::Server::builder()
+        .layer(check)
+        .add_service(HelperServer::new(service))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// The helper service.
+pub struct HelperService {
+    cfg: Arc<Config>,
+    audit: Arc<Audit>,
+    mounts: MountConfig,
+    golden: GoldenConfig,
+    smart: SmartConfig,
+    sensors: SensorsConfig,
+    /// Serializes mount and unmount so checks and syscalls do not interleave.
+    mount_lock: tokio::sync::Mutex<()>,
+    /// One golden create at a time (pct takes cluster locks anyway; this keeps errors clear).
+    golden_lock: tokio::sync::Mutex<()>,
+}
+
+impl HelperService {
+    /// A service for `cfg`, auditing to `audit`.
+    pub fn new(cfg: Arc<Config>, audit: Arc<Audit>) -> Self {
+        let mounts = MountConfig {
+            prefix: cfg.mount_prefix.clone(),
+            by_uuid_dir: cfg.by_uuid_dir.clone(),
+            blkid: cfg.blkid.clone(),
+            blkid_timeout: cfg.read_timeout,
+            sys_block_dir: crate::config::SYS_BLOCK_DIR.into(),
+            mountinfo: cfg.mountinfo.clone(),
+            protected_paths: vec!["/".into(), "/boot".into(), cfg.state_dir.clone()],
+        };
+        let golden = GoldenConfig {
+            program: cfg.pct.clone(),
+            timeout: cfg.pct_timeout,
+            output_cap: OUTPUT_CAP,
+        };
+        let smart = SmartConfig {
+            program: cfg.smartctl.clone(),
+            timeout: cfg.read_timeout,
+            output_cap: OUTPUT_CAP,
+        };
+        let sensors = SensorsConfig {
+            program: cfg.sensors.clone(),
+            timeout: cfg.read_timeout,
+            output_cap: OUTPUT_CAP,
+        };
+        Self {
+            cfg,
+            audit,
+            mounts,
+            golden,
+            smart,
+            sensors,
+            mount_lock: tokio::sync::Mutex::new(()),
+            golden_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Audits a rejected request and turns the validation error into INVALID_ARGUMENT.
+    fn reject(&self, caller: &Caller, op: &str, started: Instant, inv: Invalid) -> Status {
+        self.audit.record(
+            caller,
+            op,
+            "",
+            &Outcome::Invalid(inv.field),
+            started.elapsed(),
+        );
+        let mut status = Status::invalid_argument(inv.to_string());
+        status
+            .metadata_mut()
+            .insert("felhom-field", MetadataValue::from_static(inv.field));
+        status
+    }
+
+    /// Audits the result of an operation that passed validation.
+    fn finish<T>(
+        &self,
+        caller: &Caller,
+        op: &str,
+        args: &str,
+        started: Instant,
+        result: Result<T, Status>,
+    ) -> Result<Response<T>, Status> {
+        let outcome = match &result {
+            Ok(_) => Outcome::Ok,
+            Err(status) => Outcome::Failed(status.message().to_owned()),
+        };
+        self.audit
+            .record(caller, op, args, &outcome, started.elapsed());
+        result.map(Response::new)
+    }
+}
+
+fn caller_of<T>(req: &Request<T>) -> Result<Caller, Status> {
+    // The peer check runs in front of every service and inserts the caller; its absence
+    // means the service was mounted without the check, which must fail closed.
+    req.extensions()
+        .get::<Caller>()
+        .copied()
+        .ok_or_else(|| Status::permission_denied("caller was not authenticated"))
+}
+
+fn validate_golden(req: &pb::CreateGoldenRequest, cfg: &Config) -> Result<GoldenSpec, Invalid> {
+    Ok(GoldenSpec {
+        vmid: Vmid::parse(req.vmid, &cfg.golden_vmids)?,
+        template: TemplateVolid::parse(&req.template_volid)?,
+        hostname: Hostname::parse(&req.hostname)?,
+        storage: StorageId::parse("storage", &req.storage)?,
+        disk_gib: bounded("disk_gib", req.disk_gib, 1..=1024)?,
+        memory_mib: bounded("memory_mib", req.memory_mib, 64..=262_144)?,
+        cores: bounded("cores", req.cores, 1..=128)?,
+        bridge: req.bridge.as_deref().map(Bridge::parse).transpose()?,
+    })
+}
+
+fn exec_status(e: &ExecError) -> Status {
+    match e {
+        ExecError::Timeout { .. } => Status::deadline_exceeded(e.to_string()),
+        ExecError::NotAbsolute(_) | ExecError::Spawn { .. } | ExecError::Wait { .. } => {
+            Status::internal(e.to_string())
+        }
+    }
+}
+
+fn golden_status(e: &GoldenError) -> Status {
+    match e {
+        GoldenError::Exec(x) => exec_status(x),
+        GoldenError::Failed { .. } => Status::aborted(e.to_string()),
+    }
+}
+
+fn mount_status(e: &MountError) -> Status {
+    let msg = e.to_string();
+    match e {
+        MountError::UuidNotFound(_) | MountError::NotMounted(_) => Status::not_found(msg),
+        MountError::DeviceAlreadyMounted { .. } | MountError::MountPointInUse(_) => {
+            Status::already_exists(msg)
+        }
+        MountError::Protected { .. }
+        | MountError::Busy(_)
+        | MountError::AmbiguousUuid { .. }
+        | MountError::WrongFsType { .. }
+        | MountError::NotABlockDevice { .. }
+        | MountError::NotADirectory(_)
+        | MountError::UntrustedDirectory(_) => Status::failed_precondition(msg),
+        MountError::MountFailed { .. } | MountError::UnmountFailed { .. } => {
+            Status::failed_precondition(msg)
+        }
+        MountError::Blkid(x) => exec_status(x),
+        MountError::BlkidFailed(_) | MountError::Io { .. } | MountError::Task(_) => {
+            Status::internal(msg)
+        }
+    }
+}
+
+fn smart_status(e: &SmartError) -> Status {
+    match e {
+        SmartError::Exec(x) => exec_status(x),
+        SmartError::DeviceOpen { .. } => Status::not_found(e.to_string()),
+        SmartError::CommandLine(_)
+        | SmartError::Signalled
+        | SmartError::Parse(_)
+        | SmartError::TooLong(_) => Status::internal(e.to_string()),
+    }
+}
+
+fn sensors_status(e: &SensorsError) -> Status {
+    match e {
+        SensorsError::Exec(x) => exec_status(x),
+        SensorsError::Failed(_) | SensorsError::TooLong(_) | SensorsError::Parse(_) => {
+            Status::internal(e.to_string())
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Helper for HelperService {
+    async fn create_golden(
+        &self,
+        request: Request<pb::CreateGoldenRequest>,
+    ) -> Result<Response<pb::CreateGoldenResponse>, Status> {
+        const OP: &str = "create_golden";
+        let started = Instant::now();
+        let caller = caller_of(&request)?;
+        let spec = validate_golden(request.get_ref(), &self.cfg)
+            .map_err(|e| self.reject(&caller, OP, started, e))?;
+        let args = spec.argv().join(" ");
+        let _guard = self.golden_lock.lock().await;
+        let result = golden::create(&self.golden, &spec).await.map_err(|e| {
+            if let GoldenError::Failed { stderr_tail, .. } = &e {
+                tracing::warn!(stderr = %stderr_tail, "pct create failed");
+            }
+            golden_status(&e)
+        });
+        let vmid = spec.vmid.get();
+        self.finish(
+            &caller,
+            OP,
+            &args,
+            started,
+            result.map(|()| pb::CreateGoldenResponse { vmid }),
+        )
+    }
+
+    async fn mount_by_uuid(
+        &self,
+        request: Request<pb::MountByUuidRequest>,
+    ) -> Result<Response<pb::MountByUuidResponse>, Status> {
+        const OP: &str = "mount_by_uuid";
+        let started = Instant::now();
+        let caller = caller_of(&request)?;
+        let req = request.get_ref();
+        let validated = (|| {
+            Ok::<_, Invalid>((
+                FsUuid::parse(&req.fs_uuid)?,
+                MountPoint::parse(&req.mount_point, &self.cfg.mount_prefix)?,
+                FsType::parse(&req.fs_type)?,
+                MountOption::parse_list(&req.options)?,
+            ))
+        })();
+        let (uuid, mp, fs_type, options) =
+            validated.map_err(|e| self.reject(&caller, OP, started, e))?;
+        let opt_names: Vec<&str> = options.iter().map(|o| o.as_str()).collect();
+        let args = format!(
+            "fs_uuid={} mount_point={} fs_type={} options={}",
+            uuid.as_str(),
+            mp.as_path().display(),
+            fs_type.as_str(),
+            opt_names.join(",")
+        );
+        let _guard = self.mount_lock.lock().await;
+        let result = mounts::mount(&self.mounts, &uuid, &mp, fs_type, &options)
+            .await
+            .map(|m| pb::MountByUuidResponse {
+                mount: Some(mounts::to_proto(&m)),
+            })
+            .map_err(|e| mount_status(&e));
+        self.finish(&caller, OP, &args, started, result)
+    }
+
+    async fn unmount(
+        &self,
+        request: Request<pb::UnmountRequest>,
+    ) -> Result<Response<pb::UnmountResponse>, Status> {
+        const OP: &str = "unmount";
+        let started = Instant::now();
+        let caller = caller_of(&request)?;
+        let req = request.get_ref();
+        let mp = MountPoint::parse(&req.mount_point, &self.cfg.mount_prefix)
+            .map_err(|e| self.reject(&caller, OP, started, e))?;
+        let args = format!("mount_point={} lazy={}", mp.as_path().display(), req.lazy);
+        let _guard = self.mount_lock.lock().await;
+        let result = mounts::unmount(&self.mounts, &mp, req.lazy)
+            .await
+            .map(|()| pb::UnmountResponse {})
+            .map_err(|e| mount_status(&e));
+        self.finish(&caller, OP, &args, started, result)
+    }
+
+    async fn list_mounts(
+        &self,
+        request: Request<pb::ListMountsRequest>,
+    ) -> Result<Response<pb::ListMountsResponse>, Status> {
+        const OP: &str = "list_mounts";
+        let started = Instant::now();
+        let caller = caller_of(&request)?;
+        let result = mounts::list(&self.mounts)
+            .map(|ms| pb::ListMountsResponse {
+                mounts: ms.iter().map(mounts::to_proto).collect(),
+            })
+            .map_err(|e| mount_status(&e));
+        self.finish(&caller, OP, "", started, result)
+    }
+
+    async fn read_smart(
+        &self,
+        request: Request<pb::ReadSmartRequest>,
+    ) -> Result<Response<pb::SmartReport>, Status> {
+        const OP: &str = "read_smart";
+        let started = Instant::now();
+        let caller = caller_of(&request)?;
+        let device = DevicePath::parse(&request.get_ref().device)
+            .map_err(|e| self.reject(&caller, OP, started, e))?;
+        let args = format!("device={}", device.as_str());
+        let result = smart::read(&self.smart, &device)
+            .await
+            .map_err(|e| smart_status(&e));
+        self.finish(&caller, OP, &args, started, result)
+    }
+
+    async fn read_sensors(
+        &self,
+        request: Request<pb::ReadSensorsRequest>,
+    ) -> Result<Response<pb::SensorsReport>, Status> {
+        const OP: &str = "read_sensors";
+        let started = Instant::now();
+        let caller = caller_of(&request)?;
+        let result = sensors::read(&self.sensors)
+            .await
+            .map_err(|e| sensors_status(&e));
+        self.finish(&caller, OP, "", started, result)
+    }
+}
