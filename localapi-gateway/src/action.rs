@@ -164,7 +164,9 @@ mod tests {
 
     #[test]
     fn unknown_field_is_named() {
-        let err = Rpc::Snapshot.action(br#"{"name":"a","vmid":7}"#).unwrap_err();
+        let err = Rpc::Snapshot
+            .action(br#"{"name":"a","vmid":7}"#)
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "invalid request body: unknown field `vmid`, expected `name` or `description` at line 1 column 18"
@@ -194,7 +196,10 @@ mod tests {
     #[test]
     fn non_json_is_refused() {
         let err = Rpc::Rollback.action(b"snapshot=a").unwrap_err().to_string();
-        assert!(err.starts_with("invalid request body: expected value"), "{err}");
+        assert!(
+            err.starts_with("invalid request body: expected value"),
+            "{err}"
+        );
     }
 
     #[test]

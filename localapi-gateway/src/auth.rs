@@ -87,7 +87,10 @@ mod tests {
 
     #[test]
     fn bearer_token_is_accepted_in_any_scheme_case() {
-        assert_eq!(parse("Bearer abc-DEF_1.2~3+4/5==").unwrap().0, "abc-DEF_1.2~3+4/5==");
+        assert_eq!(
+            parse("Bearer abc-DEF_1.2~3+4/5==").unwrap().0,
+            "abc-DEF_1.2~3+4/5=="
+        );
         assert_eq!(parse("bearer xyz").unwrap().0, "xyz");
     }
 

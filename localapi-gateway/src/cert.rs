@@ -296,9 +296,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let id = load_or_create(dir.path()).unwrap();
         let key_pem = fs::read_to_string(dir.path().join(KEY_FILE)).unwrap();
-        let spki = rcgen::PublicKeyData::subject_public_key_info(
-            &KeyPair::from_pem(&key_pem).unwrap(),
-        );
+        let spki =
+            rcgen::PublicKeyData::subject_public_key_info(&KeyPair::from_pem(&key_pem).unwrap());
         assert_eq!(
             id.pins().spki_sha256_base64,
             base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&spki))
@@ -309,7 +308,13 @@ mod tests {
     fn files_get_0600_key_and_0644_cert() {
         let dir = tempfile::tempdir().unwrap();
         load_or_create(dir.path()).unwrap();
-        let mode = |f: &str| fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777;
+        let mode = |f: &str| {
+            fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
         assert_eq!(mode(KEY_FILE), 0o600);
         assert_eq!(mode(CERT_FILE), 0o644);
     }

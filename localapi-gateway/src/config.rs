@@ -109,11 +109,17 @@ impl Limits {
             ("max_body_bytes", self.max_body_bytes == 0),
             ("header_read_timeout", self.header_read_timeout.is_zero()),
             ("idle_timeout", self.idle_timeout.is_zero()),
-            ("tls_handshake_timeout", self.tls_handshake_timeout.is_zero()),
+            (
+                "tls_handshake_timeout",
+                self.tls_handshake_timeout.is_zero(),
+            ),
             ("max_connections", self.max_connections == 0),
             ("rate_per_second", self.rate_per_second == 0),
             ("rate_burst", self.rate_burst == 0),
-            ("h2_max_concurrent_streams", self.h2_max_concurrent_streams == 0),
+            (
+                "h2_max_concurrent_streams",
+                self.h2_max_concurrent_streams == 0,
+            ),
             ("upstream_timeout", self.upstream_timeout.is_zero()),
             ("shutdown_grace", self.shutdown_grace.is_zero()),
         ];

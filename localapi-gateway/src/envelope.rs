@@ -3,10 +3,10 @@
 //! documented exception, the `POST /disks/format` refusal with `ok: false` *and* data, will need
 //! a third constructor when that route gets its RPC.)
 
-use hyper::body::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
+use hyper::body::Bytes;
 use serde::Serialize;
 
 /// The body type of every gateway response.
@@ -89,7 +89,10 @@ mod tests {
         }
         let r = success(StatusCode::OK, &D { vmid: 101 });
         assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
-        assert_eq!(text(r).await, r#"{"ok":true,"data":{"vmid":101},"error":""}"#);
+        assert_eq!(
+            text(r).await,
+            r#"{"ok":true,"data":{"vmid":101},"error":""}"#
+        );
     }
 
     #[tokio::test]

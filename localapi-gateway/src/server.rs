@@ -253,7 +253,8 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ConnCtx>) {
             drop(stream);
             continue;
         };
-        ctx.tasks.spawn(serve_connection(ctx.clone(), stream, permit));
+        ctx.tasks
+            .spawn(serve_connection(ctx.clone(), stream, permit));
     }
 }
 
@@ -352,7 +353,6 @@ async fn serve_connection(ctx: Arc<ConnCtx>, stream: TcpStream, _slot: OwnedSema
         drive!(conn, ctx, activity);
     }
 }
-
 
 /// When bytes last moved on a connection and how many requests are in flight on it.
 struct Activity {

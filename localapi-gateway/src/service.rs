@@ -127,7 +127,14 @@ async fn handle_route(
         Ok(action) => action,
         Err(e) => return envelope::failure(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    match upstream::call(&shared.client, &token, action, shared.limits.upstream_timeout).await {
+    match upstream::call(
+        &shared.client,
+        &token,
+        action,
+        shared.limits.upstream_timeout,
+    )
+    .await
+    {
         Ok(reply) => envelope::success(StatusCode::OK, &reply),
         Err(grpc) => {
             let http = status::http_status(grpc.code());

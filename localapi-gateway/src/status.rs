@@ -140,7 +140,10 @@ mod tests {
     #[test]
     fn caller_errors_forward_the_agents_text() {
         let s = tonic::Status::not_found("snapshot 'before-upgrade' does not exist");
-        assert_eq!(caller_message(&s), "snapshot 'before-upgrade' does not exist");
+        assert_eq!(
+            caller_message(&s),
+            "snapshot 'before-upgrade' does not exist"
+        );
     }
 
     #[test]

@@ -27,7 +27,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn connect_unix(socket: impl Into<PathBuf>) -> LocalApiClient {
     let socket = socket.into();
     // The URI is required by tonic but unused: the connector below ignores it.
-    let endpoint = Endpoint::from_static("http://agent.localapi.invalid").connect_timeout(CONNECT_TIMEOUT);
+    let endpoint =
+        Endpoint::from_static("http://agent.localapi.invalid").connect_timeout(CONNECT_TIMEOUT);
     let channel = endpoint.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
         let socket = socket.clone();
         async move { UnixStream::connect(socket).await.map(TokioIo::new) }
@@ -47,7 +48,10 @@ pub async fn call(
     let call = async move {
         match action {
             Action::GetStorage => client
-                .get_storage(request(token, felhom_proto::agent::v1::GetStorageRequest {}))
+                .get_storage(request(
+                    token,
+                    felhom_proto::agent::v1::GetStorageRequest {},
+                ))
                 .await
                 .map(|r| Reply::Storage(r.into_inner().into())),
             Action::Snapshot(m) => client

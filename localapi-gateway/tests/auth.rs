@@ -40,7 +40,12 @@ async fn garbage_authorization_header_is_401_without_a_call() {
 #[tokio::test]
 async fn unknown_token_is_401_from_the_agent() {
     let h = Harness::start().await;
-    let r = send(h.client().get(h.url("/storage")).bearer_auth("not-a-real-token")).await;
+    let r = send(
+        h.client()
+            .get(h.url("/storage"))
+            .bearer_auth("not-a-real-token"),
+    )
+    .await;
     assert_eq!(r.status, 401);
     assert_eq!(r.body, error_envelope("unknown or revoked token"));
     assert_eq!(r.headers["www-authenticate"], "Bearer");

@@ -71,9 +71,10 @@ async fn key_readable_by_others_is_refused_at_start() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
 
     let config = GatewayConfig::new(vec!["127.0.0.1:0".parse().unwrap()], dir.path());
-    let err = felhom_localapi_gateway::Gateway::start(config, connect_unix(dir.path().join("none.sock")))
-        .await
-        .unwrap_err();
+    let err =
+        felhom_localapi_gateway::Gateway::start(config, connect_unix(dir.path().join("none.sock")))
+            .await
+            .unwrap_err();
     let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
     assert_eq!(
         chain,

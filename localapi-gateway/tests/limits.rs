@@ -73,7 +73,10 @@ async fn slow_header_client_is_cut_off_while_another_is_served() {
     })
     .await;
     assert!(outcome.is_ok(), "slow-header connection was not cut off");
-    assert!(h.fake().calls().len() == 1, "the half request never reached the agent");
+    assert!(
+        h.fake().calls().len() == 1,
+        "the half request never reached the agent"
+    );
     h.shutdown().await;
 }
 
@@ -92,7 +95,10 @@ fn ensure_open_files(want: u64) {
             assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
         }
     }
-    assert!(lim.rlim_cur as u64 >= want, "hard open-files limit is below {want}");
+    assert!(
+        lim.rlim_cur as u64 >= want,
+        "hard open-files limit is below {want}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +144,10 @@ async fn connection_beyond_the_cap_is_closed_and_the_slot_is_reused() {
     let pin = h.gateway.pins().leaf_sha256_hex;
     let first = raw_tls(h.addr, &pin).await.unwrap();
     let _second = raw_tls(h.addr, &pin).await.unwrap();
-    assert!(raw_tls(h.addr, &pin).await.is_err(), "third connection was served");
+    assert!(
+        raw_tls(h.addr, &pin).await.is_err(),
+        "third connection was served"
+    );
     assert_eq!(h.gateway.refused_connections(), 1);
 
     drop(first);
@@ -146,7 +155,12 @@ async fn connection_beyond_the_cap_is_closed_and_the_slot_is_reused() {
     let client = h.client();
     let mut served = false;
     for _ in 0..600 {
-        if let Ok(r) = client.get(h.url("/storage")).bearer_auth(TOKEN_A).send().await {
+        if let Ok(r) = client
+            .get(h.url("/storage"))
+            .bearer_auth(TOKEN_A)
+            .send()
+            .await
+        {
             assert_eq!(r.status(), 200);
             served = true;
             break;
@@ -172,7 +186,10 @@ async fn shutdown_finishes_the_in_flight_request_and_stops_accepting() {
         .await
     });
     let fake = h.fake().clone();
-    eventually("the slow call to reach the agent", || !fake.calls().is_empty()).await;
+    eventually("the slow call to reach the agent", || {
+        !fake.calls().is_empty()
+    })
+    .await;
 
     let Harness {
         gateway,
@@ -198,4 +215,36 @@ async fn shutdown_finishes_the_in_flight_request_and_stops_accepting() {
     assert_eq!(r.body["data"]["snapshot"], SLOW_SNAPSHOT);
     stopping.await.unwrap();
     agent.stop().await;
+}
+
+#[tokio::test]
+async fn quiet_http2_connection_is_closed_after_the_idle_timeout() {
+    let h = Harness::with_limits(Limits {
+        idle_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    })
+    .await;
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(pinned_tls_config(
+        Pin::LeafHex(h.gateway.pins().leaf_sha256_hex),
+        &[b"h2"],
+    )));
+    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let mut tls = connector
+        .connect("localapi.felhom.invalid".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    // Say nothing; the server must hang up on its own.
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // SETTINGS / GOAWAY frames before the close
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "idle HTTP/2 connection was never closed");
+    h.shutdown().await;
 }

@@ -35,7 +35,8 @@ fn documented_availability_matches_the_table() {
     let doc = document();
     for r in ROUTES {
         let op = &doc["paths"][r.path][r.verb.as_str().to_lowercase()];
-        let documented_available = op.get("x-felhom-available") != Some(&serde_json::Value::Bool(false));
+        let documented_available =
+            op.get("x-felhom-available") != Some(&serde_json::Value::Bool(false));
         assert_eq!(
             documented_available,
             r.handling != Handling::NotAvailable,
@@ -49,12 +50,20 @@ fn documented_availability_matches_the_table() {
 #[test]
 fn every_operation_but_the_document_requires_the_bearer_token() {
     let doc = document();
-    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     assert_eq!(doc["security"], serde_json::json!([{"bearer": []}]));
     for r in ROUTES {
         let op = &doc["paths"][r.path][r.verb.as_str().to_lowercase()];
         let public = op.get("security") == Some(&serde_json::json!([]));
-        assert_eq!(public, r.handling == Handling::OpenApiDocument, "{}", r.path);
+        assert_eq!(
+            public,
+            r.handling == Handling::OpenApiDocument,
+            "{}",
+            r.path
+        );
     }
 }
 

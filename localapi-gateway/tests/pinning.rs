@@ -43,7 +43,10 @@ async fn wrong_leaf_pin_fails_at_handshake_and_no_call_reaches_the_agent() {
         .send()
         .await
         .unwrap_err();
-    assert!(err.is_connect(), "expected a connect (handshake) error, got {err:?}");
+    assert!(
+        err.is_connect(),
+        "expected a connect (handshake) error, got {err:?}"
+    );
     let chain = format!("{:?}", err);
     assert!(chain.contains("ApplicationVerificationFailure"), "{chain}");
     assert!(h.fake().calls().is_empty());
@@ -70,7 +73,9 @@ async fn wrong_spki_pin_fails_at_handshake_and_no_call_reaches_the_agent() {
 #[tokio::test]
 async fn tls_1_3_is_preferred() {
     let h = Harness::start().await;
-    let tls = raw_tls(h.addr, &h.gateway.pins().leaf_sha256_hex).await.unwrap();
+    let tls = raw_tls(h.addr, &h.gateway.pins().leaf_sha256_hex)
+        .await
+        .unwrap();
     assert_eq!(
         tls.get_ref().1.protocol_version(),
         Some(rustls::ProtocolVersion::TLSv1_3)

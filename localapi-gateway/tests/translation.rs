@@ -119,7 +119,10 @@ async fn non_json_content_type_is_415() {
     )
     .await;
     assert_eq!(r.status, 415);
-    assert_eq!(r.body, error_envelope("Content-Type must be application/json"));
+    assert_eq!(
+        r.body,
+        error_envelope("Content-Type must be application/json")
+    );
     h.shutdown().await;
 }
 
@@ -135,7 +138,10 @@ async fn oversized_body_is_413_without_a_call() {
     )
     .await;
     assert_eq!(r.status, 413);
-    assert_eq!(r.body, error_envelope("request body is larger than 65536 bytes"));
+    assert_eq!(
+        r.body,
+        error_envelope("request body is larger than 65536 bytes")
+    );
     assert!(h.fake().calls().is_empty());
     h.shutdown().await;
 }
@@ -187,7 +193,10 @@ async fn wrong_method_is_405_with_allow() {
 async fn every_not_yet_available_endpoint_is_501_envelope_without_a_call() {
     let h = Harness::start().await;
     let mut seen = 0;
-    for route in ROUTES.iter().filter(|r| r.handling == Handling::NotAvailable) {
+    for route in ROUTES
+        .iter()
+        .filter(|r| r.handling == Handling::NotAvailable)
+    {
         let url = h.url(route.path);
         let request = match route.verb.as_str() {
             "GET" => h.client().get(url),

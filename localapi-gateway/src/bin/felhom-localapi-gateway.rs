@@ -16,7 +16,10 @@ const AGENT_SOCKET: &str = "/run/felhom/agent.sock";
 const STATE_DIR: &str = "/var/lib/felhom-agent";
 
 #[derive(Parser)]
-#[command(version, about = "HTTPS local API for in-guest controllers, translated to the agent's LocalApi gRPC service")]
+#[command(
+    version,
+    about = "HTTPS local API for in-guest controllers, translated to the agent's LocalApi gRPC service"
+)]
 struct Args {
     /// Address to listen on, ADDR:PORT (repeatable; e.g. the bridge IP and port 8443).
     #[arg(long = "listen", value_name = "ADDR:PORT")]
@@ -63,7 +66,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(identity.pins())?);
         return Ok(());
     }
-    anyhow::ensure!(!args.listen.is_empty(), "give at least one --listen ADDR:PORT");
+    anyhow::ensure!(
+        !args.listen.is_empty(),
+        "give at least one --listen ADDR:PORT"
+    );
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(serve(args))
 }

@@ -87,7 +87,10 @@ impl Fake {
             rpc,
             authorization: authorization.clone(),
         });
-        match authorization.as_deref().and_then(|a| a.strip_prefix("Bearer ")) {
+        match authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer "))
+        {
             Some(TOKEN_A) => Ok(VMID_A),
             Some(TOKEN_B) => Ok(VMID_B),
             _ => Err(tonic::Status::unauthenticated("unknown or revoked token")),
@@ -115,7 +118,9 @@ impl LocalApi for Fake {
             n => n,
         };
         if name == BUSY_SNAPSHOT {
-            return Err(tonic::Status::aborted(format!("guest {vmid} is locked (backup)")));
+            return Err(tonic::Status::aborted(format!(
+                "guest {vmid} is locked (backup)"
+            )));
         }
         if name == SLOW_SNAPSHOT {
             let _permit = self.slow_gate.acquire().await.unwrap();
@@ -397,8 +402,12 @@ pub async fn send(request: reqwest::RequestBuilder) -> Reply {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let bytes = response.bytes().await.unwrap();
-    let body = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "body is not JSON ({e}): {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
     Reply {
         status,
         headers,
@@ -422,7 +431,10 @@ pub async fn raw_tls(
     )));
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     connector
-        .connect(ServerName::try_from("localapi.felhom.invalid").unwrap(), tcp)
+        .connect(
+            ServerName::try_from("localapi.felhom.invalid").unwrap(),
+            tcp,
+        )
         .await
 }
 
@@ -430,7 +442,10 @@ pub async fn raw_tls(
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
