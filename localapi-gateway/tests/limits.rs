@@ -81,7 +81,7 @@ async fn slow_header_client_is_cut_off_while_another_is_served() {
 }
 
 /// Raises the soft open-files limit to at least `want` (bounded by the hard limit).
-fn ensure_open_files(want: u64) {
+fn ensure_open_files(want: libc::rlim_t) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -90,13 +90,13 @@ fn ensure_open_files(want: u64) {
     #[allow(unsafe_code)]
     unsafe {
         assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        if (lim.rlim_cur as u64) < want {
-            lim.rlim_cur = (want as libc::rlim_t).min(lim.rlim_max);
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
             assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
         }
     }
     assert!(
-        lim.rlim_cur as u64 >= want,
+        lim.rlim_cur >= want,
         "hard open-files limit is below {want}"
     );
 }

@@ -10,7 +10,7 @@ use felhom_localapi_gateway::OPENAPI_JSON;
 use felhom_localapi_gateway::routes::{Handling, ROUTES};
 
 fn document() -> serde_json::Value {
-    serde_json::from_str(OPENAPI_JSON).unwrap()
+    serde_json::from_str(OPENAPI_JSON).expect("openapi.json is valid JSON")
 }
 
 #[test]
@@ -84,7 +84,7 @@ fn collect_refs(v: &serde_json::Value, out: &mut Vec<String>) {
         serde_json::Value::Object(m) => {
             for (k, v) in m {
                 if k == "$ref" {
-                    out.push(v.as_str().unwrap().to_owned());
+                    out.push(v.as_str().expect("$ref values are strings").to_owned());
                 } else {
                     collect_refs(v, out);
                 }

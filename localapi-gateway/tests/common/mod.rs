@@ -5,7 +5,10 @@
 //! else is UNAUTHENTICATED (with the agent's wording), and every call is recorded so tests can
 //! show which requests never reached the agent.
 
-#![allow(dead_code)] // Each test binary uses a different part of the harness.
+#![allow(dead_code)]
+// Each test binary uses a different part of the harness.
+// Test harness, also compiled into the bench (outside test cfg): a panic is the failure report.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
