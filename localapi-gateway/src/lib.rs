@@ -12,6 +12,21 @@
 //! (`felhom-localapi-gateway`). What it does decide is resource use: body size, timeouts,
 //! connection cap, per-token rate limit (see [`Limits`]).
 //!
+//! Embedding (what the agent does; the standalone binary is the same in a few more lines):
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use felhom_localapi_gateway::{Gateway, GatewayConfig, connect_unix};
+//!
+//! let config = GatewayConfig::new(vec!["192.0.2.10:8443".parse()?], "/var/lib/felhom-agent");
+//! let gateway = Gateway::start(config, connect_unix("/run/felhom/agent.sock")).await?;
+//! let pins = gateway.pins(); // for bootstrap.json: leaf hex and SPKI base64
+//! # let _ = pins;
+//! // … on SIGTERM:
+//! gateway.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
 //! Modules: [`cert`] (persisted identity and pins), [`config`], [`routes`] (the route table),
 //! [`action`] (bodies → actions, replies → data), [`auth`] (token shape), [`status`] (gRPC code
 //! → HTTP status), [`upstream`] (the gRPC call), [`ratelimit`], `envelope`, `service` (one

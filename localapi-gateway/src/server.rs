@@ -186,6 +186,14 @@ impl Gateway {
     }
 }
 
+impl Drop for Gateway {
+    /// A gateway dropped without [`Gateway::shutdown`] still stops: listeners close and
+    /// connections wind down gracefully in the background.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
 /// The certificate the TLS server presents, swappable for rotation.
 #[derive(Debug)]
 struct LiveCert {

@@ -248,3 +248,35 @@ async fn quiet_http2_connection_is_closed_after_the_idle_timeout() {
     assert!(closed.is_ok(), "idle HTTP/2 connection was never closed");
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn body_that_stops_arriving_is_408() {
+    let h = Harness::with_limits(Limits {
+        header_read_timeout: Duration::from_secs(2),
+        ..Limits::default()
+    })
+    .await;
+    let mut tls = raw_tls(h.addr, &h.gateway.pins().leaf_sha256_hex)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /snapshot HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {TOKEN_A}\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n{{\"name\""
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(120), tls.read_to_end(&mut response))
+        .await
+        .expect("the gateway never answered the stalled body")
+        .ok();
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+    assert!(
+        text.ends_with(
+            r#"{"ok":false,"data":null,"error":"the request body did not arrive in time"}"#
+        ),
+        "{text}"
+    );
+    assert!(h.fake().calls().is_empty());
+    h.shutdown().await;
+}

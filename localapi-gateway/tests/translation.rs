@@ -278,3 +278,53 @@ async fn http2_client_is_served() {
     assert_eq!(r.status(), 200);
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn operation_not_allowed_for_the_guest_is_403() {
+    let h = Harness::start().await;
+    let r = send(
+        h.client()
+            .post(h.url("/snapshot"))
+            .bearer_auth(TOKEN_A)
+            .json(&json!({"name": FORBIDDEN_SNAPSHOT})),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.body, error_envelope("guest 101 may not create snapshots"));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_listen_address_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = FakeAgent::start(dir.path()).await;
+    let mut config = felhom_localapi_gateway::GatewayConfig::new(
+        vec![
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.2:0".parse().unwrap(),
+        ],
+        dir.path(),
+    );
+    config.limits = felhom_localapi_gateway::Limits::default();
+    let gateway = felhom_localapi_gateway::Gateway::start(
+        config,
+        felhom_localapi_gateway::connect_unix(&agent.socket),
+    )
+    .await
+    .unwrap();
+    let addrs = gateway.local_addrs().to_vec();
+    assert_eq!(addrs.len(), 2);
+    assert_eq!(addrs[1].ip().to_string(), "127.0.0.2");
+    let client = leaf_pinned_client(&gateway.pins().leaf_sha256_hex);
+    for addr in addrs {
+        let r = send(
+            client
+                .get(format!("https://{addr}/storage"))
+                .bearer_auth(TOKEN_B),
+        )
+        .await;
+        assert_eq!(r.body["data"]["vmid"], VMID_B);
+    }
+    gateway.shutdown().await;
+    agent.stop().await;
+}

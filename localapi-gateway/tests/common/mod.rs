@@ -32,6 +32,8 @@ pub const VMID_A: u32 = 101;
 pub const VMID_B: u32 = 102;
 /// A snapshot name the fake treats as "guest locked" (ABORTED).
 pub const BUSY_SNAPSHOT: &str = "busy";
+/// A snapshot name the fake refuses as not allowed for the guest (PERMISSION_DENIED).
+pub const FORBIDDEN_SNAPSHOT: &str = "forbidden";
 /// A snapshot name the fake holds until [`Fake::release_slow`] (for shutdown tests).
 pub const SLOW_SNAPSHOT: &str = "slow";
 
@@ -123,6 +125,11 @@ impl LocalApi for Fake {
         if name == BUSY_SNAPSHOT {
             return Err(tonic::Status::aborted(format!(
                 "guest {vmid} is locked (backup)"
+            )));
+        }
+        if name == FORBIDDEN_SNAPSHOT {
+            return Err(tonic::Status::permission_denied(format!(
+                "guest {vmid} may not create snapshots"
             )));
         }
         if name == SLOW_SNAPSHOT {
