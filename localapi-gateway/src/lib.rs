@@ -42,6 +42,7 @@ pub mod routes;
 mod server;
 mod service;
 pub mod status;
+mod throttle;
 pub mod upstream;
 
 pub use cert::{CertError, Pins, ServerIdentity};

@@ -12,6 +12,12 @@
 //! watchdog closing any connection with no request in flight and no bytes moving for
 //! [`crate::Limits::idle_timeout`] — the one that bounds quiet HTTP/2 connections.
 //!
+//! Limits: requests hyper rejects before they reach the service (an unparsable request line,
+//! a request head over [`crate::Limits::max_header_list_bytes`]) get hyper's own bodiless
+//! 400/431 rather than the envelope, and a head that times out is closed without a response;
+//! no well-behaved client sends such requests. Caller-provokable warnings (connection cap,
+//! accept errors, agent failures) are logged at most once a minute.
+//!
 //! Shutdown: [`Gateway::shutdown`] stops the accept loops, asks every connection to finish
 //! gracefully (HTTP/1: close after the in-flight response; HTTP/2: GOAWAY), and drops whatever
 //! is still running after [`crate::Limits::shutdown_grace`].
@@ -40,7 +46,11 @@ use crate::cert::{self, CertError, Pins};
 use crate::config::{ConfigError, GatewayConfig};
 use crate::ratelimit::RateLimiter;
 use crate::service::{self, Shared};
+use crate::throttle::LogThrottle;
 use crate::upstream::LocalApiClient;
+
+/// Interval of caller-provokable warnings (connection cap, accept errors).
+const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// A running gateway.
 #[derive(Debug)]
@@ -122,13 +132,14 @@ impl Gateway {
                 client,
                 limiter: RateLimiter::new(limits.rate_per_second, limits.rate_burst),
                 limits: limits.clone(),
+                upstream_error_log: LogThrottle::new(LOG_EVERY),
             }),
             slots: Arc::new(Semaphore::new(limits.max_connections)),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             refused: Arc::new(AtomicU64::new(0)),
-            last_refusal_log: AtomicU64::new(0),
-            started: Instant::now(),
+            refusal_log: LogThrottle::new(LOG_EVERY),
+            accept_error_log: LogThrottle::new(LOG_EVERY),
         });
         for (listener, addr) in listeners.into_iter().zip(&local_addrs) {
             tracing::info!(%addr, "local API listening");
@@ -235,9 +246,8 @@ struct ConnCtx {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     refused: Arc<AtomicU64>,
-    /// Seconds since `started` of the last "connection cap reached" warning (log throttle).
-    last_refusal_log: AtomicU64,
-    started: Instant,
+    refusal_log: LogThrottle,
+    accept_error_log: LogThrottle,
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Arc<ConnCtx>) {
@@ -250,36 +260,26 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ConnCtx>) {
             Ok((stream, _peer)) => stream,
             Err(e) => {
                 // Usually EMFILE/ENFILE: back off briefly instead of spinning on the error.
-                tracing::warn!(error = %e, "local API accept failed");
+                if ctx.accept_error_log.allow() {
+                    tracing::warn!(error = %e, "local API accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let Ok(permit) = ctx.slots.clone().try_acquire_owned() else {
-            ctx.refused.fetch_add(1, Ordering::Relaxed);
-            log_refusal(&ctx);
+            let refused_total = ctx.refused.fetch_add(1, Ordering::Relaxed) + 1;
+            if ctx.refusal_log.allow() {
+                tracing::warn!(
+                    refused_total,
+                    "local API connection cap reached; closing new connections"
+                );
+            }
             drop(stream);
             continue;
         };
         ctx.tasks
             .spawn(serve_connection(ctx.clone(), stream, permit));
-    }
-}
-
-/// At most one warning a minute, however many connections a flood brings.
-fn log_refusal(ctx: &ConnCtx) {
-    let now = ctx.started.elapsed().as_secs();
-    let last = ctx.last_refusal_log.load(Ordering::Relaxed);
-    if (last == 0 || now >= last + 60)
-        && ctx
-            .last_refusal_log
-            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        tracing::warn!(
-            refused_total = ctx.refused.load(Ordering::Relaxed),
-            "local API connection cap reached; closing new connections"
-        );
     }
 }
 

@@ -22,6 +22,7 @@ use crate::envelope::{self, Body};
 use crate::ratelimit::{RateLimiter, retry_after_secs};
 use crate::routes::{self, Handling, Lookup, Route, Verb};
 use crate::status;
+use crate::throttle::LogThrottle;
 use crate::upstream::{self, LocalApiClient};
 
 /// The OpenAPI 3.1 document of the local API, served at `GET /openapi.json`.
@@ -33,6 +34,8 @@ pub(crate) struct Shared {
     pub client: LocalApiClient,
     pub limits: Limits,
     pub limiter: RateLimiter,
+    /// Agent failures are logged at most once a minute (any caller can provoke them).
+    pub upstream_error_log: LogThrottle,
 }
 
 /// Handles one request; never fails (every failure is an envelope).
@@ -138,7 +141,7 @@ async fn handle_route(
         Ok(reply) => envelope::success(StatusCode::OK, &reply),
         Err(grpc) => {
             let http = status::http_status(grpc.code());
-            if http.is_server_error() {
+            if http.is_server_error() && shared.upstream_error_log.allow() {
                 // The agent's own text (not the token, which is only in the request metadata).
                 tracing::warn!(code = ?grpc.code(), detail = grpc.message(), route = route.path, "LocalApi call failed");
             }
