@@ -15,6 +15,7 @@ use std::time::Duration;
 use reqwest::Url;
 use serde::Deserialize;
 
+use crate::context::StorageClass;
 use crate::paths;
 use crate::pve::{ApiToken, CertFingerprint, PveClientConfig, TlsTrust};
 
@@ -85,6 +86,16 @@ struct RawConfig {
     proxmox: RawProxmox,
     #[serde(default)]
     agent: RawAgent,
+    #[serde(default)]
+    local_api: RawLocalApi,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLocalApi {
+    /// Storage id → "fast" | "slow".
+    #[serde(default)]
+    storage_classes: BTreeMap<String, StorageClass>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,12 +164,20 @@ pub struct AgentPaths {
     pub socket_group: Option<String>,
 }
 
+/// Validated local-API settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalApiSettings {
+    /// Storage id → class, reported to guests by `GET /storage`.
+    pub storage_classes: BTreeMap<String, StorageClass>,
+}
+
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `None` when no Proxmox endpoint is configured at all (commands that need it say so).
     pub proxmox: Option<ProxmoxSettings>,
     pub agent: AgentPaths,
+    pub local_api: LocalApiSettings,
 }
 
 /// Default config file location.
@@ -202,6 +221,9 @@ impl Config {
         Ok(Config {
             proxmox: validate_proxmox(raw.proxmox, env)?,
             agent: validate_agent(raw.agent)?,
+            local_api: LocalApiSettings {
+                storage_classes: raw.local_api.storage_classes,
+            },
         })
     }
 

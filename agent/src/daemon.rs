@@ -12,9 +12,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
 use crate::config::Config;
-use crate::grpc::{self, AgentService};
-use crate::pve::{PveClient, PveError};
+use crate::context::{AgentContext, ContextError};
+use crate::grpc;
+use crate::pve::{PveClient, PveError, WaitOptions};
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +44,8 @@ pub enum DaemonError {
     #[error("cannot set up the Proxmox VE client")]
     Pve(#[source] PveError),
     #[error(transparent)]
+    Context(#[from] ContextError),
+    #[error(transparent)]
     Serve(#[from] grpc::ServeError),
 }
 
@@ -55,16 +60,32 @@ pub fn check_identity() -> Result<(), DaemonError> {
 /// Runs until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     check_identity()?;
-    let pve = match &config.proxmox {
-        Some(px) => Some((
-            PveClient::new(px.client.clone()).map_err(DaemonError::Pve)?,
-            px.client.trust.clone(),
-        )),
+    let (pve, wait) = match &config.proxmox {
+        Some(px) => (
+            Some((
+                PveClient::new(px.client.clone()).map_err(DaemonError::Pve)?,
+                px.client.trust.clone(),
+            )),
+            WaitOptions {
+                deadline: px.task_deadline,
+                ..WaitOptions::default()
+            },
+        ),
         None => {
             tracing::warn!("Proxmox VE is not configured; operator calls that need it will fail");
-            None
+            (None, WaitOptions::default())
         }
     };
+    let ctx = Arc::new(
+        AgentContext::start(
+            pve,
+            &config.agent.state_dir,
+            wait,
+            config.local_api.storage_classes.clone(),
+        )
+        .await?,
+    );
+    let queue = ctx.queue.clone();
     let socket = &config.agent.socket;
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(|source| DaemonError::SocketDir {
@@ -80,12 +101,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let watchdog = spawn_watchdog(shutdown.clone());
 
     let stop = shutdown.clone();
-    let result = grpc::serve(listener, AgentService::new(pve), async move {
+    let result = grpc::serve(listener, ctx, async move {
         stop.cancelled().await;
         notify(&[sd_notify::NotifyState::Stopping]);
         tracing::info!("shutting down: finishing in-flight calls");
     })
     .await;
+    let report = queue.shutdown().await;
+    if !report.never_started.is_empty() {
+        tracing::warn!(
+            jobs = report.never_started.len(),
+            "queued jobs were not started before shutdown"
+        );
+    }
     watchdog.abort();
     // Best effort: a later start removes a stale socket anyway.
     let _ = std::fs::remove_file(socket);

@@ -5,9 +5,16 @@
 //! hardware reads) go to `felhom-helper` over its Unix socket. See the workspace's
 //! `ARCHITECTURE.md` for the design and trust rules.
 
+pub mod cli;
 pub mod config;
+pub mod context;
+pub mod ctl;
 pub mod daemon;
+
 pub mod grpc;
+pub mod guest_storage;
 pub mod paths;
 pub mod pve;
+pub mod queue;
 pub mod selftest;
+pub mod state;

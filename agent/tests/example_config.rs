@@ -1,5 +1,7 @@
 //! The example configuration shipped in packaging/ must load as-is (with a token credential).
 
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

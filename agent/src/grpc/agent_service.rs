@@ -1,29 +1,87 @@
 //! `felhom.agent.v1.Agent`: the operator surface.
+//!
+//! Operators reach it through the agent socket (0660, group felhom-ops); the peer uid from the
+//! socket's credentials is recorded as the actor of every audited change.
+
+use std::sync::Arc;
 
 use felhom_proto::agent::v1 as pb;
+use secrecy::ExposeSecret;
+use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
-use crate::pve::{PveClient, TlsTrust};
+use super::status;
+use crate::context::AgentContext;
+use crate::pve::{PveClient, TaskFilter, Vmid};
 use crate::selftest;
+use crate::state::{AuditError, NewAuditEntry, StateDb};
 
-/// The operator service. Holds what its RPCs need; cheap to clone.
+/// Default and maximum row counts of list RPCs.
+const DEFAULT_LIMIT: u32 = 50;
+const MAX_LIMIT: u32 = 1000;
+
+fn limit(requested: u32) -> u32 {
+    match requested {
+        0 => DEFAULT_LIMIT,
+        n => n.min(MAX_LIMIT),
+    }
+}
+
+/// The operator service.
 #[derive(Debug, Clone)]
 pub struct AgentService {
-    pve: Option<(PveClient, TlsTrust)>,
+    ctx: Arc<AgentContext>,
 }
 
 impl AgentService {
-    /// `pve` is `None` when Proxmox VE is not configured; RPCs that need it then fail with
-    /// FAILED_PRECONDITION saying so.
-    pub fn new(pve: Option<(PveClient, TlsTrust)>) -> Self {
-        Self { pve }
+    pub fn new(ctx: Arc<AgentContext>) -> Self {
+        Self { ctx }
     }
 
-    fn pve(&self) -> Result<&(PveClient, TlsTrust), Status> {
-        self.pve.as_ref().ok_or_else(|| {
+    fn pve(&self) -> Result<&PveClient, Status> {
+        self.ctx.pve.as_ref().ok_or_else(|| {
             Status::failed_precondition("Proxmox VE is not configured ([proxmox] endpoint)")
         })
     }
+
+    fn db(&self) -> &StateDb {
+        &self.ctx.db
+    }
+
+    async fn audit(&self, actor: String, action: &'static str, target: String, detail: String) {
+        let result = self
+            .db()
+            .run(move |db| {
+                db.audit().append(NewAuditEntry {
+                    actor: &actor,
+                    action,
+                    target: &target,
+                    detail: &detail,
+                })
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(action, error = %e, "cannot append to the audit log");
+        }
+    }
+}
+
+/// `operator:uid=N` from the Unix socket's peer credentials.
+fn operator<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|i| i.peer_cred)
+        .map(|c| format!("operator:uid={}", c.uid()))
+        .unwrap_or_else(|| "operator:uid=unknown".to_owned())
+}
+
+fn vmid(raw: u32) -> Result<Vmid, Status> {
+    Vmid::new(raw).map_err(|e| Status::invalid_argument(format!("vmid: {e}")))
+}
+
+fn opt_time(t: Option<crate::state::Timestamp>) -> String {
+    t.map(|t| t.to_string()).unwrap_or_default()
 }
 
 #[tonic::async_trait]
@@ -32,8 +90,13 @@ impl pb::agent_server::Agent for AgentService {
         &self,
         _request: Request<pb::SelftestRequest>,
     ) -> Result<Response<pb::SelftestReport>, Status> {
-        let (pve, trust) = self.pve()?;
-        let report = selftest::read_only(pve, trust).await;
+        let pve = self.pve()?;
+        let trust = self
+            .ctx
+            .trust
+            .clone()
+            .unwrap_or(crate::pve::TlsTrust::InsecureSkipVerify);
+        let report = selftest::read_only(pve, &trust).await;
         Ok(Response::new(pb::SelftestReport {
             ok: report.ok(),
             checks: report
@@ -43,6 +106,311 @@ impl pb::agent_server::Agent for AgentService {
                     name: c.name.to_owned(),
                     ok: c.ok,
                     detail: c.detail,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_guests(
+        &self,
+        _request: Request<pb::ListGuestsRequest>,
+    ) -> Result<Response<pb::ListGuestsResponse>, Status> {
+        let pve = self.pve()?;
+        let guests = pve.cluster_guests().await.map_err(|e| status::pve(&e))?;
+        let tokens = self
+            .db()
+            .run(|db| db.tokens().list())
+            .await
+            .map_err(|e| status::tokens(&e))?;
+        let mut out: Vec<pb::Guest> = guests
+            .into_iter()
+            .filter(|g| g.kind == "lxc" && g.node == pve.node())
+            .map(|g| pb::Guest {
+                has_token: tokens.iter().any(|t| t.vmid == g.vmid),
+                vmid: g.vmid,
+                name: g.name.unwrap_or_default(),
+                status: g.status,
+                lock: g.lock.unwrap_or_default(),
+                tags: g.tags,
+                mem_bytes: g.mem,
+                maxmem_bytes: g.maxmem,
+                disk_bytes: g.disk,
+                maxdisk_bytes: g.maxdisk,
+                cpu_fraction: g.cpu,
+                uptime_seconds: g.uptime,
+                template: g.template,
+            })
+            .collect();
+        out.sort_by_key(|g| g.vmid);
+        Ok(Response::new(pb::ListGuestsResponse { guests: out }))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let req = request.into_inner();
+        let filter = TaskFilter {
+            vmid: if req.vmid == 0 {
+                None
+            } else {
+                Some(vmid(req.vmid)?)
+            },
+            typefilter: (!req.r#type.is_empty()).then_some(req.r#type),
+            limit: Some(limit(req.limit)),
+        };
+        let tasks = self
+            .pve()?
+            .tasks(&filter)
+            .await
+            .map_err(|e| status::pve(&e))?;
+        Ok(Response::new(pb::ListTasksResponse {
+            tasks: tasks
+                .into_iter()
+                .map(|t| pb::Task {
+                    upid: t.upid.to_string(),
+                    r#type: t.task_type,
+                    id: t.id,
+                    user: t.user,
+                    status: t.status.unwrap_or_default(),
+                    starttime: t.starttime,
+                    endtime: t.endtime.unwrap_or(0),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let req = request.into_inner();
+        let n = limit(req.limit);
+        let guest = if req.vmid == 0 {
+            None
+        } else {
+            Some(vmid(req.vmid)?.get())
+        };
+        let jobs = self
+            .db()
+            .run(move |db| match guest {
+                Some(v) => db.jobs().list_for_vmid(v, n),
+                None => db.jobs().recent(n),
+            })
+            .await
+            .map_err(|e| status::jobs(&e))?;
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: jobs
+                .into_iter()
+                .map(|j| pb::Job {
+                    job_id: j.id.to_string(),
+                    vmid: j.vmid,
+                    kind: j.kind,
+                    phase: j.phase.as_str().to_owned(),
+                    error: j.error.unwrap_or_default(),
+                    created_at: j.created_at.to_string(),
+                    started_at: opt_time(j.started_at),
+                    finished_at: opt_time(j.finished_at),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_operations(
+        &self,
+        request: Request<pb::ListOperationsRequest>,
+    ) -> Result<Response<pb::ListOperationsResponse>, Status> {
+        let req = request.into_inner();
+        let n = limit(req.limit);
+        let ops = self
+            .db()
+            .run(move |db| {
+                if req.unfinished_only {
+                    db.journal().unfinished()
+                } else {
+                    db.journal().recent(n)
+                }
+            })
+            .await
+            .map_err(|e| status::journal(&e))?;
+        Ok(Response::new(pb::ListOperationsResponse {
+            operations: ops
+                .into_iter()
+                .map(|op| pb::Operation {
+                    id: op.id.get(),
+                    kind: op.kind.clone(),
+                    vmid: op.vmid.unwrap_or(0),
+                    state: op.state.as_str().to_owned(),
+                    created_at: op.created_at.to_string(),
+                    error: op.error.clone().unwrap_or_default(),
+                    steps: op
+                        .steps
+                        .iter()
+                        .map(|s| pb::OperationStep {
+                            index: s.index,
+                            name: s.name.clone(),
+                            state: s.state.as_str().to_owned(),
+                            upid: s.upid.clone().unwrap_or_default(),
+                            created: op
+                                .resources
+                                .iter()
+                                .filter(|r| r.step == s.index)
+                                .map(|r| r.resource.to_string())
+                                .collect(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn audit_tail(
+        &self,
+        request: Request<pb::AuditTailRequest>,
+    ) -> Result<Response<pb::AuditTailResponse>, Status> {
+        let n = limit(request.into_inner().limit);
+        let rows = self
+            .db()
+            .run(move |db| db.audit().tail(n))
+            .await
+            .map_err(|e| status::audit(&e))?;
+        Ok(Response::new(pb::AuditTailResponse {
+            entries: rows
+                .into_iter()
+                .map(|r| pb::AuditEntry {
+                    seq: r.seq,
+                    at: r.at.to_string(),
+                    actor: r.actor,
+                    action: r.action,
+                    target: r.target,
+                    detail: r.detail,
+                    hash: r.hash,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn audit_verify(
+        &self,
+        _request: Request<pb::AuditVerifyRequest>,
+    ) -> Result<Response<pb::AuditVerifyResponse>, Status> {
+        let result = self.db().run(|db| db.audit().verify()).await;
+        let reply = match result {
+            Ok(summary) => pb::AuditVerifyResponse {
+                ok: true,
+                rows: summary.rows,
+                head_hash: summary.head_hash,
+                problem: String::new(),
+            },
+            Err(
+                e @ (AuditError::Altered { .. }
+                | AuditError::BrokenLink { .. }
+                | AuditError::Missing { .. }),
+            ) => pb::AuditVerifyResponse {
+                ok: false,
+                rows: 0,
+                head_hash: String::new(),
+                problem: e.to_string(),
+            },
+            Err(e) => return Err(status::audit(&e)),
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn mint_guest_token(
+        &self,
+        request: Request<pb::GuestTokenRequest>,
+    ) -> Result<Response<pb::GuestToken>, Status> {
+        let actor = operator(&request);
+        let vmid = vmid(request.into_inner().vmid)?;
+        // A token for a guest that does not exist would be a dangling credential.
+        self.pve()?
+            .lxc_status(vmid)
+            .await
+            .map_err(|e| status::pve(&e))?;
+        let minted = self
+            .db()
+            .run(move |db| db.tokens().mint(vmid.get()))
+            .await
+            .map_err(|e| status::tokens(&e))?;
+        self.audit(
+            actor,
+            "token.mint",
+            format!("guest:{vmid}"),
+            format!("token id {}", minted.id),
+        )
+        .await;
+        Ok(Response::new(pb::GuestToken {
+            vmid: minted.vmid,
+            token: minted.token.expose_secret().to_owned(),
+            token_id: minted.id.to_string(),
+        }))
+    }
+
+    async fn rotate_guest_token(
+        &self,
+        request: Request<pb::GuestTokenRequest>,
+    ) -> Result<Response<pb::GuestToken>, Status> {
+        let actor = operator(&request);
+        let vmid = vmid(request.into_inner().vmid)?;
+        let minted = self
+            .db()
+            .run(move |db| db.tokens().rotate(vmid.get()))
+            .await
+            .map_err(|e| status::tokens(&e))?;
+        self.audit(
+            actor,
+            "token.rotate",
+            format!("guest:{vmid}"),
+            format!("token id {}", minted.id),
+        )
+        .await;
+        Ok(Response::new(pb::GuestToken {
+            vmid: minted.vmid,
+            token: minted.token.expose_secret().to_owned(),
+            token_id: minted.id.to_string(),
+        }))
+    }
+
+    async fn revoke_guest_token(
+        &self,
+        request: Request<pb::GuestTokenRequest>,
+    ) -> Result<Response<pb::RevokeGuestTokenResponse>, Status> {
+        let actor = operator(&request);
+        let vmid = vmid(request.into_inner().vmid)?;
+        let revoked = self
+            .db()
+            .run(move |db| db.tokens().revoke(vmid.get()))
+            .await
+            .map_err(|e| status::tokens(&e))?;
+        if revoked {
+            self.audit(
+                actor,
+                "token.revoke",
+                format!("guest:{vmid}"),
+                String::new(),
+            )
+            .await;
+        }
+        Ok(Response::new(pb::RevokeGuestTokenResponse { revoked }))
+    }
+
+    async fn list_guest_tokens(
+        &self,
+        _request: Request<pb::ListGuestTokensRequest>,
+    ) -> Result<Response<pb::ListGuestTokensResponse>, Status> {
+        let list = self
+            .db()
+            .run(|db| db.tokens().list())
+            .await
+            .map_err(|e| status::tokens(&e))?;
+        Ok(Response::new(pb::ListGuestTokensResponse {
+            tokens: list
+                .into_iter()
+                .map(|t| pb::GuestTokenInfo {
+                    vmid: t.vmid,
+                    token_id: t.id.to_string(),
+                    created_at: t.created_at.to_string(),
                 })
                 .collect(),
         }))

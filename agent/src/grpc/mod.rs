@@ -4,6 +4,8 @@
 //! group and mode (0660, operator group).
 
 mod agent_service;
+mod local_api;
+pub mod status;
 
 use std::path::Path;
 
@@ -11,6 +13,7 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 pub use agent_service::AgentService;
+pub use local_api::LocalApiService;
 
 /// Errors starting or running the gRPC server.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +30,12 @@ pub enum ServeError {
     Transport(#[source] tonic::transport::Error),
 }
 
-/// Builds the reflection services (v1 and v1alpha, so both old and new grpcurl work).
+/// Fully qualified names of the services the agent serves.
+pub const AGENT_SERVICE: &str = "felhom.agent.v1.Agent";
+/// See [`AGENT_SERVICE`].
+pub const LOCAL_API_SERVICE: &str = "felhom.agent.v1.LocalApi";
+
+/// Builds the reflection services for the agent's services.
 pub fn reflection() -> Result<
     (
         tonic_reflection::server::v1::ServerReflectionServer<
@@ -39,15 +47,7 @@ pub fn reflection() -> Result<
     ),
     ServeError,
 > {
-    let v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(felhom_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(ServeError::Reflection)?;
-    let v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(felhom_proto::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(ServeError::Reflection)?;
-    Ok((v1, v1alpha))
+    felhom_proto::reflection(&[AGENT_SERVICE, LOCAL_API_SERVICE]).map_err(ServeError::Reflection)
 }
 
 /// Binds `path` (removing a stale socket file first) and returns the listener.
@@ -81,14 +81,14 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
 /// Serves the agent's services on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: UnixListener,
-    agent: AgentService,
+    ctx: std::sync::Arc<crate::context::AgentContext>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    use felhom_proto::agent::v1::{agent_server::AgentServer, local_api_server::LocalApiServer};
     let (v1, v1alpha) = reflection()?;
     tonic::transport::Server::builder()
-        .add_service(felhom_proto::agent::v1::agent_server::AgentServer::new(
-            agent,
-        ))
+        .add_service(AgentServer::new(AgentService::new(ctx.clone())))
+        .add_service(LocalApiServer::new(LocalApiService::new(ctx)))
         .add_service(v1)
         .add_service(v1alpha)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)

@@ -1,0 +1,83 @@
+//! What the agent's services share: the Proxmox client, the state database, the per-guest
+//! queue, and the settings that shape their work. Built once by the daemon (or a test).
+
+use std::collections::BTreeMap;
+
+use std::path::Path;
+
+use crate::pve::{PveClient, TlsTrust, WaitOptions};
+use crate::queue::{GuestQueue, QueueError, QueueLimits};
+use crate::state::{OpenError, StateDb};
+
+/// Storage speed class a storage was given at attach time (LOCAL-API.md `class`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageClass {
+    Fast,
+    Slow,
+}
+
+impl StorageClass {
+    /// The wire form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageClass::Fast => "fast",
+            StorageClass::Slow => "slow",
+        }
+    }
+}
+
+/// The agent's shared state.
+#[derive(Debug, Clone)]
+pub struct AgentContext {
+    /// `None` when Proxmox VE is not configured.
+    pub pve: Option<PveClient>,
+    /// TLS trust the client uses (the selftest compares a pin with what the node reports).
+    pub trust: Option<TlsTrust>,
+    pub db: StateDb,
+    pub queue: GuestQueue,
+    /// How long to wait for Proxmox tasks.
+    pub wait: WaitOptions,
+    /// Storage id → class.
+    pub storage_classes: BTreeMap<String, StorageClass>,
+}
+
+/// Why the context could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error("cannot open the state database")]
+    State(#[source] OpenError),
+    #[error("cannot start the work queue")]
+    Queue(#[source] QueueError),
+}
+
+impl AgentContext {
+    /// Opens the state database in `state_dir` (which must exist) and starts the work queue.
+    /// Jobs a previous run left unfinished are marked failed and logged.
+    pub async fn start(
+        pve: Option<(PveClient, TlsTrust)>,
+        state_dir: &Path,
+        wait: WaitOptions,
+        storage_classes: BTreeMap<String, StorageClass>,
+    ) -> Result<Self, ContextError> {
+        let db = StateDb::open(state_dir).map_err(ContextError::State)?;
+        let (queue, abandoned) = GuestQueue::start(db.clone(), QueueLimits::default())
+            .await
+            .map_err(ContextError::Queue)?;
+        for id in abandoned {
+            tracing::warn!(job = %id, "job left unfinished by the previous run was marked failed");
+        }
+        let (pve, trust) = match pve {
+            Some((p, t)) => (Some(p), Some(t)),
+            None => (None, None),
+        };
+        Ok(Self {
+            pve,
+            trust,
+            db,
+            queue,
+            wait,
+            storage_classes,
+        })
+    }
+}

@@ -1,0 +1,219 @@
+//! The felhomctl command line: `list`, `describe`, `call`, and one subcommand per shortcut
+//! (built from [`SHORTCUTS`](super::SHORTCUTS), so a new shortcut needs no CLI code).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+
+use super::{CtlError, EXIT_CODES_HELP, Exit, RequestSource, SHORTCUTS, Session, shortcut};
+use crate::paths;
+
+/// Environment variable naming the default socket.
+pub const SOCKET_ENV: &str = "FELHOMCTL_SOCKET";
+
+/// The clap command (public so tests can check the help text and the shortcut table).
+pub fn command() -> Command {
+    let mut cmd = Command::new("felhomctl")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Operator CLI for felhom-agent and felhom-helper: gRPC over their Unix sockets, driven by server reflection")
+        .after_help(format!(
+            "Socket: --socket PATH, else --helper ({}), else ${SOCKET_ENV}, else {}.\n\n{EXIT_CODES_HELP}",
+            paths::HELPER_SOCKET,
+            paths::AGENT_SOCKET
+        ))
+        .subcommand_required(true)
+        .arg(
+            Arg::new("socket")
+                .long("socket")
+                .global(true)
+                .value_name("PATH")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help(format!("Server socket (default ${SOCKET_ENV} or {})", paths::AGENT_SOCKET)),
+        )
+        .arg(
+            Arg::new("helper")
+                .long("helper")
+                .global(true)
+                .action(ArgAction::SetTrue)
+                .conflicts_with("socket")
+                .help(format!("Talk to felhom-helper on {}", paths::HELPER_SOCKET)),
+        )
+        .subcommand(
+            Command::new("list")
+                .about("List services, or the methods of SERVICE")
+                .arg(Arg::new("service").value_name("SERVICE")),
+        )
+        .subcommand(
+            Command::new("describe")
+                .about("Show a service, method, message or enum as proto text")
+                .arg(Arg::new("symbol").value_name("SYMBOL").required(true)),
+        )
+        .subcommand(
+            Command::new("call")
+                .about("Call a method; print each response as JSON")
+                .long_about(
+                    "Call a method; print each response as pretty JSON as it arrives.\n\n\
+                     METHOD is pkg.Service/Method or pkg.Service.Method. The request is JSON \
+                     (proto3 JSON mapping; unknown fields are errors), @FILE to read it from a \
+                     file, or - for stdin; without it an empty request is sent. Client-streaming \
+                     methods take several JSON objects one after another.",
+                )
+                .arg(Arg::new("method").value_name("METHOD").required(true))
+                .arg(
+                    Arg::new("request")
+                        .value_name("JSON|@FILE|-")
+                        .allow_hyphen_values(true),
+                ),
+        );
+    for s in SHORTCUTS {
+        cmd = cmd.subcommand(
+            Command::new(s.name)
+                .about(s.about)
+                .after_help(match s.verdict {
+                    Some(field) => format!(
+                        "Calls {} and prints a table. Exits with 1 when the response's `{field}` is false.",
+                        s.method
+                    ),
+                    None => format!("Calls {} and prints a table.", s.method),
+                })
+                .arg(
+                    Arg::new("json")
+                        .long("json")
+                        .action(ArgAction::SetTrue)
+                        .help("Print the response as JSON instead of a table"),
+                ),
+        );
+    }
+    cmd
+}
+
+/// Entry point of the `felhomctl` binary.
+pub fn main() -> ExitCode {
+    let matches = command().get_matches();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("felhomctl: cannot start the async runtime: {e}");
+            return ExitCode::from(Exit::Failed as u8);
+        }
+    };
+    let exit = match runtime.block_on(run(&matches)) {
+        Ok(exit) => exit,
+        // `felhomctl list | head`: the reader went away; nothing left to tell anyone.
+        Err(CtlError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Ok,
+        Err(e) => {
+            eprintln!("felhomctl: {}", chain(&e));
+            e.exit()
+        }
+    };
+    ExitCode::from(exit as u8)
+}
+
+fn socket(matches: &ArgMatches) -> PathBuf {
+    if let Some(path) = matches.get_one::<PathBuf>("socket") {
+        return path.clone();
+    }
+    if matches.get_flag("helper") {
+        return PathBuf::from(paths::HELPER_SOCKET);
+    }
+    match std::env::var_os(SOCKET_ENV) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => PathBuf::from(paths::AGENT_SOCKET),
+    }
+}
+
+async fn run(matches: &ArgMatches) -> Result<Exit, CtlError> {
+    let socket = socket(matches);
+    let Some((name, sub)) = matches.subcommand() else {
+        unreachable!("clap enforces subcommand_required")
+    };
+    let mut out = std::io::stdout().lock();
+    match name {
+        "list" => {
+            let mut session = Session::connect(&socket).await?;
+            let service = sub.get_one::<String>("service").map(String::as_str);
+            for line in session.list(service).await? {
+                writeln!(out, "{line}").map_err(CtlError::Output)?;
+            }
+            Ok(Exit::Ok)
+        }
+        "describe" => {
+            let mut session = Session::connect(&socket).await?;
+            let symbol = sub
+                .get_one::<String>("symbol")
+                .expect("clap enforces the required SYMBOL");
+            let text = session.describe(symbol).await?;
+            out.write_all(text.as_bytes()).map_err(CtlError::Output)?;
+            Ok(Exit::Ok)
+        }
+        "call" => {
+            let method = sub
+                .get_one::<String>("method")
+                .expect("clap enforces the required METHOD");
+            let request =
+                RequestSource::from_arg(sub.get_one::<String>("request").map(String::as_str));
+            let mut session = Session::connect(&socket).await?;
+            session
+                .call(method, &request, |response| {
+                    let text = serde_json::to_string_pretty(response)
+                        .expect("a serde_json::Value always serialises");
+                    writeln!(out, "{text}")
+                        .and_then(|()| out.flush())
+                        .map_err(CtlError::Output)
+                })
+                .await?;
+            Ok(Exit::Ok)
+        }
+        other => {
+            let shortcut = shortcut::find(other)
+                .unwrap_or_else(|| unreachable!("clap only accepts the subcommands built above"));
+            let output = shortcut::run(&socket, shortcut).await?;
+            if sub.get_flag("json") {
+                let text = serde_json::to_string_pretty(&output.json)
+                    .expect("a serde_json::Value always serialises");
+                writeln!(out, "{text}").map_err(CtlError::Output)?;
+            } else {
+                out.write_all(output.table().as_bytes())
+                    .map_err(CtlError::Output)?;
+            }
+            Ok(if output.ok { Exit::Ok } else { Exit::NotOk })
+        }
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_is_well_formed() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn shortcuts_do_not_shadow_builtin_subcommands() {
+        for s in SHORTCUTS {
+            assert!(
+                !["list", "describe", "call", "help"].contains(&s.name),
+                "shortcut {} shadows a subcommand",
+                s.name
+            );
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! Append-only, hash-chained audit log.
+//!
+//! Each row stores `prev_hash` (the previous row's hash; 64 zeros for the first row) and its
+//! own `hash`: SHA-256 over a canonical encoding of `(seq, at, actor, action, target, detail,
+//! prev_hash)` — a version tag, then `seq` and `at` as 8-byte big-endian integers, then each
+//! text field as an 8-byte big-endian length followed by its UTF-8 bytes, so no two different
+//! rows encode alike. Rows are numbered 1, 2, 3, … without gaps.
+//!
+//! Two barriers: triggers make SQLite refuse `UPDATE` and `DELETE` on the table, and
+//! [`Audit::verify`] re-walks the chain, so an edit made by someone who dropped the triggers is
+//! still found: it names the first row whose contents no longer match its hash, whose link to
+//! the previous row is broken, or that is missing from the numbering.
+//!
+//! Limits: the chain proves the rows are consistent with each other, not that nobody rewrote
+//! the whole tail from some row on, and it cannot notice rows cut off the end. Comparing the
+//! [`ChainSummary::head_hash`] with a value recorded elsewhere (a log line, the hub) closes
+//! that gap. Never put secrets in any field: the log is meant to be read by operators.
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use sha2::{Digest as _, Sha256};
+
+use super::{Interrupted, InvalidField, StateDb, Timestamp, check_text};
+
+/// `prev_hash` of the first row.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Version tag at the start of every hashed encoding.
+const ENCODING_TAG: &[u8] = b"felhom-audit-v1\0";
+const MAX_LABEL: usize = 256;
+const MAX_DETAIL: usize = 16 * 1024;
+
+/// Audit log failure.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("State database query failed")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
+    #[error(transparent)]
+    InvalidField(#[from] InvalidField),
+    #[error("Audit log row {seq} was altered: its hash does not match its contents")]
+    Altered { seq: u64 },
+    #[error(
+        "Audit log row {seq} does not link to the row before it (that row was altered or replaced)"
+    )]
+    BrokenLink { seq: u64 },
+    #[error("Audit log row {expected} is missing: the next row is {found}")]
+    Missing { expected: u64, found: u64 },
+}
+
+/// What a caller appends.
+#[derive(Debug, Clone, Copy)]
+pub struct NewAuditEntry<'a> {
+    /// Who acted: `operator:uid=1000`, `guest:9001`, `hub`, `agent`.
+    pub actor: &'a str,
+    /// What was done: `guest.start`, `token.rotate`.
+    pub action: &'a str,
+    /// What it was done to: `guest:9001`.
+    pub target: &'a str,
+    /// Free text or JSON with particulars (may be empty; never secrets).
+    pub detail: &'a str,
+}
+
+/// A stored audit row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub at: Timestamp,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl AuditEntry {
+    /// The hash this row must carry given its contents and `prev_hash`: hex SHA-256 over the
+    /// canonical encoding described in the module docs. Lets an outside verifier re-check rows.
+    pub fn expected_hash(&self) -> String {
+        row_hash(self)
+    }
+}
+
+/// Result of a successful [`Audit::verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainSummary {
+    /// Number of rows checked.
+    pub rows: u64,
+    /// Hash of the last row ([`GENESIS_HASH`] for an empty log); record it elsewhere to detect
+    /// a rewritten or truncated tail later.
+    pub head_hash: String,
+}
+
+/// Typed access to the audit log; get one from [`StateDb::audit`].
+#[derive(Debug, Clone, Copy)]
+pub struct Audit<'db> {
+    db: &'db StateDb,
+}
+
+impl<'db> Audit<'db> {
+    pub(super) fn new(db: &'db StateDb) -> Self {
+        Self { db }
+    }
+
+    /// Appends one entry and returns it as stored.
+    pub fn append(&self, entry: NewAuditEntry<'_>) -> Result<AuditEntry, AuditError> {
+        check_text("audit actor", entry.actor, MAX_LABEL)?;
+        check_text("audit action", entry.action, MAX_LABEL)?;
+        check_text("audit target", entry.target, MAX_LABEL)?;
+        if entry.detail.len() > MAX_DETAIL {
+            return Err(InvalidField {
+                field: "audit detail",
+                reason: format!(
+                    "is {} bytes long; at most {MAX_DETAIL} are allowed",
+                    entry.detail.len()
+                ),
+            }
+            .into());
+        }
+        let at = self.db.now();
+        self.db.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let last: Option<(u64, String)> = tx
+                .query_row(
+                    "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            let (seq, prev_hash) = match last {
+                Some((seq, hash)) => (seq + 1, hash),
+                None => (1, GENESIS_HASH.to_owned()),
+            };
+            let mut row = AuditEntry {
+                seq,
+                at,
+                actor: entry.actor.to_owned(),
+                action: entry.action.to_owned(),
+                target: entry.target.to_owned(),
+                detail: entry.detail.to_owned(),
+                prev_hash,
+                hash: String::new(),
+            };
+            row.hash = row_hash(&row);
+            tx.execute(
+                "INSERT INTO audit_log (seq, at, actor, action, target, detail, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    row.seq,
+                    row.at,
+                    row.actor,
+                    row.action,
+                    row.target,
+                    row.detail,
+                    row.prev_hash,
+                    row.hash
+                ],
+            )?;
+            tx.commit()?;
+            Ok(row)
+        })
+    }
+
+    /// The last `n` entries, oldest first.
+    pub fn tail(&self, n: u32) -> Result<Vec<AuditEntry>, AuditError> {
+        let mut rows = self.db.with_conn(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT seq, at, actor, action, target, detail, prev_hash, hash
+                 FROM audit_log ORDER BY seq DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([n], read_row)?;
+            rows.collect::<Result<Vec<_>, _>>()
+        })?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// Re-walks the whole chain; names the first row that does not check out.
+    pub fn verify(&self) -> Result<ChainSummary, AuditError> {
+        self.db.with_conn(|conn| {
+            let tx = conn.transaction()?;
+            let mut stmt = tx.prepare(
+                "SELECT seq, at, actor, action, target, detail, prev_hash, hash
+                 FROM audit_log ORDER BY seq",
+            )?;
+            let mut rows = stmt.query([])?;
+            let mut expected: u64 = 1;
+            let mut prev = GENESIS_HASH.to_owned();
+            while let Some(row) = rows.next()? {
+                let row = read_row(row)?;
+                if row.seq != expected {
+                    return Err(AuditError::Missing {
+                        expected,
+                        found: row.seq,
+                    });
+                }
+                if row.hash != row_hash(&row) {
+                    return Err(AuditError::Altered { seq: row.seq });
+                }
+                if row.prev_hash != prev {
+                    return Err(AuditError::BrokenLink { seq: row.seq });
+                }
+                prev = row.hash;
+                expected += 1;
+            }
+            Ok(ChainSummary {
+                rows: expected - 1,
+                head_hash: prev,
+            })
+        })
+    }
+}
+
+fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        seq: row.get(0)?,
+        at: row.get(1)?,
+        actor: row.get(2)?,
+        action: row.get(3)?,
+        target: row.get(4)?,
+        detail: row.get(5)?,
+        prev_hash: row.get(6)?,
+        hash: row.get(7)?,
+    })
+}
+
+/// Hex SHA-256 over the canonical encoding of a row (its `hash` field excluded).
+fn row_hash(row: &AuditEntry) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(ENCODING_TAG);
+    hasher.update(row.seq.to_be_bytes());
+    hasher.update(row.at.unix_millis().to_be_bytes());
+    for field in [
+        &row.actor,
+        &row.action,
+        &row.target,
+        &row.detail,
+        &row.prev_hash,
+    ] {
+        hasher.update((field.len() as u64).to_be_bytes());
+        hasher.update(field.as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(action: &str) -> NewAuditEntry<'_> {
+        NewAuditEntry {
+            actor: "operator:uid=1000",
+            action,
+            target: "guest:9001",
+            detail: "",
+        }
+    }
+
+    fn db() -> (tempfile::TempDir, StateDb) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        (dir, db)
+    }
+
+    #[test]
+    fn rows_chain_to_each_other() {
+        let (_dir, db) = db();
+        let first = db.audit().append(entry("guest.start")).unwrap();
+        let second = db.audit().append(entry("guest.stop")).unwrap();
+        assert_eq!((first.seq, second.seq), (1, 2));
+        assert_eq!(first.prev_hash, GENESIS_HASH);
+        assert_eq!(second.prev_hash, first.hash);
+        assert_eq!(
+            db.audit().verify().unwrap(),
+            ChainSummary {
+                rows: 2,
+                head_hash: second.hash
+            }
+        );
+    }
+
+    #[test]
+    fn empty_log_verifies_with_genesis_head() {
+        let (_dir, db) = db();
+        assert_eq!(
+            db.audit().verify().unwrap(),
+            ChainSummary {
+                rows: 0,
+                head_hash: GENESIS_HASH.to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn field_boundaries_are_part_of_the_hash() {
+        // Moving a character from one field to the next must change the hash.
+        let mut a = AuditEntry {
+            seq: 1,
+            at: Timestamp::from_unix_millis(0),
+            actor: "ab".into(),
+            action: "c".into(),
+            target: "t".into(),
+            detail: String::new(),
+            prev_hash: GENESIS_HASH.into(),
+            hash: String::new(),
+        };
+        let before = row_hash(&a);
+        a.actor = "a".into();
+        a.action = "bc".into();
+        assert_ne!(before, row_hash(&a));
+    }
+
+    #[test]
+    fn triggers_refuse_update_and_delete() {
+        let (_dir, db) = db();
+        db.audit().append(entry("guest.start")).unwrap();
+        db.with_conn(|conn| {
+            let err = conn
+                .execute("UPDATE audit_log SET actor = 'x'", [])
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("audit_log is append-only"),
+                "{err}"
+            );
+            let err = conn.execute("DELETE FROM audit_log", []).unwrap_err();
+            assert!(
+                err.to_string().contains("audit_log is append-only"),
+                "{err}"
+            );
+        });
+    }
+
+    #[test]
+    fn tail_returns_the_newest_rows_oldest_first() {
+        let (_dir, db) = db();
+        for action in ["a.one", "a.two", "a.three"] {
+            db.audit().append(entry(action)).unwrap();
+        }
+        let tail: Vec<String> = db
+            .audit()
+            .tail(2)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(tail, ["a.two", "a.three"]);
+    }
+
+    #[test]
+    fn oversized_detail_is_refused() {
+        let (_dir, db) = db();
+        let detail = "x".repeat(MAX_DETAIL + 1);
+        let err = db
+            .audit()
+            .append(NewAuditEntry {
+                detail: &detail,
+                ..entry("guest.start")
+            })
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Invalid audit detail: is 16385 bytes long; at most 16384 are allowed"
+        );
+    }
+}

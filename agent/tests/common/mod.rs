@@ -1,0 +1,185 @@
+//! Shared fixture for the felhomctl tests: the agent's real gRPC server (Agent + reflection)
+//! on a Unix socket in a temp dir, and a runner for the real `felhomctl` binary.
+
+#![allow(dead_code)] // each test crate uses a different part of the fixture
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use felhom_agent::context::AgentContext;
+use felhom_agent::grpc::{bind_unix, serve};
+use felhom_agent::pve::{ApiToken, PveClient, PveClientConfig, TlsTrust, WaitOptions};
+
+/// Generous bound for one felhomctl run on a loaded 2-core machine; only a hang reaches it.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// The agent's gRPC server (no Proxmox VE configured) running on its own thread.
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Agent {
+    /// The agent without Proxmox VE: Selftest answers FAILED_PRECONDITION.
+    pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// The agent configured for a Proxmox VE endpoint where nobody listens: Selftest answers
+    /// with a report whose `version` check failed.
+    pub fn start_with_unreachable_pve() -> Self {
+        // A port that was free a moment ago; the listener is closed so connects are refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("pick a loopback port")
+            .port();
+        let config = PveClientConfig {
+            endpoint: reqwest::Url::parse(&format!("https://127.0.0.1:{port}")).expect("valid URL"),
+            node: "pve1".to_owned(),
+            token: ApiToken::parse("felhom@pve!agent=00000000-0000-0000-0000-000000000000")
+                .expect("valid token shape"),
+            trust: TlsTrust::InsecureSkipVerify,
+            request_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(60),
+        };
+        let client = PveClient::new(config).expect("PVE client for a loopback endpoint");
+        Self::start_with(Some((client, TlsTrust::InsecureSkipVerify)))
+    }
+
+    fn start_with(pve: Option<(PveClient, TlsTrust)>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("agent.sock");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let path = socket.clone();
+        let state_dir = dir.path().to_owned();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(async move {
+                let ctx = AgentContext::start(
+                    pve,
+                    &state_dir,
+                    WaitOptions::default(),
+                    Default::default(),
+                )
+                .await
+                .expect("agent context");
+                let listener = bind_unix(&path).expect("bind agent socket");
+                ready_tx.send(()).expect("test thread waits for readiness");
+                serve(listener, std::sync::Arc::new(ctx), async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("agent gRPC server");
+            });
+        });
+        ready_rx
+            .recv_timeout(RUN_LIMIT)
+            .expect("agent socket bound");
+        Agent {
+            dir,
+            socket,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Runs felhomctl against this agent's socket with `args`.
+    pub fn ctl(&self, args: &[&str]) -> Run {
+        felhomctl(&self.socket, args, None)
+    }
+
+    /// Runs felhomctl with `stdin` as its standard input.
+    pub fn ctl_with_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        felhomctl(&self.socket, args, Some(stdin))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Result of one felhomctl run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts exit code 0 and returns stdout.
+    pub fn success(&self) -> &str {
+        assert_eq!(self.code, 0, "felhomctl failed: {self:?}");
+        &self.stdout
+    }
+}
+
+pub fn felhomctl_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_felhomctl")
+}
+
+/// Runs felhomctl with `--socket socket` and `args`.
+pub fn felhomctl(socket: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    let mut cmd = Command::new(felhomctl_bin());
+    cmd.env_remove("FELHOMCTL_SOCKET")
+        .arg("--socket")
+        .arg(socket)
+        .args(args);
+    run(cmd, stdin)
+}
+
+/// Runs `cmd` to completion (killing it if it hangs past [`RUN_LIMIT`]).
+pub fn run(mut cmd: Command, stdin: Option<&str>) -> Run {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn command");
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        pipe.write_all(text.as_bytes()).expect("write stdin");
+    }
+    let deadline = Instant::now() + RUN_LIMIT;
+    loop {
+        if child.try_wait().expect("wait for command").is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("command did not finish within {RUN_LIMIT:?}: {cmd:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().expect("collect output");
+    Run {
+        code: status.code().expect("exited, not killed by a signal"),
+        stdout: String::from_utf8(stdout).expect("utf-8 stdout"),
+        stderr: String::from_utf8(stderr).expect("utf-8 stderr"),
+    }
+}

@@ -1,0 +1,534 @@
+//! The simulated host's in-memory state and its task engine.
+//!
+//! [`SimState`] is shared between the HTTP handlers and tests: tests can inspect and mutate
+//! everything through [`SimState::with`] (e.g. put a lock on a guest, add a backup, read a
+//! task log). Tasks follow PVE's lifecycle: registered `running` with a UPID at once, the
+//! work is applied after the configured duration, then `stopped` with `exitstatus` `OK` or an
+//! error text; the log ends with `TASK OK` / `TASK ERROR: <text>` like real task logs.
+//! A guest lock taken for a task (`backup`, `snapshot`, `create`, …) is stored as the `lock`
+//! config key (as PVE does in the guest config) and released when the task ends.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::acl::{AccessConfig, TokenEntry};
+use super::faults::Faults;
+use super::fixture::{
+    BackupFixture, Fixture, GuestStatus, NodeFixture, SnapshotFixture, StorageFixture,
+    VersionFixture,
+};
+
+/// An LXC guest.
+#[derive(Debug, Clone)]
+pub struct Guest {
+    pub vmid: u32,
+    pub status: GuestStatus,
+    /// Raw config keys (values as in the `.conf` file); `lock` lives here too.
+    pub config: BTreeMap<String, String>,
+    pub snapshots: Vec<SnapshotFixture>,
+    /// Unix time the guest was started (for `uptime`), when running.
+    pub started_at: Option<i64>,
+}
+
+impl Guest {
+    /// The guest's current lock, if any.
+    pub fn lock(&self) -> Option<&str> {
+        self.config.get("lock").map(String::as_str)
+    }
+
+    /// The hostname (PVE's `name`).
+    pub fn name(&self) -> String {
+        self.config
+            .get("hostname")
+            .cloned()
+            .unwrap_or_else(|| format!("CT{}", self.vmid))
+    }
+
+    /// Uptime in seconds (0 when stopped).
+    pub fn uptime(&self) -> u64 {
+        match (self.status, self.started_at) {
+            (GuestStatus::Running, Some(t)) => u64::try_from(now() - t).unwrap_or(0),
+            (GuestStatus::Running, None) | (GuestStatus::Stopped, _) => 0,
+        }
+    }
+}
+
+/// A backup volume with the config it archived.
+#[derive(Debug, Clone)]
+pub struct Backup {
+    pub volid: String,
+    pub vmid: u32,
+    pub ctime: i64,
+    pub size: u64,
+    pub notes: Option<String>,
+    pub protected: bool,
+    pub config: BTreeMap<String, String>,
+}
+
+impl Backup {
+    /// The storage id part of the volid.
+    pub fn storage(&self) -> &str {
+        self.volid.split_once(':').map_or("", |(s, _)| s)
+    }
+
+    /// PVE's `format` for the volume.
+    pub fn format(&self) -> &'static str {
+        if self.volid.contains(":backup/ct/") {
+            "pbs-ct"
+        } else if self.volid.ends_with(".tar.zst") {
+            "tar.zst"
+        } else if self.volid.ends_with(".tar.gz") {
+            "tar.gz"
+        } else {
+            "tar"
+        }
+    }
+}
+
+/// Task run state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskState {
+    Running,
+    Stopped { exitstatus: String, endtime: i64 },
+}
+
+/// A task (worker) as PVE lists it.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub upid: String,
+    pub node: String,
+    pub pid: u32,
+    pub pstart: u32,
+    pub starttime: i64,
+    pub kind: String,
+    pub id: String,
+    pub user: String,
+    pub state: TaskState,
+    pub log: Vec<String>,
+}
+
+/// Everything the simulated node knows.
+#[derive(Debug)]
+pub struct World {
+    pub node: NodeFixture,
+    pub version: VersionFixture,
+    pub access: AccessConfig,
+    pub storages: Vec<StorageFixture>,
+    pub guests: BTreeMap<u32, Guest>,
+    pub backups: Vec<Backup>,
+    pub tasks: Vec<Task>,
+    next_pid: u32,
+    pstart: u32,
+    next_mac: u32,
+}
+
+impl World {
+    /// Builds the world from a fixture, generating missing token secrets.
+    pub fn from_fixture(f: Fixture) -> World {
+        let mut access = AccessConfig::default();
+        for u in &f.users {
+            access.users.insert(u.userid.clone(), u.enable);
+        }
+        for t in &f.tokens {
+            let secret = t
+                .secret
+                .clone()
+                .unwrap_or_else(|| random_uuid(&mut rand::rng()));
+            access.tokens.insert(
+                t.authid.clone(),
+                TokenEntry {
+                    privsep: t.privsep,
+                    secret,
+                },
+            );
+        }
+        for r in &f.roles {
+            access
+                .roles
+                .insert(r.roleid.clone(), r.privs.iter().cloned().collect());
+        }
+        access.acls = f.acls.clone();
+        let started = now();
+        let guests = f
+            .guests
+            .iter()
+            .map(|g| {
+                let started_at = match g.status {
+                    GuestStatus::Running => Some(started - i64::try_from(g.uptime).unwrap_or(0)),
+                    GuestStatus::Stopped => None,
+                };
+                (
+                    g.vmid,
+                    Guest {
+                        vmid: g.vmid,
+                        status: g.status,
+                        config: g.config.clone(),
+                        snapshots: g.snapshots.clone(),
+                        started_at,
+                    },
+                )
+            })
+            .collect();
+        let backups = f.backups.iter().map(backup_from_fixture).collect();
+        let mut rng = rand::rng();
+        World {
+            node: f.node,
+            version: f.version,
+            access,
+            storages: f.storages,
+            guests,
+            backups,
+            tasks: Vec::new(),
+            next_pid: rand::Rng::random_range(&mut rng, 100_000..900_000),
+            pstart: rand::Rng::random_range(&mut rng, 1_000_000..90_000_000),
+            next_mac: rand::Rng::random_range(&mut rng, 0..0x00FF_0000),
+        }
+    }
+
+    /// A storage by id.
+    pub fn storage(&self, sid: &str) -> Option<&StorageFixture> {
+        self.storages.iter().find(|s| s.storage == sid)
+    }
+
+    /// A task by UPID.
+    pub fn task(&self, upid: &str) -> Option<&Task> {
+        self.tasks.iter().find(|t| t.upid == upid)
+    }
+
+    /// A fresh Proxmox-style MAC (`BC:24:11:xx:xx:xx`).
+    pub fn new_hwaddr(&mut self) -> String {
+        self.next_mac = self.next_mac.wrapping_add(0x01_0203) & 0x00FF_FFFF;
+        let b = self.next_mac.to_be_bytes();
+        format!("BC:24:11:{:02X}:{:02X}:{:02X}", b[1], b[2], b[3])
+    }
+
+    fn next_pid(&mut self) -> u32 {
+        self.next_pid += 1;
+        self.next_pid
+    }
+}
+
+fn backup_from_fixture(b: &BackupFixture) -> Backup {
+    Backup {
+        volid: b.volid.clone(),
+        vmid: b.vmid,
+        ctime: b.ctime,
+        size: b.size,
+        notes: b.notes.clone(),
+        protected: b.protected,
+        config: b.config.clone(),
+    }
+}
+
+/// What a task does when its time is up. Returns `Ok(warnings)` or the error text.
+pub type TaskWork = Box<dyn FnOnce(&mut World, &mut Vec<String>) -> Result<u32, String> + Send>;
+
+/// A task about to be started.
+pub struct TaskPlan {
+    pub kind: &'static str,
+    pub id: String,
+    pub user: String,
+    /// Guest lock held while the task runs.
+    pub lock: Option<(u32, &'static str)>,
+    /// Log lines written at once.
+    pub first_lines: Vec<String>,
+    pub work: TaskWork,
+}
+
+/// Shared, lockable simulator state plus the task engine.
+#[derive(Clone)]
+pub struct SimState {
+    world: Arc<Mutex<World>>,
+    faults: Faults,
+    task_duration: Duration,
+    fingerprint: Arc<str>,
+}
+
+impl std::fmt::Debug for SimState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimState")
+            .field("task_duration", &self.task_duration)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimState {
+    pub(crate) fn new(
+        world: World,
+        faults: Faults,
+        task_duration: Duration,
+        fingerprint: String,
+    ) -> SimState {
+        SimState {
+            world: Arc::new(Mutex::new(world)),
+            faults,
+            task_duration,
+            fingerprint: fingerprint.into(),
+        }
+    }
+
+    /// The node certificate's SHA-256 fingerprint (`AA:BB:…`).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// What `pct create <vmid> … --features …` run as root on the node does: creates a stopped
+    /// guest with `config` directly, bypassing the API (no privilege checks — the root CLI).
+    /// Fails when the vmid is taken, with PVE's text.
+    pub fn create_as_root(
+        &self,
+        vmid: u32,
+        config: BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        let mut w = self.lock();
+        if w.guests.contains_key(&vmid) {
+            return Err(format!(
+                "CT {vmid} already exists on node '{}'",
+                w.node.name
+            ));
+        }
+        w.guests.insert(
+            vmid,
+            Guest {
+                vmid,
+                status: GuestStatus::Stopped,
+                config,
+                snapshots: Vec::new(),
+                started_at: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Runs `f` with the world locked (tests: inspect or mutate anything).
+    pub fn with<R>(&self, f: impl FnOnce(&mut World) -> R) -> R {
+        f(&mut self.lock())
+    }
+
+    /// A copy of a guest.
+    pub fn guest(&self, vmid: u32) -> Option<Guest> {
+        self.lock().guests.get(&vmid).cloned()
+    }
+
+    /// Sets or clears a guest's lock (as `pct set --lock` would).
+    pub fn set_lock(&self, vmid: u32, lock: Option<&str>) {
+        if let Some(g) = self.lock().guests.get_mut(&vmid) {
+            match lock {
+                Some(l) => g.config.insert("lock".to_owned(), l.to_owned()),
+                None => g.config.remove("lock"),
+            };
+        }
+    }
+
+    /// Copies of all tasks, oldest first.
+    pub fn tasks(&self) -> Vec<Task> {
+        self.lock().tasks.clone()
+    }
+
+    /// A copy of one task.
+    pub fn task(&self, upid: &str) -> Option<Task> {
+        self.lock().task(upid).cloned()
+    }
+
+    /// Copies of the backups on `storage`.
+    pub fn backups(&self, storage: &str) -> Vec<Backup> {
+        self.lock()
+            .backups
+            .iter()
+            .filter(|b| b.storage() == storage)
+            .cloned()
+            .collect()
+    }
+
+    /// Full token string `authid=secret` for a fixture token.
+    pub fn token(&self, authid: &str) -> Option<String> {
+        self.lock()
+            .access
+            .tokens
+            .get(authid)
+            .map(|t| format!("{authid}={}", t.secret))
+    }
+
+    /// Node name.
+    pub fn node(&self) -> String {
+        self.lock().node.name.clone()
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, World> {
+        // A panic while holding the lock only happens in a failing test; keep serving.
+        self.world.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a task (taking its guest lock) and schedules its completion. Must be called
+    /// with the world locked by the caller (`world`), from inside a tokio runtime.
+    pub(crate) fn start_task(&self, world: &mut World, plan: TaskPlan) -> String {
+        let pid = world.next_pid();
+        let starttime = now();
+        let upid = format!(
+            "UPID:{}:{:08X}:{:08X}:{:08X}:{}:{}:{}:",
+            world.node.name,
+            pid,
+            world.pstart,
+            u32::try_from(starttime).unwrap_or(u32::MAX),
+            plan.kind,
+            plan.id,
+            plan.user
+        );
+        if let Some((vmid, lock)) = plan.lock
+            && let Some(g) = world.guests.get_mut(&vmid)
+        {
+            g.config.insert("lock".to_owned(), lock.to_owned());
+        }
+        world.tasks.push(Task {
+            upid: upid.clone(),
+            node: world.node.name.clone(),
+            pid,
+            pstart: world.pstart,
+            starttime,
+            kind: plan.kind.to_owned(),
+            id: plan.id.clone(),
+            user: plan.user.clone(),
+            state: TaskState::Running,
+            log: plan.first_lines,
+        });
+        if self.faults.take_hang(plan.kind) {
+            return upid;
+        }
+        let forced = self.faults.take_task_failure(plan.kind);
+        let state = self.clone();
+        let task_upid = upid.clone();
+        let lock = plan.lock;
+        let (kind, id) = (plan.kind, plan.id);
+        let mut work = Some(plan.work);
+        tokio::spawn(async move {
+            tokio::time::sleep(state.task_duration).await;
+            let mut w = state.lock();
+            let mut lines = Vec::new();
+            let result = match forced {
+                Some(failure) => {
+                    let status = failure.unwrap_or_else(|| default_failure(kind, &id));
+                    lines.extend(failure_lines(kind, &id, &status));
+                    Err(status)
+                }
+                None => match work.take() {
+                    Some(f) => f(&mut w, &mut lines),
+                    None => Ok(0),
+                },
+            };
+            if let Some((vmid, l)) = lock
+                && let Some(g) = w.guests.get_mut(&vmid)
+                && g.lock() == Some(l)
+            {
+                g.config.remove("lock");
+            }
+            let endtime = now();
+            if let Some(t) = w.tasks.iter_mut().find(|t| t.upid == task_upid) {
+                t.log.extend(lines);
+                let exitstatus = match result {
+                    Ok(0) => {
+                        t.log.push("TASK OK".to_owned());
+                        "OK".to_owned()
+                    }
+                    Ok(n) => {
+                        t.log.push(format!("TASK WARNINGS: {n}"));
+                        format!("WARNINGS: {n}")
+                    }
+                    Err(e) => {
+                        t.log.push(format!("TASK ERROR: {e}"));
+                        e
+                    }
+                };
+                t.state = TaskState::Stopped {
+                    exitstatus,
+                    endtime,
+                };
+            }
+        });
+        upid
+    }
+}
+
+/// Realistic default exit status when a fault makes a task fail.
+fn default_failure(kind: &str, id: &str) -> String {
+    match kind {
+        "vzdump" => "job errors".to_owned(),
+        "vzstart" => format!("startup for container '{id}' failed"),
+        "vzsnapshot" => "command 'lvcreate --snapshot' failed: exit code 5".to_owned(),
+        _ => format!("command '{kind} {id}' failed: exit code 1"),
+    }
+}
+
+fn failure_lines(kind: &str, id: &str, status: &str) -> Vec<String> {
+    match kind {
+        "vzdump" => vec![
+            format!("INFO: Starting Backup of VM {id} (lxc)"),
+            format!("INFO: Backup started at {}", pve_time(now())),
+            format!(
+                "ERROR: Backup of VM {id} failed - command 'set -o pipefail && lxc-usernsexec -m u:0:100000:65536 -m g:0:100000:65536 -- tar cpf - --totals --one-file-system -p --sparse --numeric-owner --acls --xattrs ./etc/vzdump/pct.conf ./' failed: exit code 2"
+            ),
+            "INFO: Failed at ".to_owned() + &pve_time(now()),
+            "INFO: Backup job finished with errors".to_owned(),
+        ],
+        _ => vec![status.to_owned()],
+    }
+}
+
+/// Unix time now.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) as vzdump logs it.
+pub fn pve_time(t: i64) -> String {
+    let (y, mo, d, h, mi, s) = civil(t);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
+}
+
+/// Calendar parts (UTC) of a unix time.
+pub fn civil(t: i64) -> (i64, i64, i64, i64, i64, i64) {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    // Howard Hinnant's days_from_civil inverse.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    (y, m, d, secs / 3600, (secs % 3600) / 60, secs % 60)
+}
+
+/// A random v4 UUID string (token secrets).
+pub fn random_uuid(rng: &mut impl rand::Rng) -> String {
+    let mut b: [u8; 16] = rng.random();
+    b[6] = (b[6] & 0x0F) | 0x40;
+    b[8] = (b[8] & 0x3F) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_time_matches_known_date() {
+        // 2026-06-09 21:32:58 UTC
+        assert_eq!(pve_time(1_781_040_778), "2026-06-09 21:32:58");
+    }
+}
