@@ -1,0 +1,82 @@
+//! The gRPC side: a tonic channel to the agent's Unix socket, and one typed call per action.
+//!
+//! The channel connects lazily and reconnects on its own, so the gateway can start before the
+//! agent's socket exists (they start together when embedded) and survives an agent restart; a
+//! call while the agent is unreachable fails with UNAVAILABLE, which the status table turns
+//! into 503. The caller's bearer token is forwarded as `authorization` metadata and nothing
+//! else about the caller is sent: the agent derives the guest from the token alone.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use felhom_proto::agent::v1::local_api_client::LocalApiClient as GeneratedClient;
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::action::{Action, Reply};
+use crate::auth::BearerToken;
+
+/// The LocalApi client the gateway calls through.
+pub type LocalApiClient = GeneratedClient<Channel>;
+
+/// How long connecting to the agent's socket may take before the call fails as unavailable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A client for the agent's LocalApi on the Unix socket at `socket` (connects on first use).
+pub fn connect_unix(socket: impl Into<PathBuf>) -> LocalApiClient {
+    let socket = socket.into();
+    // The URI is required by tonic but unused: the connector below ignores it.
+    let endpoint =
+        Endpoint::from_static("http://agent.localapi.invalid").connect_timeout(CONNECT_TIMEOUT);
+    let channel = endpoint.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+        let socket = socket.clone();
+        async move { UnixStream::connect(socket).await.map(TokioIo::new) }
+    }));
+    GeneratedClient::new(channel)
+}
+
+/// Performs `action` as exactly one LocalApi call on behalf of `token`'s guest, waiting at most
+/// `timeout` (after which the caller gets DEADLINE_EXCEEDED, i.e. 504).
+pub async fn call(
+    client: &LocalApiClient,
+    token: &BearerToken,
+    action: Action,
+    timeout: Duration,
+) -> Result<Reply, tonic::Status> {
+    let mut client = client.clone();
+    let call = async move {
+        match action {
+            Action::GetStorage => client
+                .get_storage(request(
+                    token,
+                    felhom_proto::agent::v1::GetStorageRequest {},
+                ))
+                .await
+                .map(|r| Reply::Storage(r.into_inner().into())),
+            Action::Snapshot(m) => client
+                .snapshot(request(token, m))
+                .await
+                .map(|r| Reply::Snapshot(r.into_inner().into())),
+            Action::Rollback(m) => client
+                .rollback(request(token, m))
+                .await
+                .map(|r| Reply::Snapshot(r.into_inner().into())),
+        }
+    };
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result,
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "the host agent did not answer within {} s",
+            timeout.as_secs()
+        ))),
+    }
+}
+
+fn request<T>(token: &BearerToken, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", token.metadata_value());
+    request
+}
