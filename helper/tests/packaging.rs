@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-const UNIT: &str = include_str!("../../packaging/felhom-helper.service");
+const UNIT: &str = include_str!("../../packaging/systemd/felhom-helper.service");
 
 fn directive(name: &str) -> &'static str {
     UNIT.lines()
@@ -11,14 +11,16 @@ fn directive(name: &str) -> &'static str {
 }
 
 #[test]
-fn unit_bounding_set_equals_the_helpers_own() {
+fn unit_bounding_set_is_the_helpers_own_plus_setpcap() {
     let unit: BTreeSet<String> = directive("CapabilityBoundingSet")
         .split_whitespace()
         .map(str::to_owned)
         .collect();
+    // CAP_SETPCAP is needed only to shrink the bounding set at start; the helper drops it then.
     let code: BTreeSet<String> = felhom_helper::privilege::BOUNDING
         .iter()
         .map(|c| c.to_string())
+        .chain(["CAP_SETPCAP".to_owned()])
         .collect();
     assert_eq!(unit, code);
 }
