@@ -189,11 +189,14 @@ pub fn client_config(trust: &TlsTrust) -> Result<ClientConfig, TlsError> {
         }
         TlsTrust::Pinned(pin) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedLeaf { pin: *pin, algs }))
+            .with_custom_certificate_verifier(Arc::new(LeafVerifier {
+                pin: Some(*pin),
+                algs,
+            }))
             .with_no_client_auth(),
         TlsTrust::InsecureSkipVerify => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCert { algs }))
+            .with_custom_certificate_verifier(Arc::new(LeafVerifier { pin: None, algs }))
             .with_no_client_auth(),
     };
     Ok(config)
@@ -222,14 +225,15 @@ fn load_ca_file(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// Accepts exactly one leaf certificate, identified by its SHA-256.
+/// Checks the handshake signature always, and the leaf certificate's SHA-256 when pinned
+/// (`pin: None` is `insecure_skip_verify`, loopback only).
 #[derive(Debug)]
-struct PinnedLeaf {
-    pin: CertFingerprint,
+struct LeafVerifier {
+    pin: Option<CertFingerprint>,
     algs: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for PinnedLeaf {
+impl ServerCertVerifier for LeafVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -238,56 +242,17 @@ impl ServerCertVerifier for PinnedLeaf {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(pin) = self.pin else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let seen = CertFingerprint::of_der(end_entity.as_ref());
-        if seen == self.pin {
+        if seen == pin {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(format!(
-                "server certificate fingerprint {seen} does not match the pinned {}",
-                self.pin
+                "server certificate fingerprint {seen} does not match the pinned {pin}"
             )))
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
-    }
-}
-
-/// Accepts any certificate but still checks handshake signatures. Loopback only.
-#[derive(Debug)]
-struct AnyCert {
-    algs: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
