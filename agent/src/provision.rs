@@ -30,8 +30,8 @@ use crate::pve::{
     WaitOptions,
 };
 use crate::state::{
-    JournalError, NewOperation, Operation, OperationId, OperationState, Resource, StateDb,
-    StepRef, StepState,
+    JournalError, NewOperation, Operation, OperationId, OperationState, Resource, StateDb, StepRef,
+    StepState,
 };
 
 /// Operation kind of a provision that does not start the guest.
@@ -71,7 +71,9 @@ pub enum ProvisionError {
         #[source]
         source: PveError,
     },
-    #[error("Requested rootfs size {requested} GiB is smaller than the current {current_bytes} bytes")]
+    #[error(
+        "Requested rootfs size {requested} GiB is smaller than the current {current_bytes} bytes"
+    )]
     Shrink { requested: u64, current_bytes: u64 },
     #[error("Cannot write the operation journal")]
     Journal(#[from] JournalError),
@@ -132,7 +134,10 @@ fn journal_written() {
         return;
     };
     if WRITES.fetch_add(1, Ordering::SeqCst) + 1 == target {
-        tracing::warn!(write = target, "failpoint: killing the agent after a journal write");
+        tracing::warn!(
+            write = target,
+            "failpoint: killing the agent after a journal write"
+        );
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
 }
@@ -146,11 +151,13 @@ pub struct JournalWriter {
 
 macro_rules! write_call {
     ($self:ident, |$j:ident| $body:expr) => {{
-        let r = $self.db.run(move |db| {
-            let $j = db.journal();
-            $body
-        })
-        .await;
+        let r = $self
+            .db
+            .run(move |db| {
+                let $j = db.journal();
+                $body
+            })
+            .await;
         if r.is_ok() {
             journal_written();
         }
@@ -163,7 +170,11 @@ impl JournalWriter {
         Self { db }
     }
 
-    pub async fn begin(&self, kind: &'static str, vmid: u32) -> Result<OperationId, ProvisionError> {
+    pub async fn begin(
+        &self,
+        kind: &'static str,
+        vmid: u32,
+    ) -> Result<OperationId, ProvisionError> {
         write_call!(self, |j| j.begin(NewOperation {
             kind,
             vmid: Some(vmid),
@@ -342,16 +353,26 @@ async fn steps(
         }
     })
     .await?;
-    step(journal, pve, wait, cancel, op, "configure", |_| async move {
-        let mut update = ConfigUpdate::default();
-        update.set.insert("hostname".into(), req.hostname.clone());
-        update.set.insert("memory".into(), req.memory_mib.to_string());
-        update.set.insert("cores".into(), req.cores.to_string());
-        pve.set_config(vmid, &update)
-            .await
-            .map_err(pve_err("configure"))?;
-        Ok(None)
-    })
+    step(
+        journal,
+        pve,
+        wait,
+        cancel,
+        op,
+        "configure",
+        |_| async move {
+            let mut update = ConfigUpdate::default();
+            update.set.insert("hostname".into(), req.hostname.clone());
+            update
+                .set
+                .insert("memory".into(), req.memory_mib.to_string());
+            update.set.insert("cores".into(), req.cores.to_string());
+            pve.set_config(vmid, &update)
+                .await
+                .map_err(pve_err("configure"))?;
+            Ok(None)
+        },
+    )
     .await?;
     step(journal, pve, wait, cancel, op, "resize", |_| async move {
         let config = pve.lxc_config(vmid).await.map_err(pve_err("resize"))?;
@@ -425,7 +446,9 @@ async fn compensate(
                 journal.record_removed(op, resource.clone()).await?;
                 tracing::info!(operation = %op, %vmid, "compensation: guest removed");
             }
-            Resource::Snapshot { .. } | Resource::Volume { .. } | Resource::BackupArchive { .. } => {
+            Resource::Snapshot { .. }
+            | Resource::Volume { .. }
+            | Resource::BackupArchive { .. } => {
                 // Provisioning creates only guests; anything else is another operation's kind.
                 let msg = format!("cannot compensate {resource}: not a provisioning resource");
                 journal.mark_failed(op, msg.clone()).await?;
@@ -452,28 +475,42 @@ async fn remove_guest(
         Err(e) => return Err(pve_err("compensate")(e)),
     };
     if status.status == "running" {
-        step(journal, pve, wait, cancel, op, "undo: stop", |_| async move {
-            Ok(Some(pve.stop(vmid).await.map_err(pve_err("undo: stop"))?))
-        })
+        step(
+            journal,
+            pve,
+            wait,
+            cancel,
+            op,
+            "undo: stop",
+            |_| async move { Ok(Some(pve.stop(vmid).await.map_err(pve_err("undo: stop"))?)) },
+        )
         .await?;
     }
-    step(journal, pve, wait, cancel, op, "undo: destroy", |_| async move {
-        match pve
-            .destroy(
-                vmid,
-                DestroyOptions {
-                    purge: true,
-                    destroy_unreferenced_disks: true,
-                    force: false,
-                },
-            )
-            .await
-        {
-            Ok(upid) => Ok(Some(upid)),
-            Err(PveError::GuestNotFound { .. }) => Ok(None),
-            Err(e) => Err(pve_err("undo: destroy")(e)),
-        }
-    })
+    step(
+        journal,
+        pve,
+        wait,
+        cancel,
+        op,
+        "undo: destroy",
+        |_| async move {
+            match pve
+                .destroy(
+                    vmid,
+                    DestroyOptions {
+                        purge: true,
+                        destroy_unreferenced_disks: true,
+                        force: false,
+                    },
+                )
+                .await
+            {
+                Ok(upid) => Ok(Some(upid)),
+                Err(PveError::GuestNotFound { .. }) => Ok(None),
+                Err(e) => Err(pve_err("undo: destroy")(e)),
+            }
+        },
+    )
     .await
 }
 
@@ -535,10 +572,9 @@ async fn recover_one(
         // (steps start before calls), but a task of this guest may still hold its lock.
         wait_guest_tasks(pve, wait, &cancel, vmid).await?;
     }
-    let record = journal
-        .get(op.id)
-        .await?
-        .ok_or(ProvisionError::Journal(JournalError::UnknownOperation(op.id)))?;
+    let record = journal.get(op.id).await?.ok_or(ProvisionError::Journal(
+        JournalError::UnknownOperation(op.id),
+    ))?;
     match record.state {
         OperationState::Running => {
             if all_steps_done(&record) {

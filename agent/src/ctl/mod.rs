@@ -32,7 +32,7 @@ use prost_reflect::DescriptorPool;
 use tonic::transport::Channel;
 
 pub use cli::{command, main};
-pub use connect::ConnectFailure;
+pub use connect::{ConnectFailure, unix_channel};
 pub use json::RequestSource;
 pub use shortcut::{SHORTCUTS, Shortcut, ShortcutOutput};
 

@@ -12,8 +12,8 @@ use tonic::{Request, Response, Status};
 
 use super::status;
 use crate::context::AgentContext;
-use crate::pve::{PveClient, TaskFilter, Vmid};
 use crate::provision::{self, JournalWriter, ProvisionError, ProvisionRequest};
+use crate::pve::{PveClient, TaskFilter, Vmid};
 use crate::selftest;
 use crate::state::{AuditError, NewAuditEntry, StateDb};
 
@@ -484,9 +484,9 @@ impl pb::agent_server::Agent for AgentService {
             .await
             .map_err(|e| status::queue(&e))?;
         let job_id = handle.id().to_string();
-        let (op, result) = rx
-            .await
-            .map_err(|_| Status::unavailable("the provisioning job was dropped (agent stopping)"))?;
+        let (op, result) = rx.await.map_err(|_| {
+            Status::unavailable("the provisioning job was dropped (agent stopping)")
+        })?;
         result?;
         Ok(Response::new(pb::ProvisionGuestResponse {
             vmid: vmid.get(),
@@ -506,13 +506,9 @@ fn provision_status(e: &ProvisionError) -> Status {
         src = inner.source();
     }
     match e {
-        ProvisionError::Invalid(_) | ProvisionError::Shrink { .. } => {
-            Status::invalid_argument(msg)
-        }
+        ProvisionError::Invalid(_) | ProvisionError::Shrink { .. } => Status::invalid_argument(msg),
         ProvisionError::AlreadyExists(_) => Status::already_exists(msg),
-        ProvisionError::Pve { source, .. } => {
-            Status::new(status::pve(source).code(), msg)
-        }
+        ProvisionError::Pve { source, .. } => Status::new(status::pve(source).code(), msg),
         ProvisionError::Journal(_) => Status::internal(msg),
     }
 }
