@@ -238,3 +238,11 @@ pub async fn selftest(socket: &Path) -> Result<ShortcutOutput, CtlError> {
     let shortcut = shortcut::find("selftest").expect("selftest is in SHORTCUTS");
     shortcut::run(socket, shortcut).await
 }
+
+/// Runs the shortcut called `name` (e.g. `guests`, `audit verify`) against `socket`: what
+/// `felhomctl --socket SOCKET NAME` prints, as JSON plus table and verdict. `None` when there
+/// is no such shortcut.
+pub async fn run_shortcut(socket: &Path, name: &str) -> Option<Result<ShortcutOutput, CtlError>> {
+    let shortcut = shortcut::find(name)?;
+    Some(shortcut::run(socket, shortcut).await)
+}
