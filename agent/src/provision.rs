@@ -407,7 +407,10 @@ async fn steps(
 /// `size=` of a rootfs/mp value in bytes (`local-lvm:vm-101-disk-0,size=8G`).
 pub fn rootfs_size_bytes(raw: &str) -> Option<u64> {
     let size = raw.split(',').find_map(|p| p.strip_prefix("size="))?;
-    let (num, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit())?.min(size.len()));
+    let (num, unit) = size.split_at(
+        size.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(size.len()),
+    );
     let n: u64 = num.parse().ok()?;
     let mult: u64 = match unit {
         "" => 1,
@@ -638,4 +641,67 @@ async fn wait_guest_tasks(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rootfs_size_is_read_from_the_size_option() {
+        assert_eq!(
+            rootfs_size_bytes("local-lvm:vm-101-disk-0,size=8G"),
+            Some(8 << 30)
+        );
+        assert_eq!(
+            rootfs_size_bytes("local:101/vm-101-disk-0.raw,size=512M"),
+            Some(512 << 20)
+        );
+        assert_eq!(
+            rootfs_size_bytes("local-lvm:vm-101-disk-0,size=1024"),
+            Some(1024)
+        );
+        assert_eq!(rootfs_size_bytes("local-lvm:vm-101-disk-0"), None);
+        assert_eq!(rootfs_size_bytes("local-lvm:vm-101-disk-0,size=8X"), None);
+    }
+
+    fn request() -> ProvisionRequest {
+        ProvisionRequest {
+            vmid: None,
+            archive: "local:backup/vzdump-lxc-9000-2026_06_01-03_00_12.tar.zst".into(),
+            storage: "local-lvm".into(),
+            hostname: "web-1".into(),
+            memory_mib: 1024,
+            cores: 2,
+            rootfs_gib: 8,
+            start: true,
+        }
+    }
+
+    #[test]
+    fn a_valid_request_passes_validation() {
+        request().validate().expect("valid request");
+    }
+
+    #[test]
+    fn a_hostname_that_is_not_a_dns_label_is_refused_by_name() {
+        let mut r = request();
+        r.hostname = "web_1".into();
+        let err = r.validate().expect_err("underscore is not allowed");
+        assert_eq!(
+            err.to_string(),
+            "Invalid provision request: hostname \"web_1\" is not a DNS label"
+        );
+    }
+
+    #[test]
+    fn zero_cores_are_refused() {
+        let mut r = request();
+        r.cores = 0;
+        let err = r.validate().expect_err("no cores");
+        assert_eq!(
+            err.to_string(),
+            "Invalid provision request: cores 0 is not 1..8192"
+        );
+    }
 }
