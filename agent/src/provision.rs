@@ -13,8 +13,14 @@
 //!
 //! Recovery ([`recover`]) runs in the daemon *before* the gRPC socket is bound, so no
 //! `ProvisionGuest` can start on a guest whose previous operation is still being resolved.
-//! Limits: one node; a restore POST rejected outright by Proxmox (for example "already exists")
-//! is recorded as "not created" without destroying anything.
+//! A vmid that already exists is refused before anything is journaled as created; a restore
+//! POST that Proxmox rejects outright (4xx, or pve-container's synchronous `CT <vmid> already
+//! exists on node '<node>'` 500 if another client won a race) is recorded as "not created"
+//! without destroying anything. Limits: one node; a restore POST that fails ambiguously
+//! (transport error, timeout, other 5xx) leaves the guest recorded as created, so compensation
+//! removes whatever then exists at that vmid — in practice only ours, since the vmid was free
+//! just before. Recovery runs before the socket is bound and before READY=1 / the watchdog, so
+//! a Proxmox VE that is down delays start-up by up to the task deadline per stuck task.
 //!
 //! Test hook: `FELHOM_AGENT_FAILPOINT=journal:<n>` makes the process SIGKILL itself right after
 //! its n-th journal write of the run (writes made through [`JournalWriter`]). Only the crash
@@ -346,6 +352,13 @@ async fn steps(
                 | PveError::Permission { .. }
                 | PveError::Unauthorized { .. }),
             ) => {
+                journal.record_removed(op, guest).await?;
+                Err(pve_err("restore")(e))
+            }
+            // pve-container's create_vm dies synchronously (HTTP 500) with `CT <vmid> already
+            // exists on node '<node>'` (check_vmid_unused) when someone else created the vmid
+            // after our check: that guest is not ours.
+            Err(e @ PveError::Server { .. }) if e.to_string().contains("already exists") => {
                 journal.record_removed(op, guest).await?;
                 Err(pve_err("restore")(e))
             }

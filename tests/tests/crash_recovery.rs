@@ -275,3 +275,21 @@ async fn recovery_never_destroys_a_guest_the_operation_did_not_create() {
     assert_eq!(ops[0].state, "compensated", "{ops:?}");
     host.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provisioning_onto_an_existing_guest_is_refused_and_leaves_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Devhost::start_with(&dir.path().join("dh"), devhost_exe(), &[])
+        .await
+        .unwrap();
+    let before = host.pve().state().guest(101).unwrap();
+    let mut req = request(false);
+    req.vmid = 101;
+    let err = client(&host).await.provision_guest(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
+    assert_eq!(err.message(), "Guest 101 already exists");
+    let after = host.pve().state().guest(101).unwrap();
+    assert_eq!(after.config, before.config);
+    assert_quiet(&host, "after the refusal");
+    host.stop().await.unwrap();
+}
