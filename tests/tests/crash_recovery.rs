@@ -152,18 +152,22 @@ async fn provisioning_survives_a_crash_after_every_journal_write() {
             "leftover from the previous round"
         );
         let result = client(h).await.provision_guest(req.clone()).await;
-        let crashed = h
-            .wait_agent_exit(Duration::from_secs(if result.is_ok() { 1 } else { 60 }))
-            .await
-            .unwrap()
-            .is_some();
+        // The answer is sent only after the operation's last journal write, so an answer means
+        // the failpoint was never reached.
+        let crashed = result.is_err();
         if !crashed {
-            result.expect("the provision succeeds when the failpoint is past its last write");
             assert!(assert_completed_or_gone(h, &req, "uncrashed run"));
             assert_quiet(h, "uncrashed run");
             break;
         }
-        assert!(result.is_err(), "crash at write {n} but the call succeeded");
+        let status = result.unwrap_err();
+        assert!(
+            h.wait_agent_exit(Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_some(),
+            "write {n}: the call failed ({status:?}) but the agent did not die"
+        );
         exercised += 1;
         h.restart_agent(&[]).await.unwrap();
         wait_recovered(h).await;
@@ -292,4 +296,66 @@ async fn provisioning_onto_an_existing_guest_is_refused_and_leaves_it_alone() {
     assert_eq!(after.config, before.config);
     assert_quiet(&host, "after the refusal");
     host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_during_compensation_is_finished_by_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let req = request(true);
+    let mut exercised = 0u32;
+    let mut host: Option<Devhost> = None;
+    for n in 1..=64u32 {
+        let failpoint = format!("journal:{n}");
+        let env = [("FELHOM_AGENT_FAILPOINT", failpoint.as_str())];
+        let h = match host.as_mut() {
+            None => {
+                host = Some(
+                    Devhost::start_with(&dir.path().join("dh"), devhost_exe(), &env)
+                        .await
+                        .unwrap(),
+                );
+                host.as_mut().unwrap()
+            }
+            Some(h) => {
+                h.restart_agent(&env).await.unwrap();
+                h
+            }
+        };
+        // The resize fails, so the operation always ends compensated; the crash lands before,
+        // during or after the compensation.
+        h.pve().faults().clear();
+        h.pve()
+            .faults()
+            .fail_next_tasks("resize", 1, Some("simulated resize failure"));
+        let before = vmids(h);
+        let status = client(h)
+            .await
+            .provision_guest(req.clone())
+            .await
+            .expect_err("the resize fault makes every provision fail");
+        // The answer is sent only after the compensation's last journal write.
+        let crashed = !status.message().contains("Step resize failed");
+        let context = format!("crash after journal write {n}");
+        if crashed {
+            assert!(
+                h.wait_agent_exit(Duration::from_secs(60))
+                    .await
+                    .unwrap()
+                    .is_some(),
+                "{context}: the call failed ({status:?}) but the agent did not die"
+            );
+            exercised += 1;
+            h.restart_agent(&[]).await.unwrap();
+            wait_recovered(h).await;
+        }
+        assert_eq!(vmids(h), before, "{context}: guest set changed");
+        assert_quiet(h, &context);
+        if !crashed {
+            break;
+        }
+        assert!(n < 64, "the provision never ended without a crash");
+    }
+    println!("crash points exercised (compensation path): {exercised}");
+    assert!(exercised >= 10, "too few crash points: {exercised}");
+    host.unwrap().stop().await.unwrap();
 }
