@@ -359,3 +359,41 @@ async fn a_crash_during_compensation_is_finished_by_recovery() {
     assert!(exercised >= 10, "too few crash points: {exercised}");
     host.unwrap().stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provisioning_without_a_vmid_takes_the_next_free_one_and_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Devhost::start_with(&dir.path().join("dh"), devhost_exe(), &[])
+        .await
+        .unwrap();
+    let before = vmids(&host);
+    let mut req = request(false);
+    req.vmid = 0;
+    let answer = client(&host)
+        .await
+        .provision_guest(req)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!before.contains(&answer.vmid), "{answer:?}");
+    assert!(
+        answer.operation_id > 0 && !answer.job_id.is_empty(),
+        "{answer:?}"
+    );
+    let g = host.pve().state().guest(answer.vmid).unwrap();
+    assert_eq!(g.name(), "crash-test");
+    assert_eq!(g.lock(), None);
+    let entries = client(&host)
+        .await
+        .audit_tail(pb::AuditTailRequest { limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let uid = nix::unistd::geteuid().as_raw();
+    let last = entries.last().unwrap();
+    assert_eq!(last.actor, format!("operator:uid={uid}"));
+    assert_eq!(last.action, "guest.provision");
+    assert_eq!(last.target, format!("guest:{}", answer.vmid));
+    host.stop().await.unwrap();
+}
