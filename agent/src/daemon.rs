@@ -85,6 +85,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         )
         .await?,
     );
+    // Before the socket exists, so no ProvisionGuest can touch a guest whose interrupted
+    // operation is still being finished or rolled back.
+    crate::provision::recover(ctx.pve.as_ref(), &ctx.db, &ctx.wait).await;
     let queue = ctx.queue.clone();
     let socket = &config.agent.socket;
     if let Some(dir) = socket.parent() {

@@ -16,6 +16,7 @@ pub mod guest_storage;
 pub mod helper_client;
 pub mod paths;
 pub mod pbs;
+pub mod provision;
 pub mod pve;
 pub mod queue;
 pub mod selftest;

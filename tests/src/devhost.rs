@@ -46,6 +46,10 @@ pub struct Devhost {
     pub info: DevhostInfo,
     pve: Option<PveSimHandle>,
     agent: Child,
+    /// The agent's config file, for restarts.
+    config: PathBuf,
+    /// The binary whose `__agent` entry runs the agent.
+    agent_exe: PathBuf,
 }
 
 fn write_private(path: &Path, contents: &str, owner: Option<u32>) -> anyhow::Result<()> {
@@ -68,6 +72,17 @@ fn write_private(path: &Path, contents: &str, owner: Option<u32>) -> anyhow::Res
 impl Devhost {
     /// Starts everything with `dir` as the state directory (created if missing).
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(dir, &std::env::current_exe()?, &[]).await
+    }
+
+    /// Like [`Self::start`], running the agent through `agent_exe`'s `__agent` entry (the
+    /// `felhom-devhost` binary; tests pass `CARGO_BIN_EXE_felhom-devhost`) with extra
+    /// environment variables (tests use this for the agent's test hooks).
+    pub async fn start_with(
+        dir: &Path,
+        agent_exe: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let root = nix::unistd::geteuid().is_root();
         let agent_uid = if root {
             UNPRIVILEGED_ID
@@ -127,24 +142,7 @@ impl Devhost {
             owner,
         )?;
 
-        let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.arg(AGENT_ENTRY)
-            .arg("--config")
-            .arg(&config)
-            .arg("run")
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env(
-                "FELHOM_LOG",
-                std::env::var("FELHOM_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null());
-        if root {
-            std::os::unix::process::CommandExt::uid(&mut cmd, UNPRIVILEGED_ID);
-            std::os::unix::process::CommandExt::gid(&mut cmd, UNPRIVILEGED_ID);
-            // std also clears root's supplementary groups when a uid is set from root.
-        }
-        let mut agent = cmd.spawn().context("cannot start the agent")?;
+        let mut agent = spawn_agent(agent_exe, &config, env)?;
         wait_for_socket(&agent_socket, &mut agent).await?;
 
         let info = DevhostInfo {
@@ -166,7 +164,46 @@ impl Devhost {
             info,
             pve: Some(pve),
             agent,
+            config,
+            agent_exe: agent_exe.to_owned(),
         })
+    }
+
+    /// Kills the agent (SIGKILL) and reaps it; already dead is fine.
+    pub fn kill_agent(&mut self) -> anyhow::Result<()> {
+        if self.agent.try_wait()?.is_none() {
+            self.agent.kill()?;
+        }
+        self.agent.wait()?;
+        Ok(())
+    }
+
+    /// Waits (up to `timeout`) for the agent to exit by itself; `None` if it is still running.
+    pub async fn wait_agent_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.agent.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills the agent if it still runs, then starts it again with `env`, and waits for its
+    /// socket. The simulator (and its state) stays as it is.
+    pub async fn restart_agent(&mut self, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        self.kill_agent()?;
+        let mut agent = spawn_agent(&self.agent_exe, &self.config, env)?;
+        let waited = wait_for_socket(&self.info.agent_socket, &mut agent).await;
+        self.info.agent_pid = agent.id();
+        self.agent = agent;
+        waited
     }
 
     /// The simulated Proxmox VE.
@@ -197,6 +234,40 @@ impl Devhost {
         }
         Ok(())
     }
+}
+
+impl Drop for Devhost {
+    /// A test that fails half-way must not leave the agent process behind.
+    fn drop(&mut self) {
+        if matches!(self.agent.try_wait(), Ok(None)) {
+            let _ = self.agent.kill();
+            let _ = self.agent.wait();
+        }
+    }
+}
+
+/// Starts the agent daemon from `config` (as [`UNPRIVILEGED_ID`] when root), with a clean
+/// environment plus `env`.
+fn spawn_agent(exe: &Path, config: &Path, env: &[(&str, &str)]) -> anyhow::Result<Child> {
+    let mut cmd = Command::new(exe);
+    cmd.arg(AGENT_ENTRY)
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "FELHOM_LOG",
+            std::env::var("FELHOM_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::process::CommandExt::uid(&mut cmd, UNPRIVILEGED_ID);
+        std::os::unix::process::CommandExt::gid(&mut cmd, UNPRIVILEGED_ID);
+        // std also clears root's supplementary groups when a uid is set from root.
+    }
+    cmd.spawn().context("cannot start the agent")
 }
 
 async fn wait_for_socket(socket: &Path, agent: &mut Child) -> anyhow::Result<()> {

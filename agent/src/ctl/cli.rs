@@ -67,29 +67,42 @@ pub fn command() -> Command {
                         .allow_hyphen_values(true),
                 ),
         );
-    for s in SHORTCUTS {
-        cmd = cmd.subcommand(
-            Command::new(s.name)
-                .about(s.about)
-                .after_help(match s.verdict {
-                    Some(field) => format!(
-                        "Calls {} and prints a table. Exits with 1 when the response's `{field}` is false.",
-                        s.method
-                    ),
-                    None => format!("Calls {} and prints a table.", s.method),
-                })
-                .arg(
-                    Arg::new("json")
-                        .long("json")
-                        .action(ArgAction::SetTrue)
-                        .help("Print the response as JSON instead of a table"),
-                ),
-        );
+    for s in SHORTCUTS.iter().filter(|s| !s.name.contains(' ')) {
+        let mut sub = shortcut_command(s.name, s);
+        for child in SHORTCUTS {
+            if let Some(word) = child
+                .name
+                .strip_prefix(s.name)
+                .and_then(|rest| rest.strip_prefix(' '))
+            {
+                sub = sub.subcommand(shortcut_command(word, child));
+            }
+        }
+        cmd = cmd.subcommand(sub);
     }
     cmd
 }
 
 /// Entry point of the `felhomctl` binary.
+/// The subcommand `name` running shortcut `s`.
+fn shortcut_command(name: &'static str, s: &super::Shortcut) -> Command {
+    Command::new(name)
+        .about(s.about)
+        .after_help(match s.verdict {
+            Some(field) => format!(
+                "Calls {} and prints a table. Exits with 1 when the response's `{field}` is false.",
+                s.method
+            ),
+            None => format!("Calls {} and prints a table.", s.method),
+        })
+        .arg(
+            Arg::new("json")
+                .long("json")
+                .action(ArgAction::SetTrue)
+                .help("Print the response as JSON instead of a table"),
+        )
+}
+
 pub fn main() -> ExitCode {
     let matches = command().get_matches();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -170,7 +183,12 @@ async fn run(matches: &ArgMatches) -> Result<Exit, CtlError> {
             Ok(Exit::Ok)
         }
         other => {
-            let shortcut = shortcut::find(other)
+            // `audit verify`: the nested subcommand names the shortcut and holds its flags.
+            let (name, sub) = match sub.subcommand() {
+                Some((child, child_matches)) => (format!("{other} {child}"), child_matches),
+                None => (other.to_owned(), sub),
+            };
+            let shortcut = shortcut::find(&name)
                 .unwrap_or_else(|| unreachable!("clap only accepts the subcommands built above"));
             let output = shortcut::run(&socket, shortcut).await?;
             if sub.get_flag("json") {

@@ -32,7 +32,8 @@ pub enum ConnectFailure {
 }
 
 /// Opens a gRPC channel over the Unix socket at `socket`.
-pub(super) async fn unix_channel(socket: &Path) -> Result<Channel, CtlError> {
+/// A tonic channel over the Unix socket `socket` (connects once now, again on reconnects).
+pub async fn unix_channel(socket: &Path) -> Result<Channel, CtlError> {
     let first = UnixStream::connect(socket)
         .await
         .map_err(|e| CtlError::Connect {

@@ -32,7 +32,7 @@ use prost_reflect::DescriptorPool;
 use tonic::transport::Channel;
 
 pub use cli::{command, main};
-pub use connect::ConnectFailure;
+pub use connect::{ConnectFailure, unix_channel};
 pub use json::RequestSource;
 pub use shortcut::{SHORTCUTS, Shortcut, ShortcutOutput};
 
@@ -237,4 +237,12 @@ impl Session {
 pub async fn selftest(socket: &Path) -> Result<ShortcutOutput, CtlError> {
     let shortcut = shortcut::find("selftest").expect("selftest is in SHORTCUTS");
     shortcut::run(socket, shortcut).await
+}
+
+/// Runs the shortcut called `name` (e.g. `guests`, `audit verify`) against `socket`: what
+/// `felhomctl --socket SOCKET NAME` prints, as JSON plus table and verdict. `None` when there
+/// is no such shortcut.
+pub async fn run_shortcut(socket: &Path, name: &str) -> Option<Result<ShortcutOutput, CtlError>> {
+    let shortcut = shortcut::find(name)?;
+    Some(shortcut::run(socket, shortcut).await)
 }

@@ -3,9 +3,8 @@
 //!
 //! A shortcut is one row of [`SHORTCUTS`]: the method it calls (with an empty request), where
 //! the table rows are in the response, which columns to show, and which boolean field (if any)
-//! decides the exit code. Adding `guests`, `tasks`, `jobs`, `journal` or `audit` is one more
-//! row once their RPCs exist; the CLI builds its subcommands from this table. Only shortcuts
-//! whose RPCs are implemented are listed.
+//! decides the exit code. The CLI builds its subcommands from this table (a two-word name is a
+//! nested subcommand, e.g. `audit verify`). Only shortcuts whose RPCs are implemented are listed.
 
 use std::path::Path;
 
@@ -50,31 +49,248 @@ pub enum Style {
     OkFail,
 }
 
-/// Every shortcut felhomctl offers.
-pub const SHORTCUTS: &[Shortcut] = &[Shortcut {
-    name: "selftest",
-    about: "Check the agent's Proxmox VE connection, token and privileges (read-only)",
-    method: "felhom.agent.v1.Agent/Selftest",
-    rows: Some("checks"),
-    columns: &[
-        Column {
-            header: "",
-            field: "ok",
-            style: Style::OkFail,
-        },
-        Column {
-            header: "",
-            field: "name",
-            style: Style::Text,
-        },
-        Column {
-            header: "",
-            field: "detail",
-            style: Style::Text,
-        },
-    ],
-    verdict: Some("ok"),
-}];
+/// Every shortcut felhomctl offers. A name with a space (`audit verify`) is a subcommand of
+/// the shortcut named by its first word.
+pub const SHORTCUTS: &[Shortcut] = &[
+    Shortcut {
+        name: "selftest",
+        about: "Check the agent's Proxmox VE connection, token and privileges (read-only)",
+        method: "felhom.agent.v1.Agent/Selftest",
+        rows: Some("checks"),
+        columns: &[
+            Column {
+                header: "",
+                field: "ok",
+                style: Style::OkFail,
+            },
+            Column {
+                header: "",
+                field: "name",
+                style: Style::Text,
+            },
+            Column {
+                header: "",
+                field: "detail",
+                style: Style::Text,
+            },
+        ],
+        verdict: Some("ok"),
+    },
+    Shortcut {
+        name: "guests",
+        about: "List the guests on this node with status, lock and token",
+        method: "felhom.agent.v1.Agent/ListGuests",
+        rows: Some("guests"),
+        columns: &[
+            Column {
+                header: "VMID",
+                field: "vmid",
+                style: Style::Text,
+            },
+            Column {
+                header: "NAME",
+                field: "name",
+                style: Style::Text,
+            },
+            Column {
+                header: "STATUS",
+                field: "status",
+                style: Style::Text,
+            },
+            Column {
+                header: "LOCK",
+                field: "lock",
+                style: Style::Text,
+            },
+            Column {
+                header: "TOKEN",
+                field: "hasToken",
+                style: Style::Text,
+            },
+        ],
+        verdict: None,
+    },
+    Shortcut {
+        name: "tasks",
+        about: "List recent Proxmox VE tasks on this node",
+        method: "felhom.agent.v1.Agent/ListTasks",
+        rows: Some("tasks"),
+        columns: &[
+            Column {
+                header: "TYPE",
+                field: "type",
+                style: Style::Text,
+            },
+            Column {
+                header: "ID",
+                field: "id",
+                style: Style::Text,
+            },
+            Column {
+                header: "USER",
+                field: "user",
+                style: Style::Text,
+            },
+            Column {
+                header: "STATUS",
+                field: "status",
+                style: Style::Text,
+            },
+            Column {
+                header: "UPID",
+                field: "upid",
+                style: Style::Text,
+            },
+        ],
+        verdict: None,
+    },
+    Shortcut {
+        name: "jobs",
+        about: "List the agent's recent jobs (per-guest work queue)",
+        method: "felhom.agent.v1.Agent/ListJobs",
+        rows: Some("jobs"),
+        columns: &[
+            Column {
+                header: "JOB",
+                field: "jobId",
+                style: Style::Text,
+            },
+            Column {
+                header: "VMID",
+                field: "vmid",
+                style: Style::Text,
+            },
+            Column {
+                header: "KIND",
+                field: "kind",
+                style: Style::Text,
+            },
+            Column {
+                header: "PHASE",
+                field: "phase",
+                style: Style::Text,
+            },
+            Column {
+                header: "CREATED",
+                field: "createdAt",
+                style: Style::Text,
+            },
+            Column {
+                header: "ERROR",
+                field: "error",
+                style: Style::Text,
+            },
+        ],
+        verdict: None,
+    },
+    Shortcut {
+        name: "journal",
+        about: "List recent journaled operations",
+        method: "felhom.agent.v1.Agent/ListOperations",
+        rows: Some("operations"),
+        columns: &[
+            Column {
+                header: "ID",
+                field: "id",
+                style: Style::Text,
+            },
+            Column {
+                header: "KIND",
+                field: "kind",
+                style: Style::Text,
+            },
+            Column {
+                header: "VMID",
+                field: "vmid",
+                style: Style::Text,
+            },
+            Column {
+                header: "STATE",
+                field: "state",
+                style: Style::Text,
+            },
+            Column {
+                header: "CREATED",
+                field: "createdAt",
+                style: Style::Text,
+            },
+            Column {
+                header: "ERROR",
+                field: "error",
+                style: Style::Text,
+            },
+        ],
+        verdict: None,
+    },
+    Shortcut {
+        name: "audit",
+        about: "Show the newest audit-log rows",
+        method: "felhom.agent.v1.Agent/AuditTail",
+        rows: Some("entries"),
+        columns: &[
+            Column {
+                header: "SEQ",
+                field: "seq",
+                style: Style::Text,
+            },
+            Column {
+                header: "AT",
+                field: "at",
+                style: Style::Text,
+            },
+            Column {
+                header: "ACTOR",
+                field: "actor",
+                style: Style::Text,
+            },
+            Column {
+                header: "ACTION",
+                field: "action",
+                style: Style::Text,
+            },
+            Column {
+                header: "TARGET",
+                field: "target",
+                style: Style::Text,
+            },
+            Column {
+                header: "DETAIL",
+                field: "detail",
+                style: Style::Text,
+            },
+        ],
+        verdict: None,
+    },
+    Shortcut {
+        name: "audit verify",
+        about: "Re-check the audit log's hash chain",
+        method: "felhom.agent.v1.Agent/AuditVerify",
+        rows: None,
+        columns: &[
+            Column {
+                header: "OK",
+                field: "ok",
+                style: Style::OkFail,
+            },
+            Column {
+                header: "ROWS",
+                field: "rows",
+                style: Style::Text,
+            },
+            Column {
+                header: "HEAD",
+                field: "headHash",
+                style: Style::Text,
+            },
+            Column {
+                header: "PROBLEM",
+                field: "problem",
+                style: Style::Text,
+            },
+        ],
+        verdict: Some("ok"),
+    },
+];
 
 /// The shortcut called `name`.
 pub fn find(name: &str) -> Option<&'static Shortcut> {

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::status;
 use crate::context::AgentContext;
+use crate::provision::{self, JournalWriter, ProvisionError, ProvisionRequest};
 use crate::pve::{PveClient, TaskFilter, Vmid};
 use crate::selftest;
 use crate::state::{AuditError, NewAuditEntry, StateDb};
@@ -414,5 +415,100 @@ impl pb::agent_server::Agent for AgentService {
                 })
                 .collect(),
         }))
+    }
+
+    async fn provision_guest(
+        &self,
+        request: Request<pb::ProvisionGuestRequest>,
+    ) -> Result<Response<pb::ProvisionGuestResponse>, Status> {
+        let actor = operator(&request);
+        let r = request.into_inner();
+        let pve = self.pve()?.clone();
+        let vmid = match r.vmid {
+            0 => pve.next_vmid().await.map_err(|e| status::pve(&e))?,
+            n => vmid(n)?,
+        };
+        let req = ProvisionRequest {
+            vmid: Some(vmid),
+            archive: r.archive,
+            storage: r.storage,
+            hostname: r.hostname,
+            memory_mib: r.memory_mib,
+            cores: r.cores,
+            rootfs_gib: r.rootfs_gib,
+            start: r.start,
+        };
+        req.validate().map_err(|e| provision_status(&e))?;
+        self.audit(
+            actor,
+            "guest.provision",
+            format!("guest:{vmid}"),
+            format!(
+                "archive={} storage={} hostname={} memory_mib={} cores={} rootfs_gib={} start={}",
+                req.archive,
+                req.storage,
+                req.hostname,
+                req.memory_mib,
+                req.cores,
+                req.rootfs_gib,
+                req.start
+            ),
+        )
+        .await;
+        let journal = JournalWriter::new(self.db().clone());
+        let wait = self.ctx.wait.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let handle = self
+            .ctx
+            .queue
+            .submit(vmid.get(), "provision", move |_job| async move {
+                let kind = if req.start {
+                    provision::KIND_START
+                } else {
+                    provision::KIND
+                };
+                let result = match journal.begin(kind, vmid.get()).await {
+                    Ok(op) => (
+                        Some(op),
+                        provision::run(&pve, &journal, &wait, op, vmid, &req).await,
+                    ),
+                    Err(e) => (None, Err(e)),
+                };
+                let job_result: crate::queue::JobResult = match &result.1 {
+                    Ok(()) => Ok(Some(serde_json::json!({ "vmid": vmid.get() }))),
+                    Err(e) => Err(e.to_string().into()),
+                };
+                let _ = tx.send((result.0, result.1.map_err(|e| provision_status(&e))));
+                job_result
+            })
+            .await
+            .map_err(|e| status::queue(&e))?;
+        let job_id = handle.id().to_string();
+        let (op, result) = rx.await.map_err(|_| {
+            Status::unavailable("the provisioning job was dropped (agent stopping)")
+        })?;
+        result?;
+        Ok(Response::new(pb::ProvisionGuestResponse {
+            vmid: vmid.get(),
+            operation_id: op.map(|o| o.get()).unwrap_or_default(),
+            job_id,
+        }))
+    }
+}
+
+/// Provisioning errors as gRPC status, with the whole cause chain in the message.
+fn provision_status(e: &ProvisionError) -> Status {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        msg.push_str(": ");
+        msg.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    match e {
+        ProvisionError::Invalid(_) | ProvisionError::Shrink { .. } => Status::invalid_argument(msg),
+        ProvisionError::AlreadyExists(_) => Status::already_exists(msg),
+        ProvisionError::Pve { source, .. } => Status::new(status::pve(source).code(), msg),
+        ProvisionError::Journal(_) => Status::internal(msg),
     }
 }

@@ -1,0 +1,399 @@
+//! Crash recovery of journaled provisioning, end to end: the agent runs as a real process
+//! against the simulated Proxmox VE, is killed (SIGKILL, via the agent's
+//! `FELHOM_AGENT_FAILPOINT=journal:<n>` test hook) right after each of its journal writes in
+//! turn, and is restarted; recovery must leave the host either with the guest fully provisioned
+//! or with no trace of it — and never touch anything the operation did not create.
+
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use felhom_proto::agent::v1 as pb;
+use felhom_proto::agent::v1::agent_client::AgentClient;
+use felhom_simhost::devhost::Devhost;
+use felhom_simhost::pve::state::TaskState;
+
+const GOLDEN: &str = "local:backup/vzdump-lxc-9000-2026_06_01-03_00_12.tar.zst";
+const TARGET: u32 = 9100;
+
+fn devhost_exe() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_felhom-devhost"))
+}
+
+fn request(start: bool) -> pb::ProvisionGuestRequest {
+    pb::ProvisionGuestRequest {
+        vmid: TARGET,
+        archive: GOLDEN.into(),
+        storage: "local-lvm".into(),
+        hostname: "crash-test".into(),
+        memory_mib: 1024,
+        cores: 2,
+        rootfs_gib: 12,
+        start,
+    }
+}
+
+async fn client(host: &Devhost) -> AgentClient<tonic::transport::Channel> {
+    AgentClient::new(
+        felhom_agent::ctl::unix_channel(&host.info.agent_socket)
+            .await
+            .unwrap(),
+    )
+}
+
+fn vmids(host: &Devhost) -> BTreeSet<u32> {
+    host.pve()
+        .state()
+        .with(|w| w.guests.keys().copied().collect())
+}
+
+/// Polls `ListOperations{unfinished_only}` until it is empty (bounded).
+async fn wait_recovered(host: &Devhost) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ops = client(host)
+            .await
+            .list_operations(pb::ListOperationsRequest {
+                unfinished_only: true,
+                limit: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .operations;
+        if ops.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "operations still unfinished: {ops:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// No guest locked, no task running.
+fn assert_quiet(host: &Devhost, context: &str) {
+    let state = host.pve().state();
+    for vmid in vmids(host) {
+        let g = state.guest(vmid).unwrap();
+        assert_eq!(g.lock(), None, "{context}: guest {vmid} is locked");
+    }
+    for t in state.tasks() {
+        assert!(
+            !matches!(t.state, TaskState::Running),
+            "{context}: task {} still running",
+            t.upid
+        );
+    }
+}
+
+/// The target is either completely provisioned as requested, or gone. Returns whether it exists.
+fn assert_completed_or_gone(
+    host: &Devhost,
+    req: &pb::ProvisionGuestRequest,
+    context: &str,
+) -> bool {
+    let Some(g) = host.pve().state().guest(TARGET) else {
+        return false;
+    };
+    let c = &g.config;
+    assert_eq!(
+        c.get("hostname").map(String::as_str),
+        Some("crash-test"),
+        "{context}: {c:?}"
+    );
+    assert_eq!(
+        c.get("memory").map(String::as_str),
+        Some("1024"),
+        "{context}: {c:?}"
+    );
+    assert_eq!(
+        c.get("cores").map(String::as_str),
+        Some("2"),
+        "{context}: {c:?}"
+    );
+    let rootfs = c.get("rootfs").cloned().unwrap_or_default();
+    assert!(rootfs.contains("size=12G"), "{context}: rootfs {rootfs}");
+    let running = matches!(g.status, felhom_simhost::pve::fixture::GuestStatus::Running);
+    assert_eq!(running, req.start, "{context}: running state");
+    true
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provisioning_survives_a_crash_after_every_journal_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let req = request(true);
+    let mut exercised = 0u32;
+    let mut outcomes = Vec::new();
+    let mut host: Option<Devhost> = None;
+    for n in 1..=64u32 {
+        let failpoint = format!("journal:{n}");
+        let env = [("FELHOM_AGENT_FAILPOINT", failpoint.as_str())];
+        let h = match host.as_mut() {
+            None => {
+                host = Some(
+                    Devhost::start_with(&dir.path().join("dh"), devhost_exe(), &env)
+                        .await
+                        .unwrap(),
+                );
+                host.as_mut().unwrap()
+            }
+            Some(h) => {
+                h.restart_agent(&env).await.unwrap();
+                h
+            }
+        };
+        let before = vmids(h);
+        assert!(
+            !before.contains(&TARGET),
+            "leftover from the previous round"
+        );
+        let result = client(h).await.provision_guest(req.clone()).await;
+        // The answer is sent only after the operation's last journal write, so an answer means
+        // the failpoint was never reached.
+        let crashed = result.is_err();
+        if !crashed {
+            assert!(assert_completed_or_gone(h, &req, "uncrashed run"));
+            assert_quiet(h, "uncrashed run");
+            break;
+        }
+        let status = result.unwrap_err();
+        assert!(
+            h.wait_agent_exit(Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_some(),
+            "write {n}: the call failed ({status:?}) but the agent did not die"
+        );
+        exercised += 1;
+        h.restart_agent(&[]).await.unwrap();
+        wait_recovered(h).await;
+        let context = format!("crash after journal write {n}");
+        let exists = assert_completed_or_gone(h, &req, &context);
+        outcomes.push((n, exists));
+        let mut after = vmids(h);
+        after.remove(&TARGET);
+        let mut expected = before.clone();
+        expected.remove(&TARGET);
+        assert_eq!(after, expected, "{context}: other guests changed");
+        assert_quiet(h, &context);
+        // Next round starts from the same host: remove a completed target by hand.
+        if exists {
+            h.pve().state().with(|w| w.guests.remove(&TARGET));
+        }
+        assert!(n < 64, "the provision never completed without a crash");
+    }
+    println!("outcomes (write, guest exists after recovery): {outcomes:?}");
+    println!("crash points exercised: {exercised}");
+    assert!(exercised >= 10, "too few crash points: {exercised}");
+    host.unwrap().stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_resize_is_compensated_and_the_guest_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Devhost::start_with(&dir.path().join("dh"), devhost_exe(), &[])
+        .await
+        .unwrap();
+    let before = vmids(&host);
+    host.pve()
+        .faults()
+        .fail_next_tasks("resize", 1, Some("simulated resize failure"));
+    let err = client(&host)
+        .await
+        .provision_guest(request(true))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("Step resize failed")
+            && err.message().contains("simulated resize failure"),
+        "{err:?}"
+    );
+    assert_eq!(vmids(&host), before, "the restored guest was not removed");
+    let ops = client(&host)
+        .await
+        .list_operations(pb::ListOperationsRequest {
+            unfinished_only: false,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .operations;
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert_eq!(ops[0].state, "compensated", "{ops:?}");
+    assert_quiet(&host, "after compensation");
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_never_destroys_a_guest_the_operation_did_not_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = Devhost::start_with(&dir.path().join("dh"), devhost_exe(), &[])
+        .await
+        .unwrap();
+    host.kill_agent().unwrap();
+    // An interrupted provision naming guest 101 (which the fixture owns), with its restore step
+    // in flight but nothing recorded as created.
+    {
+        let db =
+            felhom_agent::state::StateDb::open(&host.info.state_dir.join("agent-state")).unwrap();
+        let j = db.journal();
+        let op = j
+            .begin(felhom_agent::state::NewOperation {
+                kind: felhom_agent::provision::KIND_START,
+                vmid: Some(101),
+                idempotency_key: None,
+            })
+            .unwrap();
+        j.step_started(op, "restore", None).unwrap();
+    }
+    if nix::unistd::geteuid().is_root() {
+        // The agent runs unprivileged and must still own its database.
+        let uid = felhom_simhost::devhost::UNPRIVILEGED_ID;
+        for entry in std::fs::read_dir(host.info.state_dir.join("agent-state")).unwrap() {
+            nix::unistd::chown(&entry.unwrap().path(), Some(uid.into()), Some(uid.into())).unwrap();
+        }
+    }
+    host.restart_agent(&[]).await.unwrap();
+    wait_recovered(&host).await;
+    let g = host
+        .pve()
+        .state()
+        .guest(101)
+        .expect("guest 101 must survive recovery");
+    assert_eq!(g.name(), "felhom-home");
+    let ops = client(&host)
+        .await
+        .list_operations(pb::ListOperationsRequest {
+            unfinished_only: false,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .operations;
+    assert_eq!(ops[0].state, "compensated", "{ops:?}");
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provisioning_onto_an_existing_guest_is_refused_and_leaves_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Devhost::start_with(&dir.path().join("dh"), devhost_exe(), &[])
+        .await
+        .unwrap();
+    let before = host.pve().state().guest(101).unwrap();
+    let mut req = request(false);
+    req.vmid = 101;
+    let err = client(&host).await.provision_guest(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
+    assert_eq!(err.message(), "Guest 101 already exists");
+    let after = host.pve().state().guest(101).unwrap();
+    assert_eq!(after.config, before.config);
+    assert_quiet(&host, "after the refusal");
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_during_compensation_is_finished_by_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let req = request(true);
+    let mut exercised = 0u32;
+    let mut host: Option<Devhost> = None;
+    for n in 1..=64u32 {
+        let failpoint = format!("journal:{n}");
+        let env = [("FELHOM_AGENT_FAILPOINT", failpoint.as_str())];
+        let h = match host.as_mut() {
+            None => {
+                host = Some(
+                    Devhost::start_with(&dir.path().join("dh"), devhost_exe(), &env)
+                        .await
+                        .unwrap(),
+                );
+                host.as_mut().unwrap()
+            }
+            Some(h) => {
+                h.restart_agent(&env).await.unwrap();
+                h
+            }
+        };
+        // The resize fails, so the operation always ends compensated; the crash lands before,
+        // during or after the compensation.
+        h.pve().faults().clear();
+        h.pve()
+            .faults()
+            .fail_next_tasks("resize", 1, Some("simulated resize failure"));
+        let before = vmids(h);
+        let status = client(h)
+            .await
+            .provision_guest(req.clone())
+            .await
+            .expect_err("the resize fault makes every provision fail");
+        // The answer is sent only after the compensation's last journal write.
+        let crashed = !status.message().contains("Step resize failed");
+        let context = format!("crash after journal write {n}");
+        if crashed {
+            assert!(
+                h.wait_agent_exit(Duration::from_secs(60))
+                    .await
+                    .unwrap()
+                    .is_some(),
+                "{context}: the call failed ({status:?}) but the agent did not die"
+            );
+            exercised += 1;
+            h.restart_agent(&[]).await.unwrap();
+            wait_recovered(h).await;
+        }
+        assert_eq!(vmids(h), before, "{context}: guest set changed");
+        assert_quiet(h, &context);
+        if !crashed {
+            break;
+        }
+        assert!(n < 64, "the provision never ended without a crash");
+    }
+    println!("crash points exercised (compensation path): {exercised}");
+    assert!(exercised >= 10, "too few crash points: {exercised}");
+    host.unwrap().stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provisioning_without_a_vmid_takes_the_next_free_one_and_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Devhost::start_with(&dir.path().join("dh"), devhost_exe(), &[])
+        .await
+        .unwrap();
+    let before = vmids(&host);
+    let mut req = request(false);
+    req.vmid = 0;
+    let answer = client(&host)
+        .await
+        .provision_guest(req)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!before.contains(&answer.vmid), "{answer:?}");
+    assert!(
+        answer.operation_id > 0 && !answer.job_id.is_empty(),
+        "{answer:?}"
+    );
+    let g = host.pve().state().guest(answer.vmid).unwrap();
+    assert_eq!(g.name(), "crash-test");
+    assert_eq!(g.lock(), None);
+    let entries = client(&host)
+        .await
+        .audit_tail(pb::AuditTailRequest { limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let uid = nix::unistd::geteuid().as_raw();
+    let last = entries.last().unwrap();
+    assert_eq!(last.actor, format!("operator:uid={uid}"));
+    assert_eq!(last.action, "guest.provision");
+    assert_eq!(last.target, format!("guest:{}", answer.vmid));
+    host.stop().await.unwrap();
+}
