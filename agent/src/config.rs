@@ -9,6 +9,7 @@
 //! fix the file without reading code.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -96,6 +97,11 @@ struct RawLocalApi {
     /// Storage id → "fast" | "slow".
     #[serde(default)]
     storage_classes: BTreeMap<String, StorageClass>,
+    /// Gateway listen addresses ("10.0.0.1:8443"); empty or absent: the gateway is off.
+    #[serde(default)]
+    listen: Vec<String>,
+    /// Where the gateway's certificate and key live; default `<state_dir>/local-api`.
+    certificate_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +131,8 @@ struct RawAgent {
 #[derive(Clone, Copy)]
 enum Kind {
     Str,
+    /// A comma-separated list of strings.
+    List,
     Int,
     Bool,
 }
@@ -144,6 +152,8 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("agent", "socket", Kind::Str),
     ("agent", "helper_socket", Kind::Str),
     ("agent", "socket_group", Kind::Str),
+    ("local_api", "listen", Kind::List),
+    ("local_api", "certificate_dir", Kind::Str),
 ];
 
 /// Validated Proxmox VE connection settings (the token already read).
@@ -165,10 +175,14 @@ pub struct AgentPaths {
 }
 
 /// Validated local-API settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalApiSettings {
     /// Storage id → class, reported to guests by `GET /storage`.
     pub storage_classes: BTreeMap<String, StorageClass>,
+    /// Addresses the embedded gateway listens on; empty: the gateway is off.
+    pub listen: Vec<SocketAddr>,
+    /// The gateway's certificate directory (created 0700 by the daemon).
+    pub certificate_dir: PathBuf,
 }
 
 /// The whole validated configuration.
@@ -218,12 +232,11 @@ impl Config {
                     path: path.to_owned(),
                     message: e.message().to_owned(),
                 })?;
+        let agent = validate_agent(raw.agent)?;
         Ok(Config {
             proxmox: validate_proxmox(raw.proxmox, env)?,
-            agent: validate_agent(raw.agent)?,
-            local_api: LocalApiSettings {
-                storage_classes: raw.local_api.storage_classes,
-            },
+            local_api: validate_local_api(raw.local_api, &agent.state_dir)?,
+            agent,
         })
     }
 
@@ -245,6 +258,13 @@ fn apply_env(table: &mut toml::Table, env: &dyn EnvSource) -> Result<(), ConfigE
         let Some(raw) = env.var(&var) else { continue };
         let value = match kind {
             Kind::Str => toml::Value::String(raw),
+            Kind::List => toml::Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(|item| toml::Value::String(item.to_owned()))
+                    .collect(),
+            ),
             Kind::Int => toml::Value::Integer(
                 raw.trim()
                     .parse()
@@ -405,6 +425,43 @@ fn load_token(file: Option<&Path>, env: &dyn EnvSource) -> Result<ApiToken, Conf
         source,
     })?;
     ApiToken::parse(&text).map_err(|e| invalid(key, e.to_string()))
+}
+
+/// Directory under the agent's state directory that holds the gateway certificate by default.
+pub const LOCAL_API_CERT_SUBDIR: &str = "local-api";
+
+fn validate_local_api(raw: RawLocalApi, state_dir: &Path) -> Result<LocalApiSettings, ConfigError> {
+    let mut listen: Vec<SocketAddr> = Vec::with_capacity(raw.listen.len());
+    for item in &raw.listen {
+        let addr: SocketAddr = item.trim().parse().map_err(|_| {
+            invalid(
+                "local_api.listen",
+                format!("'{item}' is not an IP address with a port (like \"10.0.0.1:8443\")"),
+            )
+        })?;
+        if listen.contains(&addr) {
+            return Err(invalid(
+                "local_api.listen",
+                format!("'{item}' is listed twice"),
+            ));
+        }
+        listen.push(addr);
+    }
+    let certificate_dir = match raw.certificate_dir {
+        Some(p) if p.is_absolute() => p,
+        Some(p) => {
+            return Err(invalid(
+                "local_api.certificate_dir",
+                format!("'{}' must be an absolute path", p.display()),
+            ));
+        }
+        None => state_dir.join(LOCAL_API_CERT_SUBDIR),
+    };
+    Ok(LocalApiSettings {
+        storage_classes: raw.storage_classes,
+        listen,
+        certificate_dir,
+    })
 }
 
 fn validate_agent(raw: RawAgent) -> Result<AgentPaths, ConfigError> {
@@ -633,6 +690,100 @@ mod tests {
         assert_eq!(
             cfg.require_proxmox().unwrap_err().to_string(),
             "proxmox.endpoint: is required"
+        );
+    }
+
+    #[test]
+    fn the_local_api_gateway_is_off_by_default() {
+        let cfg = load("", &[]).unwrap();
+        assert!(cfg.local_api.listen.is_empty());
+        assert_eq!(
+            cfg.local_api.certificate_dir,
+            PathBuf::from(paths::STATE_DIR).join("local-api")
+        );
+    }
+
+    #[test]
+    fn local_api_listen_and_certificate_dir_load_from_the_file() {
+        let cfg = load(
+            "[agent]\nstate_dir = \"/srv/agent\"\n[local_api]\nlisten = [\"10.0.0.1:8443\", \"[fd00::1]:8443\"]\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.local_api.listen,
+            vec![
+                "10.0.0.1:8443".parse::<SocketAddr>().unwrap(),
+                "[fd00::1]:8443".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            cfg.local_api.certificate_dir,
+            PathBuf::from("/srv/agent/local-api")
+        );
+    }
+
+    #[test]
+    fn local_api_listen_is_overridden_by_a_comma_separated_variable() {
+        let cfg = load(
+            "[local_api]\nlisten = [\"10.0.0.1:8443\"]\n",
+            &[
+                (
+                    "FELHOM_AGENT_LOCAL_API_LISTEN",
+                    "127.0.0.1:9443, 127.0.0.2:9443",
+                ),
+                ("FELHOM_AGENT_LOCAL_API_CERTIFICATE_DIR", "/srv/certs"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.local_api.listen,
+            vec![
+                "127.0.0.1:9443".parse::<SocketAddr>().unwrap(),
+                "127.0.0.2:9443".parse().unwrap()
+            ]
+        );
+        assert_eq!(cfg.local_api.certificate_dir, PathBuf::from("/srv/certs"));
+    }
+
+    #[test]
+    fn an_empty_listen_variable_turns_the_gateway_off() {
+        let cfg = load(
+            "[local_api]\nlisten = [\"10.0.0.1:8443\"]\n",
+            &[("FELHOM_AGENT_LOCAL_API_LISTEN", "")],
+        )
+        .unwrap();
+        assert!(cfg.local_api.listen.is_empty());
+    }
+
+    #[test]
+    fn a_listen_address_without_port_is_named() {
+        let err = load("[local_api]\nlisten = [\"10.0.0.1\"]\n", &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "local_api.listen: '10.0.0.1' is not an IP address with a port (like \"10.0.0.1:8443\")"
+        );
+    }
+
+    #[test]
+    fn a_repeated_listen_address_is_named() {
+        let err = load(
+            "[local_api]\nlisten = [\"10.0.0.1:8443\", \"10.0.0.1:8443\"]\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "local_api.listen: '10.0.0.1:8443' is listed twice"
+        );
+    }
+
+    #[test]
+    fn a_relative_certificate_dir_is_named() {
+        let err = load("[local_api]\ncertificate_dir = \"certs\"\n", &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "local_api.certificate_dir: 'certs' must be an absolute path"
         );
     }
 }
