@@ -51,30 +51,56 @@ pub enum Style {
 }
 
 /// Every shortcut felhomctl offers.
-pub const SHORTCUTS: &[Shortcut] = &[Shortcut {
-    name: "selftest",
-    about: "Check the agent's Proxmox VE connection, token and privileges (read-only)",
-    method: "felhom.agent.v1.Agent/Selftest",
-    rows: Some("checks"),
-    columns: &[
-        Column {
-            header: "",
-            field: "ok",
-            style: Style::OkFail,
-        },
-        Column {
-            header: "",
-            field: "name",
-            style: Style::Text,
-        },
-        Column {
-            header: "",
-            field: "detail",
-            style: Style::Text,
-        },
-    ],
-    verdict: Some("ok"),
-}];
+pub const SHORTCUTS: &[Shortcut] = &[
+    Shortcut {
+        name: "selftest",
+        about: "Check the agent's Proxmox VE connection, token and privileges (read-only)",
+        method: "felhom.agent.v1.Agent/Selftest",
+        rows: Some("checks"),
+        columns: &[
+            Column {
+                header: "",
+                field: "ok",
+                style: Style::OkFail,
+            },
+            Column {
+                header: "",
+                field: "name",
+                style: Style::Text,
+            },
+            Column {
+                header: "",
+                field: "detail",
+                style: Style::Text,
+            },
+        ],
+        verdict: Some("ok"),
+    },
+    Shortcut {
+        name: "pins",
+        about: "Show the local API certificate pins and listen addresses (for guests' bootstrap)",
+        method: "felhom.agent.v1.Agent/GetLocalApiPins",
+        rows: None,
+        columns: &[
+            Column {
+                header: "LEAF SHA-256",
+                field: "leafSha256Hex",
+                style: Style::Text,
+            },
+            Column {
+                header: "SPKI SHA-256 (BASE64)",
+                field: "spkiSha256Base64",
+                style: Style::Text,
+            },
+            Column {
+                header: "LISTEN",
+                field: "listen",
+                style: Style::Text,
+            },
+        ],
+        verdict: None,
+    },
+];
 
 /// The shortcut called `name`.
 pub fn find(name: &str) -> Option<&'static Shortcut> {
