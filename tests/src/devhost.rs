@@ -7,6 +7,11 @@
 //! (`nobody`, 65534), so the agent's "never root" rule and socket permissions are exercised for
 //! real. `DIR/devhost.json` tells other tools where everything is.
 //!
+//! The agent embeds the local API gateway on 127.0.0.1 (port chosen unless given), and devhost
+//! mints bearer tokens for two demo guests of the simulator's default fixture ([`DEMO_GUESTS`]),
+//! through the agent's own operator RPCs (the code paths of `felhomctl token mint` and
+//! `felhomctl pins`), so `curl` against the guests' API works at once.
+//!
 //! Limits: loopback only; the state directory is deleted on exit only if devhost created it.
 
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -27,6 +32,27 @@ pub const AGENT_AUTHID: &str = "felhom-agent@pve!agent";
 /// uid/gid the agent runs as when devhost is root.
 pub const UNPRIVILEGED_ID: u32 = 65534;
 
+/// Guests of the default fixture that get a local API token (vmid, as the fixture names them).
+pub const DEMO_GUESTS: [u32; 2] = [101, 102];
+
+/// A demo guest and its local API bearer token (a devhost secret, in the 0600 devhost.json).
+#[derive(Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct DemoGuest {
+    pub vmid: u32,
+    pub name: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for DemoGuest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoGuest")
+            .field("vmid", &self.vmid)
+            .field("name", &self.name)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
 /// What `devhost.json` says.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct DevhostInfo {
@@ -39,6 +65,13 @@ pub struct DevhostInfo {
     pub agent_uid: u32,
     pub agent_pid: u32,
     pub state_dir: PathBuf,
+    /// The guests' local API, "127.0.0.1:PORT".
+    pub local_api_endpoint: String,
+    /// SHA-256 of the gateway's leaf certificate, hex (bootstrap `local_api_pin_sha256`).
+    pub local_api_pin_sha256: String,
+    /// SHA-256 of its SubjectPublicKeyInfo, base64 (curl `--pinnedpubkey sha256//…`).
+    pub local_api_pin_spki_sha256: String,
+    pub guests: Vec<DemoGuest>,
 }
 
 /// A running devhost.
@@ -66,8 +99,17 @@ fn write_private(path: &Path, contents: &str, owner: Option<u32>) -> anyhow::Res
 }
 
 impl Devhost {
-    /// Starts everything with `dir` as the state directory (created if missing).
+    /// Starts everything with `dir` as the state directory (created if missing); the local API
+    /// listens on a free loopback port.
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with_local_api_port(dir, 0).await
+    }
+
+    /// [`Devhost::start`] with the local API on 127.0.0.1:`local_api_port` (0: a free port).
+    pub async fn start_with_local_api_port(
+        dir: &Path,
+        local_api_port: u16,
+    ) -> anyhow::Result<Self> {
         let root = nix::unistd::geteuid().is_root();
         let agent_uid = if root {
             UNPRIVILEGED_ID
@@ -115,6 +157,7 @@ impl Devhost {
                  tls_fingerprint = \"{fp}\"\n\n\
                  [agent]\nstate_dir = \"{state}\"\nsocket = \"{sock}\"\nhelper_socket = \"{helper}\"\n\
                  socket_group = \"\"\n\n\
+                 [local_api]\nlisten = [\"127.0.0.1:{port}\"]\n\n\
                  [local_api.storage_classes]\n\"local-lvm\" = \"fast\"\n\"local\" = \"slow\"\n",
                 url = pve.url(),
                 node = pve.node(),
@@ -123,6 +166,7 @@ impl Devhost {
                 state = agent_state.display(),
                 sock = agent_socket.display(),
                 helper = helper_socket.display(),
+                port = local_api_port,
             ),
             owner,
         )?;
@@ -146,6 +190,14 @@ impl Devhost {
         }
         let mut agent = cmd.spawn().context("cannot start the agent")?;
         wait_for_socket(&agent_socket, &mut agent).await?;
+        let local_api = match local_api_setup(&agent_socket, &pve).await {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = agent.kill();
+                let _ = agent.wait();
+                return Err(e);
+            }
+        };
 
         let info = DevhostInfo {
             agent_socket,
@@ -156,6 +208,10 @@ impl Devhost {
             agent_uid,
             agent_pid: agent.id(),
             state_dir: dir.clone(),
+            local_api_endpoint: local_api.endpoint,
+            local_api_pin_sha256: local_api.pin_sha256,
+            local_api_pin_spki_sha256: local_api.pin_spki_sha256,
+            guests: local_api.guests,
         };
         write_private(
             &dir.join("devhost.json"),
@@ -197,6 +253,65 @@ impl Devhost {
         }
         Ok(())
     }
+}
+
+/// What devhost learns from and sets up through the agent for the local API.
+struct LocalApiSetup {
+    endpoint: String,
+    pin_sha256: String,
+    pin_spki_sha256: String,
+    guests: Vec<DemoGuest>,
+}
+
+async fn local_api_setup(socket: &Path, pve: &PveSimHandle) -> anyhow::Result<LocalApiSetup> {
+    use felhom_agent::ctl::token::{self, TokenAction};
+    use felhom_agent::ctl::{CtlError, shortcut};
+    let pins_shortcut = shortcut::find("pins").context("felhomctl has no pins shortcut")?;
+    let pins = shortcut::run(socket, pins_shortcut)
+        .await
+        .context("cannot read the local API pins from the agent")?;
+    let field = |name: &str| {
+        pins.json
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+            .with_context(|| format!("GetLocalApiPins has no {name}"))
+    };
+    let endpoint = pins
+        .json
+        .get("listen")
+        .and_then(|l| l.get(0))
+        .and_then(serde_json::Value::as_str)
+        .context("the agent reports no local API listen address")?
+        .to_owned();
+    let mut guests = Vec::with_capacity(DEMO_GUESTS.len());
+    for vmid in DEMO_GUESTS {
+        let name = pve
+            .state()
+            .guest(vmid)
+            .with_context(|| format!("the simulator has no guest {vmid}"))?
+            .name();
+        // A reused state directory already has tokens: replace them (only the hash is kept,
+        // so an old token cannot be shown again).
+        let minted = match token::run(socket, TokenAction::Mint, vmid).await {
+            Err(CtlError::Status { status }) if status.code() == tonic::Code::AlreadyExists => {
+                token::run(socket, TokenAction::Rotate, vmid).await
+            }
+            other => other,
+        }
+        .with_context(|| format!("cannot mint a local API token for guest {vmid}"))?;
+        guests.push(DemoGuest {
+            vmid,
+            name,
+            token: minted.line,
+        });
+    }
+    Ok(LocalApiSetup {
+        endpoint,
+        pin_sha256: field("leafSha256Hex")?,
+        pin_spki_sha256: field("spkiSha256Base64")?,
+        guests,
+    })
 }
 
 async fn wait_for_socket(socket: &Path, agent: &mut Child) -> anyhow::Result<()> {
