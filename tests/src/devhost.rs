@@ -74,6 +74,16 @@ pub struct DevhostInfo {
     pub guests: Vec<DemoGuest>,
 }
 
+/// How to start a devhost; [`Default`] is what `felhom-devhost` does without flags.
+#[derive(Debug, Clone, Default)]
+pub struct DevhostOptions {
+    /// Port of the guests' local API on 127.0.0.1 (0: a free port).
+    pub local_api_port: u16,
+    /// Program run with [`AGENT_ENTRY`] as the agent; `None`: this executable (the
+    /// `felhom-devhost` binary). Tests pass `env!("CARGO_BIN_EXE_felhom-devhost")`.
+    pub agent_program: Option<PathBuf>,
+}
+
 /// A running devhost.
 pub struct Devhost {
     pub info: DevhostInfo,
@@ -102,14 +112,12 @@ impl Devhost {
     /// Starts everything with `dir` as the state directory (created if missing); the local API
     /// listens on a free loopback port.
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
-        Self::start_with_local_api_port(dir, 0).await
+        Self::start_with(dir, &DevhostOptions::default()).await
     }
 
-    /// [`Devhost::start`] with the local API on 127.0.0.1:`local_api_port` (0: a free port).
-    pub async fn start_with_local_api_port(
-        dir: &Path,
-        local_api_port: u16,
-    ) -> anyhow::Result<Self> {
+    /// [`Devhost::start`] with `options`.
+    pub async fn start_with(dir: &Path, options: &DevhostOptions) -> anyhow::Result<Self> {
+        let local_api_port = options.local_api_port;
         let root = nix::unistd::geteuid().is_root();
         let agent_uid = if root {
             UNPRIVILEGED_ID
@@ -171,7 +179,11 @@ impl Devhost {
             owner,
         )?;
 
-        let mut cmd = Command::new(std::env::current_exe()?);
+        let program = match &options.agent_program {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()?,
+        };
+        let mut cmd = Command::new(program);
         cmd.arg(AGENT_ENTRY)
             .arg("--config")
             .arg(&config)
@@ -312,6 +324,16 @@ async fn local_api_setup(socket: &Path, pve: &PveSimHandle) -> anyhow::Result<Lo
         pin_spki_sha256: field("spkiSha256Base64")?,
         guests,
     })
+}
+
+impl Drop for Devhost {
+    /// A devhost dropped without [`Devhost::stop`] (a failed test) leaves no agent behind.
+    fn drop(&mut self) {
+        if matches!(self.agent.try_wait(), Ok(None)) {
+            let _ = self.agent.kill();
+            let _ = self.agent.wait();
+        }
+    }
 }
 
 async fn wait_for_socket(socket: &Path, agent: &mut Child) -> anyhow::Result<()> {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use felhom_simhost::devhost::{AGENT_ENTRY, Devhost};
+use felhom_simhost::devhost::{AGENT_ENTRY, Devhost, DevhostOptions};
 
 /// Starts the simulated Proxmox VE and the felhom agent on loopback.
 #[derive(Debug, Parser)]
@@ -63,7 +63,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let host = Devhost::start_with_local_api_port(&dir, args.local_api_port).await?;
+    let host = Devhost::start_with(
+        &dir,
+        &DevhostOptions {
+            local_api_port: args.local_api_port,
+            agent_program: None,
+        },
+    )
+    .await?;
     let i = &host.info;
     let config = i.state_dir.join("agent.toml");
     let selftest = felhom_agent::ctl::selftest(&i.agent_socket).await;
