@@ -1,12 +1,17 @@
 //! Agent configuration: a TOML file, `FELHOM_AGENT_*` environment overrides, secrets from files.
 //!
 //! Precedence: built-in defaults < the TOML file < `FELHOM_AGENT_<SECTION>_<KEY>` variables
-//! (e.g. `FELHOM_AGENT_PROXMOX_ENDPOINT`). Secrets are never taken from the file body, the
+//! (e.g. `FELHOM_AGENT_PROXMOX_ENDPOINT`; list keys take a comma-separated value,
+//! `FELHOM_AGENT_LOCAL_API_LISTEN=10.0.0.1:8443,10.0.1.1:8443`, empty for none). Secrets are never taken from the file body, the
 //! environment or argv: the Proxmox token is read from `proxmox.token_file`, or else from the
 //! systemd credential `pve-token` (`LoadCredential=` puts it in `$CREDENTIALS_DIRECTORY`).
 //!
 //! Everything is validated at load; every error names the key it is about, so an operator can
 //! fix the file without reading code.
+//!
+//! `[local_api]`: `listen` (addresses of the embedded gateway; empty = off), `certificate_dir`
+//! (default `<state_dir>/local-api`), `storage_classes`. The gateway's resource limits keep
+//! their defaults (`felhom_localapi_gateway::Limits`); they are not configurable here yet.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
