@@ -473,3 +473,22 @@ async fn rotating_the_certificate_changes_the_served_pin() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_certificate_lives_in_a_private_directory_under_the_state_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = Host::start().await;
+    let dir = h.dh().info.state_dir.join("agent-state").join("local-api");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("localapi-key.pem")), 0o600);
+    let pem = std::fs::read(dir.join("localapi-cert.pem")).unwrap();
+    let der = rustls_pki_types::pem::PemObject::from_pem_slice(&pem)
+        .map(|c: CertificateDer<'static>| c)
+        .unwrap();
+    assert_eq!(
+        hex::encode(Sha256::digest(der.as_ref())),
+        h.dh().info.local_api_pin_sha256
+    );
+    h.stop().await;
+}
