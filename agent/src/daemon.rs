@@ -3,9 +3,11 @@
 //! Start-up order matters and is fixed here: check identity (never root) → load config (done by
 //! the caller) → connect the Proxmox client → bind the gRPC socket → set its group and mode
 //! (0660) → start the local API gateway (if `[local_api] listen` names addresses; it calls the
-//! LocalApi service through this very socket) → tell systemd READY=1 → serve. SIGTERM/SIGINT stop accepting new calls and let
-//! in-flight calls finish, the gateway first (its requests are gRPC calls in flight); the watchdog is petted at half its interval while the runtime is
-//! healthy.
+//! LocalApi service through this very socket) → tell systemd READY=1 → serve. SIGTERM/SIGINT
+//! stop accepting new calls and let in-flight calls finish, the gateway first (its requests are
+//! gRPC calls in flight); the watchdog is petted at half its interval while the runtime is
+//! healthy. A gateway that cannot start (address in use, unreadable certificate) stops the
+//! daemon: an operator who configured it wants to know, and systemd shows why.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
