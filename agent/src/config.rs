@@ -10,8 +10,9 @@
 //! fix the file without reading code.
 //!
 //! `[local_api]`: `listen` (addresses of the embedded gateway; empty = off), `certificate_dir`
-//! (default `<state_dir>/local-api`), `storage_classes`. The gateway's resource limits keep
-//! their defaults (`felhom_localapi_gateway::Limits`); they are not configurable here yet.
+//! (default `<state_dir>/local-api`), `storage_classes`, and the gateway limits an operator may
+//! need to change (`max_body_bytes`, `max_connections`, `rate_per_second`, `rate_burst`); the
+//! other limits keep `felhom_localapi_gateway::Limits` defaults.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use serde::Deserialize;
 use crate::context::StorageClass;
 use crate::paths;
 use crate::pve::{ApiToken, CertFingerprint, PveClientConfig, TlsTrust};
+use felhom_localapi_gateway::Limits;
 
 /// Name of the systemd credential holding the Proxmox VE API token.
 pub const PVE_TOKEN_CREDENTIAL: &str = "pve-token";
@@ -107,6 +109,10 @@ struct RawLocalApi {
     listen: Vec<String>,
     /// Where the gateway's certificate and key live; default `<state_dir>/local-api`.
     certificate_dir: Option<PathBuf>,
+    max_body_bytes: Option<u64>,
+    max_connections: Option<u64>,
+    rate_per_second: Option<u64>,
+    rate_burst: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +165,10 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("agent", "socket_group", Kind::Str),
     ("local_api", "listen", Kind::List),
     ("local_api", "certificate_dir", Kind::Str),
+    ("local_api", "max_body_bytes", Kind::Int),
+    ("local_api", "max_connections", Kind::Int),
+    ("local_api", "rate_per_second", Kind::Int),
+    ("local_api", "rate_burst", Kind::Int),
 ];
 
 /// Validated Proxmox VE connection settings (the token already read).
@@ -180,7 +190,7 @@ pub struct AgentPaths {
 }
 
 /// Validated local-API settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LocalApiSettings {
     /// Storage id → class, reported to guests by `GET /storage`.
     pub storage_classes: BTreeMap<String, StorageClass>,
@@ -188,6 +198,8 @@ pub struct LocalApiSettings {
     pub listen: Vec<SocketAddr>,
     /// The gateway's certificate directory (created 0700 by the daemon).
     pub certificate_dir: PathBuf,
+    /// The gateway's resource limits: its defaults, with the overridable keys applied.
+    pub limits: Limits,
 }
 
 /// The whole validated configuration.
@@ -462,11 +474,63 @@ fn validate_local_api(raw: RawLocalApi, state_dir: &Path) -> Result<LocalApiSett
         }
         None => state_dir.join(LOCAL_API_CERT_SUBDIR),
     };
+    let defaults = Limits::default();
+    let limits = Limits {
+        max_body_bytes: limit(
+            "local_api.max_body_bytes",
+            raw.max_body_bytes,
+            defaults.max_body_bytes,
+            MAX_BODY_LIMIT,
+        )?,
+        max_connections: limit(
+            "local_api.max_connections",
+            raw.max_connections,
+            defaults.max_connections,
+            MAX_CONNECTIONS_LIMIT,
+        )?,
+        rate_per_second: limit(
+            "local_api.rate_per_second",
+            raw.rate_per_second,
+            defaults.rate_per_second,
+            MAX_RATE_LIMIT,
+        )?,
+        rate_burst: limit(
+            "local_api.rate_burst",
+            raw.rate_burst,
+            defaults.rate_burst,
+            MAX_RATE_LIMIT,
+        )?,
+        ..defaults
+    };
     Ok(LocalApiSettings {
         storage_classes: raw.storage_classes,
         listen,
         certificate_dir,
+        limits,
     })
+}
+
+/// Largest `local_api.max_body_bytes` (the client reads at most 1 MiB anyway; bodies are tiny).
+const MAX_BODY_LIMIT: u64 = 1024 * 1024;
+/// Largest `local_api.max_connections`.
+const MAX_CONNECTIONS_LIMIT: u64 = 65_536;
+/// Largest `local_api.rate_per_second` and `local_api.rate_burst`.
+const MAX_RATE_LIMIT: u64 = 1_000_000;
+
+/// A gateway limit: `default` when unset, else 1..=`max`.
+fn limit<T: TryFrom<u64>>(
+    key: &str,
+    v: Option<u64>,
+    default: T,
+    max: u64,
+) -> Result<T, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => {
+            T::try_from(n).map_err(|_| invalid(key, format!("{n} is too large")))
+        }
+        Some(n) => Err(invalid(key, format!("{n} is out of range (1 to {max})"))),
+    }
 }
 
 fn validate_agent(raw: RawAgent) -> Result<AgentPaths, ConfigError> {
@@ -789,6 +853,35 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "local_api.certificate_dir: 'certs' must be an absolute path"
+        );
+    }
+
+    #[test]
+    fn gateway_limits_keep_their_defaults_unless_set() {
+        let cfg = load("", &[]).unwrap();
+        assert_eq!(cfg.local_api.limits, Limits::default());
+        let cfg = load(
+            "[local_api]\nrate_per_second = 100\nmax_connections = 16\n",
+            &[("FELHOM_AGENT_LOCAL_API_RATE_BURST", "200")],
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.local_api.limits,
+            Limits {
+                rate_per_second: 100,
+                rate_burst: 200,
+                max_connections: 16,
+                ..Limits::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_zero_gateway_limit_is_named() {
+        let err = load("[local_api]\nrate_burst = 0\n", &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "local_api.rate_burst: 0 is out of range (1 to 1000000)"
         );
     }
 }

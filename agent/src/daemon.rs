@@ -155,7 +155,8 @@ async fn start_gateway(config: &Config, ctx: &AgentContext) -> Result<(), Daemon
     std::fs::create_dir_all(dir).map_err(dir_error)?;
     // The private key lives here: only the agent may read or list it.
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_error)?;
-    let gateway_config = GatewayConfig::new(settings.listen.clone(), dir.clone());
+    let mut gateway_config = GatewayConfig::new(settings.listen.clone(), dir.clone());
+    gateway_config.limits = settings.limits.clone();
     let client = connect_unix(config.agent.socket.clone());
     let gateway = Gateway::start(gateway_config, client)
         .await
