@@ -1,14 +1,21 @@
 //! Agent configuration: a TOML file, `FELHOM_AGENT_*` environment overrides, secrets from files.
 //!
 //! Precedence: built-in defaults < the TOML file < `FELHOM_AGENT_<SECTION>_<KEY>` variables
-//! (e.g. `FELHOM_AGENT_PROXMOX_ENDPOINT`). Secrets are never taken from the file body, the
+//! (e.g. `FELHOM_AGENT_PROXMOX_ENDPOINT`; list keys take a comma-separated value,
+//! `FELHOM_AGENT_LOCAL_API_LISTEN=10.0.0.1:8443,10.0.1.1:8443`, empty for none). Secrets are never taken from the file body, the
 //! environment or argv: the Proxmox token is read from `proxmox.token_file`, or else from the
 //! systemd credential `pve-token` (`LoadCredential=` puts it in `$CREDENTIALS_DIRECTORY`).
 //!
 //! Everything is validated at load; every error names the key it is about, so an operator can
 //! fix the file without reading code.
+//!
+//! `[local_api]`: `listen` (addresses of the embedded gateway; empty = off), `certificate_dir`
+//! (default `<state_dir>/local-api`), `storage_classes`, and the gateway limits an operator may
+//! need to change (`max_body_bytes`, `max_connections`, `rate_per_second`, `rate_burst`); the
+//! other limits keep `felhom_localapi_gateway::Limits` defaults.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +25,7 @@ use serde::Deserialize;
 use crate::context::StorageClass;
 use crate::paths;
 use crate::pve::{ApiToken, CertFingerprint, PveClientConfig, TlsTrust};
+use felhom_localapi_gateway::Limits;
 
 /// Name of the systemd credential holding the Proxmox VE API token.
 pub const PVE_TOKEN_CREDENTIAL: &str = "pve-token";
@@ -96,6 +104,15 @@ struct RawLocalApi {
     /// Storage id → "fast" | "slow".
     #[serde(default)]
     storage_classes: BTreeMap<String, StorageClass>,
+    /// Gateway listen addresses ("10.0.0.1:8443"); empty or absent: the gateway is off.
+    #[serde(default)]
+    listen: Vec<String>,
+    /// Where the gateway's certificate and key live; default `<state_dir>/local-api`.
+    certificate_dir: Option<PathBuf>,
+    max_body_bytes: Option<u64>,
+    max_connections: Option<u64>,
+    rate_per_second: Option<u64>,
+    rate_burst: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +142,8 @@ struct RawAgent {
 #[derive(Clone, Copy)]
 enum Kind {
     Str,
+    /// A comma-separated list of strings.
+    List,
     Int,
     Bool,
 }
@@ -144,6 +163,12 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("agent", "socket", Kind::Str),
     ("agent", "helper_socket", Kind::Str),
     ("agent", "socket_group", Kind::Str),
+    ("local_api", "listen", Kind::List),
+    ("local_api", "certificate_dir", Kind::Str),
+    ("local_api", "max_body_bytes", Kind::Int),
+    ("local_api", "max_connections", Kind::Int),
+    ("local_api", "rate_per_second", Kind::Int),
+    ("local_api", "rate_burst", Kind::Int),
 ];
 
 /// Validated Proxmox VE connection settings (the token already read).
@@ -165,10 +190,16 @@ pub struct AgentPaths {
 }
 
 /// Validated local-API settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LocalApiSettings {
     /// Storage id → class, reported to guests by `GET /storage`.
     pub storage_classes: BTreeMap<String, StorageClass>,
+    /// Addresses the embedded gateway listens on; empty: the gateway is off.
+    pub listen: Vec<SocketAddr>,
+    /// The gateway's certificate directory (created 0700 by the daemon).
+    pub certificate_dir: PathBuf,
+    /// The gateway's resource limits: its defaults, with the overridable keys applied.
+    pub limits: Limits,
 }
 
 /// The whole validated configuration.
@@ -218,12 +249,11 @@ impl Config {
                     path: path.to_owned(),
                     message: e.message().to_owned(),
                 })?;
+        let agent = validate_agent(raw.agent)?;
         Ok(Config {
             proxmox: validate_proxmox(raw.proxmox, env)?,
-            agent: validate_agent(raw.agent)?,
-            local_api: LocalApiSettings {
-                storage_classes: raw.local_api.storage_classes,
-            },
+            local_api: validate_local_api(raw.local_api, &agent.state_dir)?,
+            agent,
         })
     }
 
@@ -245,6 +275,13 @@ fn apply_env(table: &mut toml::Table, env: &dyn EnvSource) -> Result<(), ConfigE
         let Some(raw) = env.var(&var) else { continue };
         let value = match kind {
             Kind::Str => toml::Value::String(raw),
+            Kind::List => toml::Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(|item| toml::Value::String(item.to_owned()))
+                    .collect(),
+            ),
             Kind::Int => toml::Value::Integer(
                 raw.trim()
                     .parse()
@@ -405,6 +442,95 @@ fn load_token(file: Option<&Path>, env: &dyn EnvSource) -> Result<ApiToken, Conf
         source,
     })?;
     ApiToken::parse(&text).map_err(|e| invalid(key, e.to_string()))
+}
+
+/// Directory under the agent's state directory that holds the gateway certificate by default.
+pub const LOCAL_API_CERT_SUBDIR: &str = "local-api";
+
+fn validate_local_api(raw: RawLocalApi, state_dir: &Path) -> Result<LocalApiSettings, ConfigError> {
+    let mut listen: Vec<SocketAddr> = Vec::with_capacity(raw.listen.len());
+    for item in &raw.listen {
+        let addr: SocketAddr = item.trim().parse().map_err(|_| {
+            invalid(
+                "local_api.listen",
+                format!("'{item}' is not an IP address with a port (like \"10.0.0.1:8443\")"),
+            )
+        })?;
+        if listen.contains(&addr) {
+            return Err(invalid(
+                "local_api.listen",
+                format!("'{item}' is listed twice"),
+            ));
+        }
+        listen.push(addr);
+    }
+    let certificate_dir = match raw.certificate_dir {
+        Some(p) if p.is_absolute() => p,
+        Some(p) => {
+            return Err(invalid(
+                "local_api.certificate_dir",
+                format!("'{}' must be an absolute path", p.display()),
+            ));
+        }
+        None => state_dir.join(LOCAL_API_CERT_SUBDIR),
+    };
+    let defaults = Limits::default();
+    let limits = Limits {
+        max_body_bytes: limit(
+            "local_api.max_body_bytes",
+            raw.max_body_bytes,
+            defaults.max_body_bytes,
+            MAX_BODY_LIMIT,
+        )?,
+        max_connections: limit(
+            "local_api.max_connections",
+            raw.max_connections,
+            defaults.max_connections,
+            MAX_CONNECTIONS_LIMIT,
+        )?,
+        rate_per_second: limit(
+            "local_api.rate_per_second",
+            raw.rate_per_second,
+            defaults.rate_per_second,
+            MAX_RATE_LIMIT,
+        )?,
+        rate_burst: limit(
+            "local_api.rate_burst",
+            raw.rate_burst,
+            defaults.rate_burst,
+            MAX_RATE_LIMIT,
+        )?,
+        ..defaults
+    };
+    Ok(LocalApiSettings {
+        storage_classes: raw.storage_classes,
+        listen,
+        certificate_dir,
+        limits,
+    })
+}
+
+/// Largest `local_api.max_body_bytes` (the client reads at most 1 MiB anyway; bodies are tiny).
+const MAX_BODY_LIMIT: u64 = 1024 * 1024;
+/// Largest `local_api.max_connections`.
+const MAX_CONNECTIONS_LIMIT: u64 = 65_536;
+/// Largest `local_api.rate_per_second` and `local_api.rate_burst`.
+const MAX_RATE_LIMIT: u64 = 1_000_000;
+
+/// A gateway limit: `default` when unset, else 1..=`max`.
+fn limit<T: TryFrom<u64>>(
+    key: &str,
+    v: Option<u64>,
+    default: T,
+    max: u64,
+) -> Result<T, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => {
+            T::try_from(n).map_err(|_| invalid(key, format!("{n} is too large")))
+        }
+        Some(n) => Err(invalid(key, format!("{n} is out of range (1 to {max})"))),
+    }
 }
 
 fn validate_agent(raw: RawAgent) -> Result<AgentPaths, ConfigError> {
@@ -633,6 +759,129 @@ mod tests {
         assert_eq!(
             cfg.require_proxmox().unwrap_err().to_string(),
             "proxmox.endpoint: is required"
+        );
+    }
+
+    #[test]
+    fn the_local_api_gateway_is_off_by_default() {
+        let cfg = load("", &[]).unwrap();
+        assert!(cfg.local_api.listen.is_empty());
+        assert_eq!(
+            cfg.local_api.certificate_dir,
+            PathBuf::from(paths::STATE_DIR).join("local-api")
+        );
+    }
+
+    #[test]
+    fn local_api_listen_and_certificate_dir_load_from_the_file() {
+        let cfg = load(
+            "[agent]\nstate_dir = \"/srv/agent\"\n[local_api]\nlisten = [\"10.0.0.1:8443\", \"[fd00::1]:8443\"]\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.local_api.listen,
+            vec![
+                "10.0.0.1:8443".parse::<SocketAddr>().unwrap(),
+                "[fd00::1]:8443".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            cfg.local_api.certificate_dir,
+            PathBuf::from("/srv/agent/local-api")
+        );
+    }
+
+    #[test]
+    fn local_api_listen_is_overridden_by_a_comma_separated_variable() {
+        let cfg = load(
+            "[local_api]\nlisten = [\"10.0.0.1:8443\"]\n",
+            &[
+                (
+                    "FELHOM_AGENT_LOCAL_API_LISTEN",
+                    "127.0.0.1:9443, 127.0.0.2:9443",
+                ),
+                ("FELHOM_AGENT_LOCAL_API_CERTIFICATE_DIR", "/srv/certs"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.local_api.listen,
+            vec![
+                "127.0.0.1:9443".parse::<SocketAddr>().unwrap(),
+                "127.0.0.2:9443".parse().unwrap()
+            ]
+        );
+        assert_eq!(cfg.local_api.certificate_dir, PathBuf::from("/srv/certs"));
+    }
+
+    #[test]
+    fn an_empty_listen_variable_turns_the_gateway_off() {
+        let cfg = load(
+            "[local_api]\nlisten = [\"10.0.0.1:8443\"]\n",
+            &[("FELHOM_AGENT_LOCAL_API_LISTEN", "")],
+        )
+        .unwrap();
+        assert!(cfg.local_api.listen.is_empty());
+    }
+
+    #[test]
+    fn a_listen_address_without_port_is_named() {
+        let err = load("[local_api]\nlisten = [\"10.0.0.1\"]\n", &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "local_api.listen: '10.0.0.1' is not an IP address with a port (like \"10.0.0.1:8443\")"
+        );
+    }
+
+    #[test]
+    fn a_repeated_listen_address_is_named() {
+        let err = load(
+            "[local_api]\nlisten = [\"10.0.0.1:8443\", \"10.0.0.1:8443\"]\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "local_api.listen: '10.0.0.1:8443' is listed twice"
+        );
+    }
+
+    #[test]
+    fn a_relative_certificate_dir_is_named() {
+        let err = load("[local_api]\ncertificate_dir = \"certs\"\n", &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "local_api.certificate_dir: 'certs' must be an absolute path"
+        );
+    }
+
+    #[test]
+    fn gateway_limits_keep_their_defaults_unless_set() {
+        let cfg = load("", &[]).unwrap();
+        assert_eq!(cfg.local_api.limits, Limits::default());
+        let cfg = load(
+            "[local_api]\nrate_per_second = 100\nmax_connections = 16\n",
+            &[("FELHOM_AGENT_LOCAL_API_RATE_BURST", "200")],
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.local_api.limits,
+            Limits {
+                rate_per_second: 100,
+                rate_burst: 200,
+                max_connections: 16,
+                ..Limits::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_zero_gateway_limit_is_named() {
+        let err = load("[local_api]\nrate_burst = 0\n", &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "local_api.rate_burst: 0 is out of range (1 to 1000000)"
         );
     }
 }

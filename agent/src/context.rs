@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use std::path::Path;
 
+use crate::local_api_gateway::GatewaySlot;
 use crate::pve::{PveClient, TlsTrust, WaitOptions};
 use crate::queue::{GuestQueue, QueueError, QueueLimits};
 use crate::state::{OpenError, StateDb};
@@ -40,6 +41,8 @@ pub struct AgentContext {
     pub wait: WaitOptions,
     /// Storage id → class.
     pub storage_classes: BTreeMap<String, StorageClass>,
+    /// The embedded local API gateway, once the daemon has started it.
+    pub local_api_gateway: GatewaySlot,
 }
 
 /// Why the context could not be built.
@@ -78,6 +81,7 @@ impl AgentContext {
             queue,
             wait,
             storage_classes,
+            local_api_gateway: GatewaySlot::default(),
         })
     }
 }

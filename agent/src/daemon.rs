@@ -2,14 +2,18 @@
 //!
 //! Start-up order matters and is fixed here: check identity (never root) → load config (done by
 //! the caller) → connect the Proxmox client → bind the gRPC socket → set its group and mode
-//! (0660) → tell systemd READY=1 → serve. SIGTERM/SIGINT stop accepting new calls and let
-//! in-flight calls finish; the watchdog is petted at half its interval while the runtime is
-//! healthy.
+//! (0660) → start the local API gateway (if `[local_api] listen` names addresses; it calls the
+//! LocalApi service through this very socket) → tell systemd READY=1 → serve. SIGTERM/SIGINT
+//! stop accepting new calls and let in-flight calls finish, the gateway first (its requests are
+//! gRPC calls in flight); the watchdog is petted at half its interval while the runtime is
+//! healthy. A gateway that cannot start (address in use, unreadable certificate) stops the
+//! daemon: an operator who configured it wants to know, and systemd shows why.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use felhom_localapi_gateway::{Gateway, GatewayConfig, connect_unix};
 use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
@@ -47,6 +51,14 @@ pub enum DaemonError {
     Context(#[from] ContextError),
     #[error(transparent)]
     Serve(#[from] grpc::ServeError),
+    #[error("cannot create the local API certificate directory {path}")]
+    CertificateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the local API gateway")]
+    Gateway(#[source] felhom_localapi_gateway::StartError),
 }
 
 /// Refuses to run as root: the agent holds a network-facing token and parses remote input.
@@ -99,15 +111,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let listener = grpc::bind_unix(socket)?;
     set_socket_access(socket, config.agent.socket_group.as_deref())?;
     tracing::info!(socket = %socket.display(), "serving gRPC");
+    if let Err(e) = start_gateway(&config, &ctx).await {
+        let _ = std::fs::remove_file(socket);
+        return Err(e);
+    }
 
     notify(&[sd_notify::NotifyState::Ready]);
     let watchdog = spawn_watchdog(shutdown.clone());
 
     let stop = shutdown.clone();
+    let gateway = ctx.local_api_gateway.clone();
     let result = grpc::serve(listener, ctx, async move {
         stop.cancelled().await;
         notify(&[sd_notify::NotifyState::Stopping]);
         tracing::info!("shutting down: finishing in-flight calls");
+        // Before the gRPC server stops: the gateway's in-flight requests are calls on it.
+        gateway.shutdown().await;
     })
     .await;
     let report = queue.shutdown().await;
@@ -121,6 +140,38 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     // Best effort: a later start removes a stale socket anyway.
     let _ = std::fs::remove_file(socket);
     result.map_err(DaemonError::from)
+}
+
+/// Starts the embedded gateway when listen addresses are configured, with a LocalApi client on
+/// the agent's own socket, and puts it into the context's slot.
+async fn start_gateway(config: &Config, ctx: &AgentContext) -> Result<(), DaemonError> {
+    let settings = &config.local_api;
+    if settings.listen.is_empty() {
+        tracing::info!("local API gateway is off ([local_api] listen is empty)");
+        return Ok(());
+    }
+    let dir = &settings.certificate_dir;
+    let dir_error = |source| DaemonError::CertificateDir {
+        path: dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(dir_error)?;
+    // The private key lives here: only the agent may read or list it.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_error)?;
+    let mut gateway_config = GatewayConfig::new(settings.listen.clone(), dir.clone());
+    gateway_config.limits = settings.limits.clone();
+    let client = connect_unix(config.agent.socket.clone());
+    let gateway = Gateway::start(gateway_config, client)
+        .await
+        .map_err(DaemonError::Gateway)?;
+    let pins = gateway.pins();
+    tracing::info!(
+        addrs = ?gateway.local_addrs(),
+        leaf_sha256 = %pins.leaf_sha256_hex,
+        "local API gateway started"
+    );
+    ctx.local_api_gateway.set(gateway);
+    Ok(())
 }
 
 /// Socket access is the authorization of the operator surface: owner (agent) and the operator

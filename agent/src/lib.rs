@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod grpc;
 pub mod guest_storage;
 pub mod helper_client;
+pub mod local_api_gateway;
 pub mod paths;
 pub mod pbs;
 pub mod provision;

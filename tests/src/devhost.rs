@@ -7,6 +7,11 @@
 //! (`nobody`, 65534), so the agent's "never root" rule and socket permissions are exercised for
 //! real. `DIR/devhost.json` tells other tools where everything is.
 //!
+//! The agent embeds the local API gateway on 127.0.0.1 (port chosen unless given), and devhost
+//! mints bearer tokens for two demo guests of the simulator's default fixture ([`DEMO_GUESTS`]),
+//! through the agent's own operator RPCs (the code paths of `felhomctl token mint` and
+//! `felhomctl pins`), so `curl` against the guests' API works at once.
+//!
 //! Limits: loopback only; the state directory is deleted on exit only if devhost created it.
 
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -27,6 +32,27 @@ pub const AGENT_AUTHID: &str = "felhom-agent@pve!agent";
 /// uid/gid the agent runs as when devhost is root.
 pub const UNPRIVILEGED_ID: u32 = 65534;
 
+/// Guests of the default fixture that get a local API token (vmid, as the fixture names them).
+pub const DEMO_GUESTS: [u32; 2] = [101, 102];
+
+/// A demo guest and its local API bearer token (a devhost secret, in the 0600 devhost.json).
+#[derive(Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct DemoGuest {
+    pub vmid: u32,
+    pub name: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for DemoGuest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoGuest")
+            .field("vmid", &self.vmid)
+            .field("name", &self.name)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
 /// What `devhost.json` says.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct DevhostInfo {
@@ -39,6 +65,25 @@ pub struct DevhostInfo {
     pub agent_uid: u32,
     pub agent_pid: u32,
     pub state_dir: PathBuf,
+    /// The guests' local API, "127.0.0.1:PORT".
+    pub local_api_endpoint: String,
+    /// SHA-256 of the gateway's leaf certificate, hex (bootstrap `local_api_pin_sha256`).
+    pub local_api_pin_sha256: String,
+    /// SHA-256 of its SubjectPublicKeyInfo, base64 (curl `--pinnedpubkey sha256//…`).
+    pub local_api_pin_spki_sha256: String,
+    pub guests: Vec<DemoGuest>,
+}
+
+/// How to start a devhost; [`Default`] is what `felhom-devhost` does without flags.
+#[derive(Debug, Clone, Default)]
+pub struct DevhostOptions {
+    /// Port of the guests' local API on 127.0.0.1 (0: a free port).
+    pub local_api_port: u16,
+    /// Program run with [`AGENT_ENTRY`] as the agent; `None`: this executable (the
+    /// `felhom-devhost` binary). Tests pass `env!("CARGO_BIN_EXE_felhom-devhost")`.
+    pub agent_program: Option<PathBuf>,
+    /// Extra environment of the agent process (tests set the agent's test hooks here).
+    pub agent_env: Vec<(String, String)>,
 }
 
 /// A running devhost.
@@ -70,19 +115,15 @@ fn write_private(path: &Path, contents: &str, owner: Option<u32>) -> anyhow::Res
 }
 
 impl Devhost {
-    /// Starts everything with `dir` as the state directory (created if missing).
+    /// Starts everything with `dir` as the state directory (created if missing); the local API
+    /// listens on a free loopback port.
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
-        Self::start_with(dir, &std::env::current_exe()?, &[]).await
+        Self::start_with(dir, &DevhostOptions::default()).await
     }
 
-    /// Like [`Self::start`], running the agent through `agent_exe`'s `__agent` entry (the
-    /// `felhom-devhost` binary; tests pass `CARGO_BIN_EXE_felhom-devhost`) with extra
-    /// environment variables (tests use this for the agent's test hooks).
-    pub async fn start_with(
-        dir: &Path,
-        agent_exe: &Path,
-        env: &[(&str, &str)],
-    ) -> anyhow::Result<Self> {
+    /// [`Devhost::start`] with `options`.
+    pub async fn start_with(dir: &Path, options: &DevhostOptions) -> anyhow::Result<Self> {
+        let local_api_port = options.local_api_port;
         let root = nix::unistd::geteuid().is_root();
         let agent_uid = if root {
             UNPRIVILEGED_ID
@@ -130,6 +171,7 @@ impl Devhost {
                  tls_fingerprint = \"{fp}\"\n\n\
                  [agent]\nstate_dir = \"{state}\"\nsocket = \"{sock}\"\nhelper_socket = \"{helper}\"\n\
                  socket_group = \"\"\n\n\
+                 [local_api]\nlisten = [\"127.0.0.1:{port}\"]\n\n\
                  [local_api.storage_classes]\n\"local-lvm\" = \"fast\"\n\"local\" = \"slow\"\n",
                 url = pve.url(),
                 node = pve.node(),
@@ -138,12 +180,30 @@ impl Devhost {
                 state = agent_state.display(),
                 sock = agent_socket.display(),
                 helper = helper_socket.display(),
+                port = local_api_port,
             ),
             owner,
         )?;
 
-        let mut agent = spawn_agent(agent_exe, &config, env)?;
+        let agent_exe = match &options.agent_program {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()?,
+        };
+        let env: Vec<(&str, &str)> = options
+            .agent_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut agent = spawn_agent(&agent_exe, &config, &env)?;
         wait_for_socket(&agent_socket, &mut agent).await?;
+        let local_api = match local_api_setup(&agent_socket, &pve).await {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = agent.kill();
+                let _ = agent.wait();
+                return Err(e);
+            }
+        };
 
         let info = DevhostInfo {
             agent_socket,
@@ -154,6 +214,10 @@ impl Devhost {
             agent_uid,
             agent_pid: agent.id(),
             state_dir: dir.clone(),
+            local_api_endpoint: local_api.endpoint,
+            local_api_pin_sha256: local_api.pin_sha256,
+            local_api_pin_spki_sha256: local_api.pin_spki_sha256,
+            guests: local_api.guests,
         };
         write_private(
             &dir.join("devhost.json"),
@@ -236,8 +300,67 @@ impl Devhost {
     }
 }
 
+/// What devhost learns from and sets up through the agent for the local API.
+struct LocalApiSetup {
+    endpoint: String,
+    pin_sha256: String,
+    pin_spki_sha256: String,
+    guests: Vec<DemoGuest>,
+}
+
+async fn local_api_setup(socket: &Path, pve: &PveSimHandle) -> anyhow::Result<LocalApiSetup> {
+    use felhom_agent::ctl::token::{self, TokenAction};
+    use felhom_agent::ctl::{CtlError, shortcut};
+    let pins_shortcut = shortcut::find("pins").context("felhomctl has no pins shortcut")?;
+    let pins = shortcut::run(socket, pins_shortcut)
+        .await
+        .context("cannot read the local API pins from the agent")?;
+    let field = |name: &str| {
+        pins.json
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+            .with_context(|| format!("GetLocalApiPins has no {name}"))
+    };
+    let endpoint = pins
+        .json
+        .get("listen")
+        .and_then(|l| l.get(0))
+        .and_then(serde_json::Value::as_str)
+        .context("the agent reports no local API listen address")?
+        .to_owned();
+    let mut guests = Vec::with_capacity(DEMO_GUESTS.len());
+    for vmid in DEMO_GUESTS {
+        let name = pve
+            .state()
+            .guest(vmid)
+            .with_context(|| format!("the simulator has no guest {vmid}"))?
+            .name();
+        // A reused state directory already has tokens: replace them (only the hash is kept,
+        // so an old token cannot be shown again).
+        let minted = match token::run(socket, TokenAction::Mint, vmid).await {
+            Err(CtlError::Status { status }) if status.code() == tonic::Code::AlreadyExists => {
+                token::run(socket, TokenAction::Rotate, vmid).await
+            }
+            other => other,
+        }
+        .with_context(|| format!("cannot mint a local API token for guest {vmid}"))?;
+        guests.push(DemoGuest {
+            vmid,
+            name,
+            token: minted.line,
+        });
+    }
+    Ok(LocalApiSetup {
+        endpoint,
+        pin_sha256: field("leafSha256Hex")?,
+        pin_spki_sha256: field("spkiSha256Base64")?,
+        guests,
+    })
+}
+
 impl Drop for Devhost {
-    /// A test that fails half-way must not leave the agent process behind.
+    /// A devhost dropped without [`Devhost::stop`] (a failed test) leaves no agent behind.
     fn drop(&mut self) {
         if matches!(self.agent.try_wait(), Ok(None)) {
             let _ = self.agent.kill();

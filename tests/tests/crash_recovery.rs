@@ -135,7 +135,7 @@ async fn provisioning_survives_a_crash_after_every_journal_write() {
         let h = match host.as_mut() {
             None => {
                 host = Some(
-                    Devhost::start_with(&dir.path().join("dh"), devhost_exe(), &env)
+                    Devhost::start_with(&dir.path().join("dh"), &agent_options(&env))
                         .await
                         .unwrap(),
                 );
@@ -195,7 +195,7 @@ async fn provisioning_survives_a_crash_after_every_journal_write() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_resize_is_compensated_and_the_guest_removed() {
     let dir = tempfile::tempdir().unwrap();
-    let host = Devhost::start_with(&dir.path().join("dh"), devhost_exe(), &[])
+    let host = Devhost::start_with(&dir.path().join("dh"), &agent_options(&[]))
         .await
         .unwrap();
     let before = vmids(&host);
@@ -232,7 +232,7 @@ async fn a_failed_resize_is_compensated_and_the_guest_removed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn recovery_never_destroys_a_guest_the_operation_did_not_create() {
     let dir = tempfile::tempdir().unwrap();
-    let mut host = Devhost::start_with(&dir.path().join("dh"), devhost_exe(), &[])
+    let mut host = Devhost::start_with(&dir.path().join("dh"), &agent_options(&[]))
         .await
         .unwrap();
     host.kill_agent().unwrap();
@@ -283,7 +283,7 @@ async fn recovery_never_destroys_a_guest_the_operation_did_not_create() {
 #[tokio::test(flavor = "multi_thread")]
 async fn provisioning_onto_an_existing_guest_is_refused_and_leaves_it_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let host = Devhost::start_with(&dir.path().join("dh"), devhost_exe(), &[])
+    let host = Devhost::start_with(&dir.path().join("dh"), &agent_options(&[]))
         .await
         .unwrap();
     let before = host.pve().state().guest(101).unwrap();
@@ -310,7 +310,7 @@ async fn a_crash_during_compensation_is_finished_by_recovery() {
         let h = match host.as_mut() {
             None => {
                 host = Some(
-                    Devhost::start_with(&dir.path().join("dh"), devhost_exe(), &env)
+                    Devhost::start_with(&dir.path().join("dh"), &agent_options(&env))
                         .await
                         .unwrap(),
                 );
@@ -363,7 +363,7 @@ async fn a_crash_during_compensation_is_finished_by_recovery() {
 #[tokio::test(flavor = "multi_thread")]
 async fn provisioning_without_a_vmid_takes_the_next_free_one_and_is_audited() {
     let dir = tempfile::tempdir().unwrap();
-    let host = Devhost::start_with(&dir.path().join("dh"), devhost_exe(), &[])
+    let host = Devhost::start_with(&dir.path().join("dh"), &agent_options(&[]))
         .await
         .unwrap();
     let before = vmids(&host);
@@ -396,4 +396,16 @@ async fn provisioning_without_a_vmid_takes_the_next_free_one_and_is_audited() {
     assert_eq!(last.action, "guest.provision");
     assert_eq!(last.target, format!("guest:{}", answer.vmid));
     host.stop().await.unwrap();
+}
+
+/// Devhost options running the agent from the devhost binary with `env` added.
+fn agent_options(env: &[(&str, &str)]) -> felhom_simhost::devhost::DevhostOptions {
+    felhom_simhost::devhost::DevhostOptions {
+        agent_program: Some(devhost_exe().into()),
+        agent_env: env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..Default::default()
+    }
 }

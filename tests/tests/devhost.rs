@@ -40,6 +40,26 @@ async fn devhost_serves_the_agent_and_stops_cleanly() {
     let info: DevhostInfo = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(info.pve_url.starts_with("https://127.0.0.1:"), "{info:?}");
     assert_eq!(info.pve_fingerprint.len(), 95);
+    assert!(
+        info.local_api_endpoint.starts_with("127.0.0.1:"),
+        "{}",
+        info.local_api_endpoint
+    );
+    assert_eq!(info.local_api_pin_sha256.len(), 64);
+    assert!(
+        info.local_api_pin_sha256
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    );
+    assert_eq!(info.local_api_pin_spki_sha256.len(), 44); // base64 of 32 bytes
+    let guests: Vec<(u32, &str)> = info
+        .guests
+        .iter()
+        .map(|g| (g.vmid, g.name.as_str()))
+        .collect();
+    assert_eq!(guests, [(101, "felhom-home"), (102, "felhom-tunnel")]);
+    assert!(info.guests.iter().all(|g| !g.token.is_empty()));
+    assert_ne!(info.guests[0].token, info.guests[1].token);
 
     let report = felhom_agent::ctl::selftest(&info.agent_socket)
         .await
@@ -77,6 +97,11 @@ async fn devhost_serves_the_agent_and_stops_cleanly() {
         stdout.contains("grpcurl -plaintext -authority localhost -unix"),
         "{stdout}"
     );
+    let curl = format!(
+        "curl --pinnedpubkey 'sha256//{}' --insecure -H 'Authorization: Bearer {}' https://{}/storage",
+        info.local_api_pin_spki_sha256, info.guests[0].token, info.local_api_endpoint
+    );
+    assert!(stdout.contains(&curl), "{stdout}");
     assert_eq!(
         uid_of(info.agent_pid),
         None,

@@ -12,8 +12,10 @@ async fn guests_and_tasks_print_tables_of_the_node() {
     let dir = tempfile::tempdir().unwrap();
     let host = Devhost::start_with(
         &dir.path().join("dh"),
-        Path::new(env!("CARGO_BIN_EXE_felhom-devhost")),
-        &[],
+        &felhom_simhost::devhost::DevhostOptions {
+            agent_program: Some(Path::new(env!("CARGO_BIN_EXE_felhom-devhost")).into()),
+            ..Default::default()
+        },
     )
     .await
     .unwrap();
@@ -29,7 +31,7 @@ async fn guests_and_tasks_print_tables_of_the_node() {
         .map(|l| l.split_whitespace().collect())
         .collect();
     assert_eq!(lines[0], ["VMID", "NAME", "STATUS", "LOCK", "TOKEN"]);
-    assert_eq!(lines[1], ["101", "felhom-home", "running", "false"]);
+    assert_eq!(lines[1], ["101", "felhom-home", "running", "true"]); // devhost mints tokens for its demo guests
     assert_eq!(guests.json["guests"][0]["vmid"], 101);
 
     // A provision leaves a restore task behind for the table.

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use super::{CtlError, EXIT_CODES_HELP, Exit, RequestSource, SHORTCUTS, Session, shortcut};
+use super::token::TokenAction;
+use super::{CtlError, EXIT_CODES_HELP, Exit, RequestSource, SHORTCUTS, Session, shortcut, token};
 use crate::paths;
 
 /// Environment variable naming the default socket.
@@ -67,6 +68,23 @@ pub fn command() -> Command {
                         .allow_hyphen_values(true),
                 ),
         );
+    let mut token = Command::new("token")
+        .about("Mint, rotate or revoke a guest's local API bearer token")
+        .after_help("mint and rotate print the token alone on stdout; it is shown only this once.")
+        .subcommand_required(true);
+    for action in TokenAction::ALL {
+        token = token.subcommand(
+            Command::new(action.name()).about(action.about()).arg(
+                Arg::new("vmid")
+                    .long("vmid")
+                    .value_name("N")
+                    .required(true)
+                    .value_parser(clap::value_parser!(u32).range(100..=999_999_999))
+                    .help("The guest's VMID"),
+            ),
+        );
+    }
+    cmd = cmd.subcommand(token);
     for s in SHORTCUTS.iter().filter(|s| !s.name.contains(' ')) {
         let mut sub = shortcut_command(s.name, s);
         for child in SHORTCUTS {
@@ -181,6 +199,19 @@ async fn run(matches: &ArgMatches) -> Result<Exit, CtlError> {
                 })
                 .await?;
             Ok(Exit::Ok)
+        }
+        "token" => {
+            let Some((action, args)) = sub.subcommand() else {
+                unreachable!("clap enforces subcommand_required")
+            };
+            let action = TokenAction::find(action)
+                .unwrap_or_else(|| unreachable!("clap only accepts the actions built above"));
+            let vmid = *args
+                .get_one::<u32>("vmid")
+                .expect("clap enforces the required --vmid");
+            let output = token::run(&socket, action, vmid).await?;
+            writeln!(out, "{}", output.line).map_err(CtlError::Output)?;
+            Ok(if output.ok { Exit::Ok } else { Exit::NotOk })
         }
         other => {
             // `audit verify`: the nested subcommand names the shortcut and holds its flags.

@@ -8,7 +8,8 @@
 //! - [`Session::connect`] opens a channel to a socket and classifies connect failures (missing
 //!   socket, permission denied, nobody listening) into operator-readable errors.
 //! - [`Session::list`], [`Session::describe`], [`Session::call`] are `list`, `describe` and
-//!   `call`; [`shortcut`] holds the friendly reads (`felhomctl selftest`), one table row each.
+//!   `call`; [`shortcut`] holds the friendly reads (`felhomctl selftest`), one table row each;
+//!   [`token`] is `felhomctl token mint|rotate|revoke --vmid N`.
 //! - [`CtlError::exit`] maps every error to a documented exit code ([`Exit`]).
 //!
 //! Limits: only reflection v1 is spoken (both felhom servers serve v1 and v1alpha; grpcurl
@@ -25,6 +26,7 @@ mod json;
 mod reflection;
 pub mod shortcut;
 mod symbols;
+pub mod token;
 
 use std::path::{Path, PathBuf};
 

@@ -290,6 +290,30 @@ pub const SHORTCUTS: &[Shortcut] = &[
         ],
         verdict: Some("ok"),
     },
+    Shortcut {
+        name: "pins",
+        about: "Show the local API certificate pins and listen addresses (for guests' bootstrap)",
+        method: "felhom.agent.v1.Agent/GetLocalApiPins",
+        rows: None,
+        columns: &[
+            Column {
+                header: "LEAF SHA-256",
+                field: "leafSha256Hex",
+                style: Style::Text,
+            },
+            Column {
+                header: "SPKI SHA-256 (BASE64)",
+                field: "spkiSha256Base64",
+                style: Style::Text,
+            },
+            Column {
+                header: "LISTEN",
+                field: "listen",
+                style: Style::Text,
+            },
+        ],
+        verdict: None,
+    },
 ];
 
 /// The shortcut called `name`.

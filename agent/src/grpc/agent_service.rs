@@ -396,6 +396,39 @@ impl pb::agent_server::Agent for AgentService {
         Ok(Response::new(pb::RevokeGuestTokenResponse { revoked }))
     }
 
+    async fn get_local_api_pins(
+        &self,
+        _request: Request<pb::GetLocalApiPinsRequest>,
+    ) -> Result<Response<pb::LocalApiPins>, Status> {
+        let pins = self
+            .ctx
+            .local_api_gateway
+            .pins()
+            .map_err(|e| status::gateway(&e))?;
+        Ok(Response::new(pins_reply(pins)))
+    }
+
+    async fn rotate_local_api_certificate(
+        &self,
+        request: Request<pb::RotateLocalApiCertificateRequest>,
+    ) -> Result<Response<pb::LocalApiPins>, Status> {
+        let actor = operator(&request);
+        let slot = self.ctx.local_api_gateway.clone();
+        // Key generation and file writes: off the async workers.
+        let pins = tokio::task::spawn_blocking(move || slot.rotate())
+            .await
+            .map_err(|e| Status::internal(format!("certificate rotation task failed: {e}")))?
+            .map_err(|e| status::gateway(&e))?;
+        self.audit(
+            actor,
+            "local_api.rotate_certificate",
+            "local-api".to_owned(),
+            format!("new leaf sha256 {}", pins.pins.leaf_sha256_hex),
+        )
+        .await;
+        Ok(Response::new(pins_reply(pins)))
+    }
+
     async fn list_guest_tokens(
         &self,
         _request: Request<pb::ListGuestTokensRequest>,
@@ -510,5 +543,13 @@ fn provision_status(e: &ProvisionError) -> Status {
         ProvisionError::AlreadyExists(_) => Status::already_exists(msg),
         ProvisionError::Pve { source, .. } => Status::new(status::pve(source).code(), msg),
         ProvisionError::Journal(_) => Status::internal(msg),
+    }
+}
+
+fn pins_reply(p: crate::local_api_gateway::GatewayPins) -> pb::LocalApiPins {
+    pb::LocalApiPins {
+        leaf_sha256_hex: p.pins.leaf_sha256_hex,
+        spki_sha256_base64: p.pins.spki_sha256_base64,
+        listen: p.listen,
     }
 }

@@ -58,10 +58,12 @@ impl LocalApiService {
             .run(move |db| db.tokens().lookup(&token))
             .await
             .map_err(|e| match e {
-                crate::state::TokensError::Malformed => Status::unauthenticated("unknown token"),
+                crate::state::TokensError::Malformed => {
+                    Status::unauthenticated("unknown or revoked token")
+                }
                 other => status::tokens(&other),
             })?
-            .ok_or_else(|| Status::unauthenticated("unknown token"))?;
+            .ok_or_else(|| Status::unauthenticated("unknown or revoked token"))?;
         Vmid::new(owner.vmid).map_err(|e| status::pve(&e))
     }
 

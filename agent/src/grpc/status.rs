@@ -6,6 +6,7 @@
 
 use tonic::Status;
 
+use crate::local_api_gateway::GatewaySlotError;
 use crate::pve::PveError;
 use crate::queue::QueueError;
 use crate::state::{AuditError, Interrupted, JobsError, JournalError, TokensError};
@@ -89,4 +90,12 @@ pub fn audit(e: &AuditError) -> Status {
 /// Job-history failures.
 pub fn jobs(e: &JobsError) -> Status {
     state(e)
+}
+
+/// Local API gateway problems.
+pub fn gateway(e: &GatewaySlotError) -> Status {
+    match e {
+        GatewaySlotError::Off => Status::failed_precondition(e.to_string()),
+        GatewaySlotError::Rotate(source) => Status::internal(format!("{e}: {source}")),
+    }
 }

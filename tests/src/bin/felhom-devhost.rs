@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use felhom_simhost::devhost::{AGENT_ENTRY, Devhost};
+use felhom_simhost::devhost::{AGENT_ENTRY, Devhost, DevhostOptions};
 
 /// Starts the simulated Proxmox VE and the felhom agent on loopback.
 #[derive(Debug, Parser)]
@@ -15,6 +15,9 @@ struct Args {
     /// State directory (default: a new temporary directory, removed on exit).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Port of the guests' local API on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    local_api_port: u16,
 }
 
 fn main() -> ExitCode {
@@ -60,7 +63,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let host = Devhost::start(&dir).await?;
+    let host = Devhost::start_with(
+        &dir,
+        &DevhostOptions {
+            local_api_port: args.local_api_port,
+            ..Default::default()
+        },
+    )
+    .await?;
     let i = &host.info;
     let config = i.state_dir.join("agent.toml");
     let selftest = felhom_agent::ctl::selftest(&i.agent_socket).await;
@@ -78,6 +88,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         i.agent_uid,
         i.agent_socket.display()
     );
+    println!(
+        "  local API (guests)    https://{} (leaf sha256 {})",
+        i.local_api_endpoint, i.local_api_pin_sha256
+    );
+    for g in &i.guests {
+        println!(
+            "  demo guest            {} ({}), token in devhost.json",
+            g.vmid, g.name
+        );
+    }
     println!(
         "  everything above      {}",
         i.state_dir.join("devhost.json").display()
@@ -103,6 +123,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "  FELHOM_AGENT_CONFIG={} cargo run -q -p felhom-agent -- selftest",
         config.display()
     );
+    if let Some(g) = i.guests.first() {
+        // The demo token is a simulator credential in a 0600 file the invoking user owns;
+        // printing it here is what makes the line copy-pasteable.
+        // The leaf is self-signed: --insecure drops curl's CA and name check, the pin stays
+        // enforced (curl aborts before sending anything on a mismatch).
+        println!(
+            "  curl --pinnedpubkey 'sha256//{}' --insecure -H 'Authorization: Bearer {}' https://{}/storage",
+            i.local_api_pin_spki_sha256, g.token, i.local_api_endpoint
+        );
+    }
     println!("\nCtrl-C stops everything.");
     tokio::select! {
         _ = term.recv() => {}

@@ -1,0 +1,495 @@
+//! The guests' local API end to end: a pinned HTTPS client → the gateway embedded in the real
+//! agent daemon (a separate process, started by [`Devhost`]) → the agent's LocalApi over its
+//! own Unix socket → the simulated Proxmox VE. Tokens are minted through the agent's operator
+//! RPCs, as `felhomctl token mint` does.
+
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use felhom_agent::ctl::token::{self, TokenAction};
+use felhom_agent::ctl::{self, CtlError};
+use felhom_simhost::devhost::{Devhost, DevhostOptions};
+use felhom_simhost::pve::fixture::GuestStatus;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use sha2::{Digest, Sha256};
+
+/// A running devhost with its temporary directory (removed after the devhost stops).
+struct Host {
+    devhost: Option<Devhost>,
+    _dir: tempfile::TempDir,
+}
+
+impl Host {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let options = DevhostOptions {
+            local_api_port: 0,
+            agent_program: Some(env!("CARGO_BIN_EXE_felhom-devhost").into()),
+            agent_env: Vec::new(),
+        };
+        let devhost = Devhost::start_with(&dir.path().join("dh"), &options)
+            .await
+            .unwrap();
+        Self {
+            devhost: Some(devhost),
+            _dir: dir,
+        }
+    }
+
+    fn dh(&self) -> &Devhost {
+        self.devhost.as_ref().unwrap()
+    }
+
+    fn token(&self, vmid: u32) -> String {
+        let guest = self.dh().info.guests.iter().find(|g| g.vmid == vmid);
+        guest.unwrap().token.clone()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.dh().info.local_api_endpoint)
+    }
+
+    /// A client that trusts exactly the leaf devhost.json names.
+    fn client(&self) -> reqwest::Client {
+        pinned_client(&self.dh().info.local_api_pin_sha256)
+    }
+
+    async fn stop(mut self) {
+        self.devhost.take().unwrap().stop().await.unwrap();
+    }
+}
+
+/// Accepts exactly the certificate whose DER SHA-256 is `pin` (what in-guest clients do);
+/// chain and name are not checked, the handshake signature is.
+#[derive(Debug)]
+struct LeafPin {
+    pin: String,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for LeafPin {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if hex::encode(Sha256::digest(end_entity.as_ref())) == self.pin {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+fn pinned_tls(pin: &str) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let algorithms = provider.signature_verification_algorithms;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(LeafPin {
+            pin: pin.to_owned(),
+            algorithms,
+        }))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config
+}
+
+fn pinned_client(pin: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(pinned_tls(pin))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// A pinned TLS connection to the gateway.
+async fn connect(
+    addr: &str,
+    pin: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(pinned_tls(pin)));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = ServerName::try_from("localapi.felhom.invalid").unwrap();
+    connector.connect(name, tcp).await
+}
+
+/// A pinned TLS handshake with the gateway, nothing more.
+async fn handshake(addr: &str, pin: &str) -> std::io::Result<()> {
+    connect(addr, pin).await.map(drop)
+}
+
+/// Status and raw body text.
+async fn send(request: reqwest::RequestBuilder) -> (u16, String) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+fn envelope(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn failure(error: &str) -> serde_json::Value {
+    serde_json::json!({"ok": false, "data": null, "error": error})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_of_guest_101_has_the_documented_shape() {
+    let h = Host::start().await;
+    let (status, body) = send(h.client().get(h.url("/storage")).bearer_auth(h.token(101))).await;
+    assert_eq!(status, 200, "{body}");
+    // Byte for byte: vmid first, mount fields in LOCAL-API.md order, classes from devhost's
+    // [local_api.storage_classes] (local-lvm = fast), backup=0 on mp0 honoured.
+    assert_eq!(
+        body,
+        r#"{"ok":true,"data":{"vmid":101,"mounts":[{"key":"rootfs","storage":"local-lvm","mount_point":"/","class":"fast","backup":true},{"key":"mp0","storage":"local-lvm","mount_point":"/mnt/bulk","class":"fast","backup":false}]},"error":""}"#
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_pin_fails_at_the_handshake() {
+    let h = Host::start().await;
+    let addr = h.dh().info.local_api_endpoint.clone();
+    handshake(&addr, &h.dh().info.local_api_pin_sha256)
+        .await
+        .unwrap();
+    let err = handshake(&addr, &"0".repeat(64)).await.unwrap_err();
+    let inner = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
+    assert_eq!(
+        inner,
+        Some(&rustls::Error::InvalidCertificate(
+            rustls::CertificateError::ApplicationVerificationFailure
+        )),
+        "{err:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_published_pins_are_the_served_certificate() {
+    let h = Host::start().await;
+    let info = &h.dh().info;
+    let pins = ctl::shortcut::run(&info.agent_socket, ctl::shortcut::find("pins").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(pins.json["leafSha256Hex"], info.local_api_pin_sha256);
+    assert_eq!(
+        pins.json["spkiSha256Base64"],
+        info.local_api_pin_spki_sha256
+    );
+    assert_eq!(
+        pins.json["listen"],
+        serde_json::json!([info.local_api_endpoint])
+    );
+    handshake(&info.local_api_endpoint, &info.local_api_pin_sha256)
+        .await
+        .unwrap();
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_without_a_valid_token_get_401() {
+    let h = Host::start().await;
+    let (status, body) = send(h.client().get(h.url("/storage"))).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(envelope(&body), failure("missing Authorization header"));
+
+    let (status, body) = send(
+        h.client()
+            .get(h.url("/storage"))
+            .header("Authorization", "Basic Zm9vOmJhcg=="),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(
+        envelope(&body),
+        failure("malformed Authorization header: expected 'Bearer <token>'")
+    );
+
+    // Well formed, never minted.
+    let unknown = format!("fhg_1_{}", "A".repeat(43));
+    let (status, body) = send(h.client().get(h.url("/storage")).bearer_auth(unknown)).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(envelope(&body), failure("unknown or revoked token"));
+
+    let (status, body) = send(
+        h.client()
+            .get(h.url("/storage"))
+            .bearer_auth("not-a-felhom-token"),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(envelope(&body), failure("unknown or revoked token"));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_102_token_only_ever_sees_guest_102() {
+    let h = Host::start().await;
+    let (status, body) = send(h.client().get(h.url("/storage")).bearer_auth(h.token(102))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        r#"{"ok":true,"data":{"vmid":102,"mounts":[{"key":"rootfs","storage":"local-lvm","mount_point":"/","class":"fast","backup":true}]},"error":""}"#
+    );
+
+    // A snapshot of 101 cannot be rolled back with 102's token; nothing happens to 101.
+    let (status, body) = send(
+        h.client()
+            .post(h.url("/snapshot"))
+            .bearer_auth(h.token(101))
+            .json(&serde_json::json!({"name": "only_101"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = send(
+        h.client()
+            .post(h.url("/rollback"))
+            .bearer_auth(h.token(102))
+            .json(&serde_json::json!({"snapshot": "only_101"})),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(
+        envelope(&body),
+        failure("guest 102 has no snapshot 'only_101'")
+    );
+    let rollbacks = h.dh().pve().state().tasks();
+    assert!(
+        !rollbacks.iter().any(|t| t.kind == "vzrollback"),
+        "no rollback task may run: {rollbacks:?}"
+    );
+    assert_eq!(
+        h.dh().pve().state().guest(101).unwrap().status,
+        GuestStatus::Running
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_then_rollback_round_trip_through_the_simulator() {
+    let h = Host::start().await;
+    let (status, body) = send(
+        h.client()
+            .post(h.url("/snapshot"))
+            .bearer_auth(h.token(101))
+            .json(&serde_json::json!({"name": "e2e_before", "description": "end to end"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let snap = envelope(&body);
+    assert_eq!(snap["ok"], true);
+    assert_eq!(snap["data"]["vmid"], 101);
+    assert_eq!(snap["data"]["snapshot"], "e2e_before");
+    let snap_job = snap["data"]["job_id"].as_str().unwrap().to_owned();
+    assert!(!snap_job.is_empty(), "{body}");
+    let g101 = h.dh().pve().state().guest(101).unwrap();
+    let taken = g101.snapshots.iter().find(|s| s.name == "e2e_before");
+    assert_eq!(taken.map(|s| s.description.as_str()), Some("end to end"));
+
+    let (status, body) = send(
+        h.client()
+            .post(h.url("/rollback"))
+            .bearer_auth(h.token(101))
+            .json(&serde_json::json!({"snapshot": "e2e_before"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let back = envelope(&body);
+    assert_eq!(back["data"]["vmid"], 101);
+    assert_eq!(back["data"]["snapshot"], "e2e_before");
+    let rollback_job = back["data"]["job_id"].as_str().unwrap();
+    assert!(
+        !rollback_job.is_empty() && rollback_job != snap_job,
+        "{body}"
+    );
+    let g101 = h.dh().pve().state().guest(101).unwrap();
+    assert_eq!(
+        g101.config.get("parent").map(String::as_str),
+        Some("e2e_before")
+    );
+    assert_eq!(g101.status, GuestStatus::Running, "guest runs again");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_token_gets_401() {
+    let h = Host::start().await;
+    let (status, _) = send(h.client().get(h.url("/storage")).bearer_auth(h.token(101))).await;
+    assert_eq!(status, 200);
+    let revoked = token::run(&h.dh().info.agent_socket, TokenAction::Revoke, 101)
+        .await
+        .unwrap();
+    assert_eq!((revoked.line.as_str(), revoked.ok), ("revoked", true));
+    let (status, body) = send(h.client().get(h.url("/storage")).bearer_auth(h.token(101))).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(envelope(&body), failure("unknown or revoked token"));
+    // The other guest is unaffected.
+    let (status, _) = send(h.client().get(h.url("/storage")).bearer_auth(h.token(102))).await;
+    assert_eq!(status, 200);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_token_replaces_the_old_one() {
+    let h = Host::start().await;
+    let socket = &h.dh().info.agent_socket;
+    let fresh = token::run(socket, TokenAction::Rotate, 102).await.unwrap();
+    assert_ne!(fresh.line, h.token(102));
+    let (status, _) = send(h.client().get(h.url("/storage")).bearer_auth(h.token(102))).await;
+    assert_eq!(status, 401);
+    let (status, body) = send(h.client().get(h.url("/storage")).bearer_auth(&fresh.line)).await;
+    assert_eq!(status, 200, "{body}");
+    // Minting again for a guest that has a token is refused, naming the guest.
+    let err = token::run(socket, TokenAction::Mint, 102)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CtlError::Status { status } if status.code() == tonic::Code::AlreadyExists),
+        "{err}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_body_gets_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Host::start().await;
+    // Only the head: the gateway answers from Content-Length alone, and a client still writing
+    // a body the server will not read could see its connection reset before the answer.
+    let mut tls = connect(
+        &h.dh().info.local_api_endpoint,
+        &h.dh().info.local_api_pin_sha256,
+    )
+    .await
+    .unwrap();
+    let head = format!(
+        "POST /snapshot HTTP/1.1\r\nHost: localapi\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        h.token(101),
+        70 * 1024
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), tls.read_to_end(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    let reply = String::from_utf8(reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 413 "), "{reply}");
+    let body = reply.split("\r\n\r\n").nth(1).unwrap();
+    let env = envelope(body);
+    assert_eq!(
+        (env["ok"].clone(), env["data"].clone()),
+        (false.into(), serde_json::Value::Null),
+        "{body}"
+    );
+    assert!(!env["error"].as_str().unwrap().is_empty(), "{body}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotating_the_certificate_changes_the_served_pin() {
+    let h = Host::start().await;
+    let info = &h.dh().info;
+    let old = info.local_api_pin_sha256.clone();
+    let mut session = ctl::Session::connect(&info.agent_socket).await.unwrap();
+    let mut replies = Vec::new();
+    session
+        .call(
+            "felhom.agent.v1.Agent/RotateLocalApiCertificate",
+            &ctl::RequestSource::Empty,
+            |r| {
+                replies.push(r.clone());
+                Ok(())
+            },
+        )
+        .await
+        .unwrap();
+    let new = replies[0]["leafSha256Hex"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    handshake(&info.local_api_endpoint, &new).await.unwrap();
+    assert!(handshake(&info.local_api_endpoint, &old).await.is_err());
+    let pins = ctl::shortcut::run(&info.agent_socket, ctl::shortcut::find("pins").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(pins.json["leafSha256Hex"], new);
+    // The rotation is an audited operator action.
+    let mut tail = Vec::new();
+    session
+        .call(
+            "felhom.agent.v1.Agent/AuditTail",
+            &ctl::RequestSource::Empty,
+            |r| {
+                tail.push(r.clone());
+                Ok(())
+            },
+        )
+        .await
+        .unwrap();
+    let entries = tail[0]["entries"].as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "local_api.rotate_certificate"
+                && e["detail"] == format!("new leaf sha256 {new}")),
+        "{entries:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_certificate_lives_in_a_private_directory_under_the_state_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = Host::start().await;
+    let dir = h.dh().info.state_dir.join("agent-state").join("local-api");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("localapi-key.pem")), 0o600);
+    let pem = std::fs::read(dir.join("localapi-cert.pem")).unwrap();
+    let der = rustls_pki_types::pem::PemObject::from_pem_slice(&pem)
+        .map(|c: CertificateDer<'static>| c)
+        .unwrap();
+    assert_eq!(
+        hex::encode(Sha256::digest(der.as_ref())),
+        h.dh().info.local_api_pin_sha256
+    );
+    h.stop().await;
+}
