@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use felhom_helper::{audit::Audit, config::Cli, notify, privilege, server};
+use felhom_helper::{audit::Audit, config::Cli, hostns::HostNs, notify, privilege, server};
 
 fn main() -> ExitCode {
     // First, while single-threaded: close inherited fds and reset the environment.
@@ -44,6 +44,18 @@ fn run(start_env: privilege::StartEnv) -> anyhow::Result<()> {
     // included) are per thread and inherited by threads created later, so the runtime's
     // worker threads start with the reduced sets.
     let listener = server::bind(&cfg)?;
+    // The host-namespace thread is created before the drop: setns(CLONE_NEWNS) needs
+    // CAP_SYS_ADMIN and CAP_SYS_CHROOT, and the thread drops its own sets right after joining.
+    // The simulated host (--unprivileged-dev) mounts nothing for real and may not open
+    // another process's namespace: it stays in its own.
+    let ns_path = if cfg.unprivileged_dev {
+        std::path::Path::new("/proc/thread-self/ns/mnt")
+    } else {
+        cfg.host_mount_ns.as_path()
+    };
+    let host_ns = HostNs::start(ns_path, !cfg.unprivileged_dev)
+        .context("Cannot reach the host mount namespace")?;
+    tracing::info!(ns = %ns_path.display(), joined = ?host_ns.joined(), "host mount namespace");
     if !cfg.unprivileged_dev {
         privilege::drop_capabilities()?;
     }
@@ -56,6 +68,10 @@ fn run(start_env: privilege::StartEnv) -> anyhow::Result<()> {
         tracing::info!(socket = %cfg.socket.display(), agent_uid = cfg.agent_uid, "felhom-helper ready");
         if let Some(sock) = &start_env.notify_socket {
             notify::ready(sock).context("Cannot notify systemd")?;
+            if let Some(interval) = start_env.watchdog {
+                tracing::info!(interval = ?interval, "petting the systemd watchdog");
+                tokio::spawn(notify::pet_watchdog(sock.clone(), interval));
+            }
         }
         let shutdown = async {
             let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -73,7 +89,7 @@ fn run(start_env: privilege::StartEnv) -> anyhow::Result<()> {
             tracing::info!("shutting down");
         };
         let socket = cfg.socket.clone();
-        server::serve(listener, Arc::new(cfg), audit, shutdown).await?;
+        server::serve_in(listener, Arc::new(cfg), audit, host_ns, shutdown).await?;
         let _ = std::fs::remove_file(socket);
         Ok::<(), anyhow::Error>(())
     })

@@ -3,8 +3,8 @@
 //! At start, before the tokio runtime exists (so no other thread can race the environment):
 //! [`sanitize_process`] closes every inherited file descriptor above 2 (and points a closed
 //! 0/1/2 at /dev/null) and replaces the environment with a fixed `PATH` and `LANG` (keeping
-//! only `NOTIFY_SOCKET` for systemd readiness and `RUST_LOG` for the log level, both read
-//! once and then removed).
+//! only `NOTIFY_SOCKET`, `WATCHDOG_USEC`/`WATCHDOG_PID` for systemd readiness and watchdog and
+//! `RUST_LOG` for the log level, all read once and then removed).
 //! [`require_root`] refuses to run as anyone but root unless the loud simulated-host switch
 //! is given.
 //!
@@ -91,6 +91,8 @@ pub struct StartEnv {
     pub notify_socket: Option<std::ffi::OsString>,
     /// The log filter, if any.
     pub rust_log: Option<String>,
+    /// systemd's watchdog interval (`WATCHDOG_USEC`), if it is meant for this process.
+    pub watchdog: Option<std::time::Duration>,
 }
 
 /// Refuses to run unless root (or the simulated-host switch is on).
@@ -119,6 +121,11 @@ pub fn sanitize_process() -> StartEnv {
     let start = StartEnv {
         notify_socket: std::env::var_os("NOTIFY_SOCKET"),
         rust_log: std::env::var("RUST_LOG").ok(),
+        watchdog: crate::notify::watchdog_interval(
+            std::env::var("WATCHDOG_USEC").ok().as_deref(),
+            std::env::var("WATCHDOG_PID").ok().as_deref(),
+            std::process::id(),
+        ),
     };
     let keys: Vec<_> = std::env::vars_os().map(|(k, _)| k).collect();
     for key in keys {

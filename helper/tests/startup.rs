@@ -214,3 +214,36 @@ async fn unprivileged_dev_switch_runs_without_root() {
         .into_inner();
     assert!(mounts.mounts.is_empty());
 }
+
+#[tokio::test]
+async fn watchdog_is_petted_after_ready() {
+    // READY=1 is consumed by the harness; WATCHDOG=1 must follow at half the interval.
+    let helper = common::start(common::Options {
+        watchdog_usec: Some(400_000),
+        ..Default::default()
+    });
+    let mut buf = [0u8; 64];
+    let n = helper.notify.recv(&mut buf).expect("watchdog datagram");
+    assert_eq!(buf.get(..n), Some(&b"WATCHDOG=1\n"[..]));
+    let n = helper
+        .notify
+        .recv(&mut buf)
+        .expect("second watchdog datagram");
+    assert_eq!(buf.get(..n), Some(&b"WATCHDOG=1\n"[..]));
+}
+
+#[tokio::test]
+async fn no_watchdog_datagram_without_watchdog_usec() {
+    let helper = common::start(common::Options::default());
+    helper
+        .notify
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .expect("set timeout");
+    let mut buf = [0u8; 64];
+    let got = helper.notify.recv(&mut buf);
+    assert!(
+        got.is_err(),
+        "unexpected datagram: {:?}",
+        got.map(|n| buf.get(..n).map(<[u8]>::to_vec))
+    );
+}
