@@ -10,7 +10,11 @@
 //!
 //! How: at start, while the helper still holds its full capability sets, [`HostNs::start`]
 //! opens the namespace file (`--host-mount-ns`, default `/proc/1/ns/mnt`, PID 1's namespace
-//! is the host's) and starts the thread. The thread first calls `unshare(CLONE_FS)`, because
+//! is the host's) and starts the thread. Opening another process's namespace file passes the
+//! kernel's ptrace access check (PTRACE_MODE_READ_FSCREDS); for PID 1 that needs
+//! CAP_SYS_PTRACE, because a root whose bounding set is limited never holds all of PID 1's
+//! permitted capabilities (security/commoncap.c, `cap_ptrace_access_check`). The unit grants
+//! CAP_SYS_PTRACE for start only ([`crate::privilege::START_ONLY`]); the fd is kept open. The thread first calls `unshare(CLONE_FS)`, because
 //! setns(2) refuses `CLONE_NEWNS` for a caller that shares its filesystem attributes (root,
 //! cwd, umask) with another thread (man setns: "A process can't join a new mount namespace if
 //! it is sharing filesystem-related attributes … with another process"; threads share them

@@ -26,6 +26,9 @@
 //! | CAP_IPC_LOCK | pct | pmxcfs client and LVM lock memory |
 //! | CAP_AUDIT_WRITE | pct | PAM/auth log entries of PVE's RPC environment |
 //!
+//! Start only (in the unit's bounding set, never in [`BOUNDING`]): CAP_SETPCAP (the bounding
+//! drop itself) and CAP_SYS_PTRACE (opening `/proc/1/ns/mnt`, see [`crate::hostns`]).
+//!
 //! Children inherit the bounding set: a program executed by root gets
 //! `permitted = bounding` (file capabilities of root are "all"), so the programs above keep
 //! what they need while everything else (module loading, raw network, ptrace, time, boot,
@@ -80,6 +83,12 @@ pub const BOUNDING: &[Capability] = &[
     Capability::CAP_IPC_LOCK,
     Capability::CAP_AUDIT_WRITE,
 ];
+
+/// Capabilities the unit's bounding set must also grant because the helper needs them before
+/// [`drop_capabilities`] removes them: CAP_SETPCAP for PR_CAPBSET_DROP itself, CAP_SYS_PTRACE
+/// to open `/proc/1/ns/mnt` (the kernel's ptrace access check on PID 1 passes only with
+/// CAP_SYS_PTRACE or a permitted set covering PID 1's; see [`crate::hostns`]).
+pub const START_ONLY: &[Capability] = &[Capability::CAP_SETPCAP, Capability::CAP_SYS_PTRACE];
 
 /// The capabilities the helper process itself keeps in permitted/effective.
 pub const HELPER_OWN: &[Capability] = &[Capability::CAP_SYS_ADMIN];
