@@ -38,6 +38,8 @@ pub struct DevhostInfo {
     pub pve_token: String,
     pub agent_uid: u32,
     pub agent_pid: u32,
+    /// The felhom-helper child (see [`crate::devhost_helper`]).
+    pub helper_pid: u32,
     pub state_dir: PathBuf,
 }
 
@@ -46,6 +48,7 @@ pub struct Devhost {
     pub info: DevhostInfo,
     pve: Option<PveSimHandle>,
     agent: Child,
+    helper: Child,
 }
 
 fn write_private(path: &Path, contents: &str, owner: Option<u32>) -> anyhow::Result<()> {
@@ -127,6 +130,14 @@ impl Devhost {
             owner,
         )?;
 
+        let agent_gid = if root {
+            UNPRIVILEGED_ID
+        } else {
+            nix::unistd::getegid().as_raw()
+        };
+        let (mut helper, _) =
+            crate::devhost_helper::start(&dir, &helper_socket, agent_uid, agent_gid).await?;
+
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.arg(AGENT_ENTRY)
             .arg("--config")
@@ -144,8 +155,17 @@ impl Devhost {
             std::os::unix::process::CommandExt::gid(&mut cmd, UNPRIVILEGED_ID);
             // std also clears root's supplementary groups when a uid is set from root.
         }
-        let mut agent = cmd.spawn().context("cannot start the agent")?;
-        wait_for_socket(&agent_socket, &mut agent).await?;
+        let mut agent = match cmd.spawn().context("cannot start the agent") {
+            Ok(agent) => agent,
+            Err(e) => {
+                let _ = crate::devhost_helper::stop(&mut helper).await;
+                return Err(e);
+            }
+        };
+        if let Err(e) = wait_for_socket(&agent_socket, &mut agent).await {
+            let _ = crate::devhost_helper::stop(&mut helper).await;
+            return Err(e);
+        }
 
         let info = DevhostInfo {
             agent_socket,
@@ -155,6 +175,7 @@ impl Devhost {
             pve_token: token,
             agent_uid,
             agent_pid: agent.id(),
+            helper_pid: helper.id(),
             state_dir: dir.clone(),
         };
         write_private(
@@ -166,6 +187,7 @@ impl Devhost {
             info,
             pve: Some(pve),
             agent,
+            helper,
         })
     }
 
@@ -189,11 +211,15 @@ impl Devhost {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
+        let helper_status = crate::devhost_helper::stop(&mut self.helper).await?;
         if let Some(pve) = self.pve.take() {
             pve.shutdown().await;
         }
         if !status.success() {
             bail!("the agent exited with {status}");
+        }
+        if !helper_status.success() {
+            bail!("the helper exited with {helper_status}");
         }
         Ok(())
     }
