@@ -136,7 +136,7 @@ impl Devhost {
             nix::unistd::getegid().as_raw()
         };
         let (mut helper, _) =
-            crate::devhost_helper::start(&dir, &helper_socket, agent_uid, agent_gid).await?;
+            crate::devhost_helper::start(&dir, &pve, &helper_socket, agent_uid, agent_gid).await?;
 
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.arg(AGENT_ENTRY)

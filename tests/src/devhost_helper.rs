@@ -13,9 +13,10 @@
 //! As root the helper runs as root, like on a real host. Not as root it needs the loud
 //! `--unprivileged-dev` switch (no capability handling, socket not chowned).
 //!
-//! Limits: no `pct` stand-in is wired here (the `felhom-sim-pct` binary needs the simulator's
-//! state file); the helper's `--pct` names `DIR/bin/pct`, which does not exist, so a golden
-//! create through the devhost fails with the helper's "Cannot run pct" error.
+//! `DIR/bin/pct` is the `pct create` stand-in ([`crate::sim_pct`], hidden entry `__sim-pct`)
+//! against the devhost's simulator; its wrapper adds `--sim-state DIR/pvesim.json` (the
+//! simulator's URL, node, CA path and `root@pam!sim` token; mode 0600, owned by root like the
+//! helper that reads it).
 
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
@@ -31,6 +32,8 @@ pub const HELPER_ENTRY: &str = "__helper";
 pub const SMARTCTL_ENTRY: &str = "__sim-smartctl";
 /// Argument that makes the devhost binary act as the `sensors` stand-in.
 pub const SENSORS_ENTRY: &str = "__sim-sensors";
+/// Argument that makes the devhost binary act as the `pct` stand-in.
+pub const PCT_ENTRY: &str = "__sim-pct";
 
 /// Runs a hidden entry if `rest` (argv without the program) starts with one; `None` otherwise.
 /// Call first in `main`, before any thread exists (the helper requires it).
@@ -49,6 +52,8 @@ pub fn dispatch(program: &OsString, rest: &[OsString]) -> Option<ExitCode> {
         Some(crate::standins::smartctl_main(&strings()))
     } else if entry == SENSORS_ENTRY {
         Some(crate::standins::sensors_main(&strings()))
+    } else if entry == PCT_ENTRY {
+        Some(crate::sim_pct::pct_main(&strings()))
     } else {
         None
     }
@@ -65,6 +70,17 @@ pub struct HelperPaths {
 
 /// Writes an executable wrapper `dir/name` that execs this binary with `entry`.
 fn wrapper(dir: &Path, name: &str, exe: &Path, entry: &str) -> anyhow::Result<PathBuf> {
+    wrapper_with(dir, name, exe, entry, "")
+}
+
+/// Like [`wrapper`], with fixed `extra` arguments (already shell-quoted) after the entry.
+fn wrapper_with(
+    dir: &Path,
+    name: &str,
+    exe: &Path,
+    entry: &str,
+    extra: &str,
+) -> anyhow::Result<PathBuf> {
     let path = dir.join(name);
     let exe = exe
         .to_str()
@@ -72,8 +88,11 @@ fn wrapper(dir: &Path, name: &str, exe: &Path, entry: &str) -> anyhow::Result<Pa
     if exe.contains('\'') {
         bail!("the devhost binary's path contains a quote: {exe}");
     }
-    std::fs::write(&path, format!("#!/bin/sh\nexec '{exe}' {entry} \"$@\"\n"))
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\nexec '{exe}' {entry} {extra} \"$@\"\n"),
+    )
+    .with_context(|| format!("cannot write {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
     Ok(path)
 }
@@ -82,6 +101,7 @@ fn wrapper(dir: &Path, name: &str, exe: &Path, entry: &str) -> anyhow::Result<Pa
 /// and waits until the socket accepts connections.
 pub async fn start(
     dir: &Path,
+    pve: &crate::pve::PveSimHandle,
     socket: &Path,
     agent_uid: u32,
     agent_gid: u32,
@@ -93,6 +113,18 @@ pub async fn start(
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
     let smartctl = wrapper(&bin, "smartctl", &exe, SMARTCTL_ENTRY)?;
     let sensors = wrapper(&bin, "sensors", &exe, SENSORS_ENTRY)?;
+    let state = write_sim_state(dir, pve)?;
+    let state = state.to_str().context("the state directory is not UTF-8")?;
+    if state.contains('\'') {
+        bail!("the state directory contains a quote: {state}");
+    }
+    let pct = wrapper_with(
+        &bin,
+        "pct",
+        &exe,
+        PCT_ENTRY,
+        &format!("--sim-state '{state}'"),
+    )?;
     let helper_state = dir.join("helper-state");
     std::fs::create_dir_all(&helper_state)?;
     std::fs::set_permissions(&helper_state, std::fs::Permissions::from_mode(0o700))?;
@@ -114,7 +146,7 @@ pub async fn start(
         .arg("--host-mount-ns")
         .arg(format!("/proc/{}/ns/mnt", std::process::id()))
         .arg("--pct")
-        .arg(bin.join("pct"))
+        .arg(&pct)
         .arg("--smartctl")
         .arg(&smartctl)
         .arg("--sensors")
@@ -140,6 +172,38 @@ pub async fn start(
             audit,
         },
     ))
+}
+
+/// Writes the simulator state the `pct` stand-in reads (see [`crate::sim_pct`]).
+fn write_sim_state(dir: &Path, pve: &crate::pve::PveSimHandle) -> anyhow::Result<PathBuf> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let private = |path: &Path, data: &[u8]| -> anyhow::Result<()> {
+        let _ = std::fs::remove_file(path);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        f.write_all(data)?;
+        Ok(())
+    };
+    let ca = dir.join("pvesim.ca.pem");
+    private(&ca, pve.ca_pem().as_bytes())?;
+    let root_token = pve
+        .token("root@pam!sim")
+        .context("the fixture has no root@pam!sim token")?;
+    let json = serde_json::json!({
+        "url": pve.url(),
+        "fingerprint": pve.fingerprint(),
+        "ca_pem_path": ca,
+        "node": pve.node(),
+        "tokens": { "root@pam!sim": root_token },
+    });
+    let state = dir.join("pvesim.json");
+    private(&state, json.to_string().as_bytes())?;
+    Ok(state)
 }
 
 async fn wait_for_helper(socket: &Path, helper: &mut Child) -> anyhow::Result<()> {

@@ -6,4 +6,5 @@ pub mod devhost_helper;
 pub mod https;
 pub mod pbs;
 pub mod pve;
+pub mod sim_pct;
 pub mod standins;
