@@ -94,8 +94,11 @@ pub struct Cli {
     #[arg(long, default_value = "/dev/disk/by-uuid")]
     pub by_uuid_dir: PathBuf,
     /// Kernel mount table.
-    #[arg(long, default_value = "/proc/self/mountinfo")]
+    #[arg(long, default_value = "/proc/thread-self/mountinfo")]
     pub mountinfo: PathBuf,
+    /// Mount namespace that mounts, unmounts and pct run in (the host's: PID 1's).
+    #[arg(long, default_value = "/proc/1/ns/mnt")]
+    pub host_mount_ns: PathBuf,
     /// Lowest vmid golden create may use.
     #[arg(long, default_value_t = 9000)]
     pub golden_vmid_min: u32,
@@ -143,8 +146,10 @@ pub struct Config {
     pub mount_prefix: PathBuf,
     /// by-uuid dir.
     pub by_uuid_dir: PathBuf,
-    /// Mount table.
+    /// Mount table (read on the host-namespace thread, hence thread-self by default).
     pub mountinfo: PathBuf,
+    /// Host mount namespace file (see [`crate::hostns`]).
+    pub host_mount_ns: PathBuf,
     /// Golden vmid range.
     pub golden_vmids: RangeInclusive<u32>,
     /// pct.
@@ -189,12 +194,13 @@ fn resolve(
 impl Cli {
     /// Checks the options and turns them into a [`Config`].
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        let paths: [(&'static str, &PathBuf); 10] = [
+        let paths: [(&'static str, &PathBuf); 11] = [
             ("socket", &self.socket),
             ("state-dir", &self.state_dir),
             ("mount-prefix", &self.mount_prefix),
             ("by-uuid-dir", &self.by_uuid_dir),
             ("mountinfo", &self.mountinfo),
+            ("host-mount-ns", &self.host_mount_ns),
             ("pct", &self.pct),
             ("smartctl", &self.smartctl),
             ("sensors", &self.sensors),
@@ -231,6 +237,7 @@ impl Cli {
             mount_prefix: self.mount_prefix,
             by_uuid_dir: self.by_uuid_dir,
             mountinfo: self.mountinfo,
+            host_mount_ns: self.host_mount_ns,
             golden_vmids: lo..=hi,
             pct: self.pct,
             smartctl: self.smartctl,

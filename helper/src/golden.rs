@@ -36,6 +36,9 @@ pub enum GoldenError {
         /// Last stderr line, for the audit log only.
         stderr_tail: String,
     },
+    /// The host-namespace thread could not run pct.
+    #[error("Cannot run pct in the host mount namespace")]
+    HostNs(#[source] crate::hostns::HostNsError),
 }
 
 /// A validated golden-create request.

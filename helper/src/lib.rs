@@ -19,6 +19,9 @@
 //!    no shell, scrubbed environment, process-group kill at a timeout, capped output.
 //! 4. [`audit`]: caller uid/pid, operation, validated arguments, outcome and duration.
 //!
+//! Namespaces ([`hostns`]): the unit sandboxes the helper in a private mount namespace;
+//! mounts, mount-table reads and `pct` run on one thread that joined the host's namespace.
+//!
 //! Process hygiene and privilege ([`privilege`]): refuse to run unless root (except with the
 //! loud `--unprivileged-dev` switch of the simulated host), close inherited fds and reset the
 //! environment before any thread exists, and drop every capability the operations do not
@@ -28,9 +31,11 @@
 //! configuration (command line of its systemd unit) and the programs it is pointed at.
 
 pub mod audit;
+pub mod cli;
 pub mod config;
 pub mod exec;
 pub mod golden;
+pub mod hostns;
 pub mod mounts;
 pub mod notify;
 pub mod peer;

@@ -22,9 +22,11 @@
 //! component below it is a symlink, not a directory, not owned by the helper or writable by
 //! group/others (so nobody can swap in a symlink between the check and the syscall).
 //!
-//! Limits: the mount happens in the helper's mount namespace, so the systemd unit must not
-//! give the helper a private one (no `PrivateMounts=`, `ProtectSystem=`, `PrivateTmp=`).
-//! Mount and unmount calls are serialized by the caller (the service holds a lock).
+//! Namespace: the service runs every function here on the host-namespace thread
+//! ([`crate::hostns`]), so mounts land in the host's mount namespace although the systemd
+//! unit sandboxes the helper in a private one; the mount table is therefore read from
+//! `/proc/thread-self/mountinfo` (that thread's view), not `/proc/self`.
+//! Limits: mount and unmount calls are serialized by the caller (the service holds a lock).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -139,6 +141,9 @@ pub enum MountError {
     /// The blocking mount task died.
     #[error("Mount task failed")]
     Task(#[source] tokio::task::JoinError),
+    /// The host-namespace thread could not run the operation.
+    #[error("Cannot reach the host mount namespace")]
+    HostNs(#[source] crate::hostns::HostNsError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> MountError + '_ {

@@ -3,8 +3,8 @@
 //! At start, before the tokio runtime exists (so no other thread can race the environment):
 //! [`sanitize_process`] closes every inherited file descriptor above 2 (and points a closed
 //! 0/1/2 at /dev/null) and replaces the environment with a fixed `PATH` and `LANG` (keeping
-//! only `NOTIFY_SOCKET` for systemd readiness and `RUST_LOG` for the log level, both read
-//! once and then removed).
+//! only `NOTIFY_SOCKET`, `WATCHDOG_USEC`/`WATCHDOG_PID` for systemd readiness and watchdog and
+//! `RUST_LOG` for the log level, all read once and then removed).
 //! [`require_root`] refuses to run as anyone but root unless the loud simulated-host switch
 //! is given.
 //!
@@ -25,6 +25,9 @@
 //! | CAP_SYS_CHROOT | pct | template setup runs tools chrooted into the new rootfs |
 //! | CAP_IPC_LOCK | pct | pmxcfs client and LVM lock memory |
 //! | CAP_AUDIT_WRITE | pct | PAM/auth log entries of PVE's RPC environment |
+//!
+//! Start only (in the unit's bounding set, never in [`BOUNDING`]): CAP_SETPCAP (the bounding
+//! drop itself) and CAP_SYS_PTRACE (opening `/proc/1/ns/mnt`, see [`crate::hostns`]).
 //!
 //! Children inherit the bounding set: a program executed by root gets
 //! `permitted = bounding` (file capabilities of root are "all"), so the programs above keep
@@ -81,6 +84,12 @@ pub const BOUNDING: &[Capability] = &[
     Capability::CAP_AUDIT_WRITE,
 ];
 
+/// Capabilities the unit's bounding set must also grant because the helper needs them before
+/// [`drop_capabilities`] removes them: CAP_SETPCAP for PR_CAPBSET_DROP itself, CAP_SYS_PTRACE
+/// to open `/proc/1/ns/mnt` (the kernel's ptrace access check on PID 1 passes only with
+/// CAP_SYS_PTRACE or a permitted set covering PID 1's; see [`crate::hostns`]).
+pub const START_ONLY: &[Capability] = &[Capability::CAP_SETPCAP, Capability::CAP_SYS_PTRACE];
+
 /// The capabilities the helper process itself keeps in permitted/effective.
 pub const HELPER_OWN: &[Capability] = &[Capability::CAP_SYS_ADMIN];
 
@@ -91,6 +100,8 @@ pub struct StartEnv {
     pub notify_socket: Option<std::ffi::OsString>,
     /// The log filter, if any.
     pub rust_log: Option<String>,
+    /// systemd's watchdog interval (`WATCHDOG_USEC`), if it is meant for this process.
+    pub watchdog: Option<std::time::Duration>,
 }
 
 /// Refuses to run unless root (or the simulated-host switch is on).
@@ -119,6 +130,11 @@ pub fn sanitize_process() -> StartEnv {
     let start = StartEnv {
         notify_socket: std::env::var_os("NOTIFY_SOCKET"),
         rust_log: std::env::var("RUST_LOG").ok(),
+        watchdog: crate::notify::watchdog_interval(
+            std::env::var("WATCHDOG_USEC").ok().as_deref(),
+            std::env::var("WATCHDOG_PID").ok().as_deref(),
+            std::process::id(),
+        ),
     };
     let keys: Vec<_> = std::env::vars_os().map(|(k, _)| k).collect();
     for key in keys {

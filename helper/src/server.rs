@@ -27,6 +27,7 @@ use crate::audit::{Audit, Outcome};
 use crate::config::Config;
 use crate::exec::ExecError;
 use crate::golden::{self, GoldenConfig, GoldenError, GoldenSpec};
+use crate::hostns::{HostNs, HostNsError};
 use crate::mounts::{self, MountConfig, MountError};
 use crate::peer::{Caller, PeerCheck, Policy};
 use crate::sensors::{self, SensorsConfig, SensorsError};
@@ -65,6 +66,9 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("gRPC server failed")]
     Transport(#[from] tonic::transport::Error),
+    /// The host-namespace thread could not be started.
+    #[error("Cannot start the host-namespace thread")]
+    HostNs(#[from] HostNsError),
 }
 
 /// Binds the socket: stale-socket handling, bind, chown to the group, chmod 0660.
@@ -110,11 +114,26 @@ pub fn bind(cfg: &Config) -> Result<std::os::unix::net::UnixListener, ServeError
     Ok(listener)
 }
 
-/// Serves the helper service and reflection on `listener` until `shutdown` completes.
+/// Serves the helper service and reflection on `listener` until `shutdown` completes, with
+/// mounts and pct running in the helper's own mount namespace (no setns; for tests and
+/// stand-ins). The binary uses [`serve_in`] with the host namespace.
 pub async fn serve(
     listener: std::os::unix::net::UnixListener,
     cfg: Arc<Config>,
     audit: Arc<Audit>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let host_ns = HostNs::start(std::path::Path::new("/proc/thread-self/ns/mnt"), false)?;
+    serve_in(listener, cfg, audit, host_ns, shutdown).await
+}
+
+/// Serves the helper service and reflection on `listener` until `shutdown` completes;
+/// mounts, unmounts, mount listing and pct run on `host_ns`.
+pub async fn serve_in(
+    listener: std::os::unix::net::UnixListener,
+    cfg: Arc<Config>,
+    audit: Arc<Audit>,
+    host_ns: HostNs,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let check = PeerCheck::new(
@@ -134,7 +153,7 @@ pub async fn serve(
         path: cfg.socket.clone(),
         source,
     })?;
-    let service = HelperService::new(cfg, audit);
+    let service = HelperService::new(cfg, audit, host_ns);
     tonic::transport::Server::builder()
         .layer(check)
         .add_service(HelperServer::new(service))
@@ -155,13 +174,15 @@ pub struct HelperService {
     sensors: SensorsConfig,
     /// Serializes mount and unmount so checks and syscalls do not interleave.
     mount_lock: tokio::sync::Mutex<()>,
+    /// Where mounts and pct run.
+    host_ns: HostNs,
     /// One golden create at a time (pct takes cluster locks anyway; this keeps errors clear).
     golden_lock: tokio::sync::Mutex<()>,
 }
 
 impl HelperService {
-    /// A service for `cfg`, auditing to `audit`.
-    pub fn new(cfg: Arc<Config>, audit: Arc<Audit>) -> Self {
+    /// A service for `cfg`, auditing to `audit`, mounting and running pct on `host_ns`.
+    pub fn new(cfg: Arc<Config>, audit: Arc<Audit>, host_ns: HostNs) -> Self {
         let mounts = MountConfig {
             prefix: cfg.mount_prefix.clone(),
             by_uuid_dir: cfg.by_uuid_dir.clone(),
@@ -194,6 +215,7 @@ impl HelperService {
             smart,
             sensors,
             mount_lock: tokio::sync::Mutex::new(()),
+            host_ns,
             golden_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -268,6 +290,7 @@ fn golden_status(e: &GoldenError) -> Status {
     match e {
         GoldenError::Exec(x) => exec_status(x),
         GoldenError::Failed { .. } => Status::aborted(e.to_string()),
+        GoldenError::HostNs(_) => Status::internal(e.to_string()),
     }
 }
 
@@ -289,9 +312,10 @@ fn mount_status(e: &MountError) -> Status {
             Status::failed_precondition(msg)
         }
         MountError::Blkid(x) => exec_status(x),
-        MountError::BlkidFailed(_) | MountError::Io { .. } | MountError::Task(_) => {
-            Status::internal(msg)
-        }
+        MountError::BlkidFailed(_)
+        | MountError::Io { .. }
+        | MountError::Task(_)
+        | MountError::HostNs(_) => Status::internal(msg),
     }
 }
 
@@ -328,12 +352,18 @@ impl Helper for HelperService {
             .map_err(|e| self.reject(&caller, OP, started, e))?;
         let args = spec.argv().join(" ");
         let _guard = self.golden_lock.lock().await;
-        let result = golden::create(&self.golden, &spec).await.map_err(|e| {
-            if let GoldenError::Failed { stderr_tail, .. } = &e {
-                tracing::warn!(stderr = %stderr_tail, "pct create failed");
-            }
-            golden_status(&e)
-        });
+        let (golden_cfg, job) = (self.golden.clone(), spec.clone());
+        let result = self
+            .host_ns
+            .run(async move { golden::create(&golden_cfg, &job).await })
+            .await
+            .unwrap_or_else(|e| Err(GoldenError::HostNs(e)))
+            .map_err(|e| {
+                if let GoldenError::Failed { stderr_tail, .. } = &e {
+                    tracing::warn!(stderr = %stderr_tail, "pct create failed");
+                }
+                golden_status(&e)
+            });
         let vmid = spec.vmid.get();
         self.finish(
             &caller,
@@ -371,8 +401,12 @@ impl Helper for HelperService {
             opt_names.join(",")
         );
         let _guard = self.mount_lock.lock().await;
-        let result = mounts::mount(&self.mounts, &uuid, &mp, fs_type, &options)
+        let mount_cfg = self.mounts.clone();
+        let result = self
+            .host_ns
+            .run(async move { mounts::mount(&mount_cfg, &uuid, &mp, fs_type, &options).await })
             .await
+            .unwrap_or_else(|e| Err(MountError::HostNs(e)))
             .map(|m| pb::MountByUuidResponse {
                 mount: Some(mounts::to_proto(&m)),
             })
@@ -392,8 +426,12 @@ impl Helper for HelperService {
             .map_err(|e| self.reject(&caller, OP, started, e))?;
         let args = format!("mount_point={} lazy={}", mp.as_path().display(), req.lazy);
         let _guard = self.mount_lock.lock().await;
-        let result = mounts::unmount(&self.mounts, &mp, req.lazy)
+        let (mount_cfg, lazy) = (self.mounts.clone(), req.lazy);
+        let result = self
+            .host_ns
+            .run(async move { mounts::unmount(&mount_cfg, &mp, lazy).await })
             .await
+            .unwrap_or_else(|e| Err(MountError::HostNs(e)))
             .map(|()| pb::UnmountResponse {})
             .map_err(|e| mount_status(&e));
         self.finish(&caller, OP, &args, started, result)
@@ -406,7 +444,12 @@ impl Helper for HelperService {
         const OP: &str = "list_mounts";
         let started = Instant::now();
         let caller = caller_of(&request)?;
-        let result = mounts::list(&self.mounts)
+        let mount_cfg = self.mounts.clone();
+        let result = self
+            .host_ns
+            .run(async move { mounts::list(&mount_cfg) })
+            .await
+            .unwrap_or_else(|e| Err(MountError::HostNs(e)))
             .map(|ms| pb::ListMountsResponse {
                 mounts: ms.iter().map(mounts::to_proto).collect(),
             })

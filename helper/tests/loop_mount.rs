@@ -411,3 +411,88 @@ async fn mount_point_under_a_world_writable_directory_is_refused() {
         )
     );
 }
+
+/// Mount points in the mount table at `mountinfo` (field 5 of each line).
+fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
+    std::fs::read_to_string(mountinfo)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+        .collect()
+}
+
+#[tokio::test]
+async fn mount_by_a_sandboxed_helper_lands_in_the_host_namespace() {
+    // The helper runs in a private mount namespace (as under the unit's ProtectSystem= etc.),
+    // with the test's own namespace standing in for the host's. Its mount must appear in
+    // the test's namespace and not in the helper's own (main-thread) namespace: proof that
+    // it was made after setns, not by propagation.
+    let helper = common::start(common::Options {
+        wrapper: vec![
+            "unshare".into(),
+            "--mount".into(),
+            "--propagation".into(),
+            "private".into(),
+            "--".into(),
+        ],
+        ..Default::default()
+    });
+    let uuid = fresh_uuid();
+    let guard = match attach_image(helper.dir.path(), &helper.prefix, &uuid) {
+        Ok(g) => g,
+        Err(reason) => {
+            println!(
+                "SKIPPED mount_by_a_sandboxed_helper_lands_in_the_host_namespace: no loop device: {reason}"
+            );
+            return;
+        }
+    };
+    let own_ns = std::fs::read_link("/proc/self/ns/mnt").expect("own namespace");
+    let helper_ns =
+        std::fs::read_link(format!("/proc/{}/ns/mnt", helper.pid())).expect("helper namespace");
+    assert_ne!(
+        own_ns, helper_ns,
+        "the helper runs in its own mount namespace"
+    );
+
+    let mut client = helper.client().await;
+    let mount_point = helper.prefix.join("hostns");
+    let mp = mount_point.display().to_string();
+    client
+        .mount_by_uuid(MountByUuidRequest {
+            fs_uuid: uuid.clone(),
+            mount_point: mp.clone(),
+            fs_type: "ext4".into(),
+            options: vec![],
+        })
+        .await
+        .expect("mount by UUID");
+    assert!(
+        mount_points("/proc/self/mountinfo").contains(&mount_point),
+        "mount visible in the host (test) namespace"
+    );
+    assert!(
+        !mount_points(&format!("/proc/{}/mountinfo", helper.pid())).contains(&mount_point),
+        "mount not made in the helper's sandbox namespace"
+    );
+    let listed = client
+        .list_mounts(ListMountsRequest {})
+        .await
+        .expect("list mounts")
+        .into_inner()
+        .mounts;
+    assert_eq!(
+        listed.first().map(|m| m.mount_point.as_str()),
+        Some(mp.as_str()),
+        "the helper lists what the host sees"
+    );
+    client
+        .unmount(UnmountRequest {
+            mount_point: mp,
+            lazy: false,
+        })
+        .await
+        .expect("unmount in the host namespace");
+    assert!(!mount_points("/proc/self/mountinfo").contains(&mount_point));
+    drop(guard);
+}

@@ -96,8 +96,20 @@ fn refuses_to_start_when_another_helper_serves_the_socket() {
 #[test]
 fn capabilities_are_dropped_after_binding() {
     let helper = common::start(common::Options::default());
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", helper.pid())).expect("helper status");
+    // Capability sets are per thread: every thread (runtime workers and the host-namespace
+    // thread, which is created before the main thread drops) must have dropped.
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", helper.pid())).expect("helper tasks");
+    let mut checked = 0;
+    for task in tasks {
+        let path = task.expect("task entry").path().join("status");
+        let status = std::fs::read_to_string(&path).expect("task status");
+        check_dropped(&status);
+        checked += 1;
+    }
+    assert!(checked >= 2, "main and host-namespace threads checked");
+}
+
+fn check_dropped(status: &str) {
     let field = |name: &str| {
         status
             .lines()
@@ -109,12 +121,14 @@ fn capabilities_are_dropped_after_binding() {
     const CAP_SYS_MODULE: u64 = 1 << 16;
     const CAP_SYS_RAWIO: u64 = 1 << 17;
     const CAP_NET_RAW: u64 = 1 << 13;
+    const CAP_SYS_PTRACE: u64 = 1 << 19;
     assert_eq!(field("CapEff:"), CAP_SYS_ADMIN, "{status}");
     assert_eq!(field("CapPrm:"), CAP_SYS_ADMIN, "{status}");
     let bounding = field("CapBnd:");
     assert_eq!(bounding & CAP_SYS_MODULE, 0, "module loading stays dropped");
     assert_eq!(bounding & CAP_NET_RAW, 0, "raw network stays dropped");
     assert_ne!(bounding & CAP_SYS_RAWIO, 0, "smartctl needs SYS_RAWIO");
+    assert_eq!(bounding & CAP_SYS_PTRACE, 0, "ptrace was for start only");
 }
 
 #[tokio::test]
@@ -213,4 +227,37 @@ async fn unprivileged_dev_switch_runs_without_root() {
         .expect("root calls the unprivileged helper")
         .into_inner();
     assert!(mounts.mounts.is_empty());
+}
+
+#[tokio::test]
+async fn watchdog_is_petted_after_ready() {
+    // READY=1 is consumed by the harness; WATCHDOG=1 must follow at half the interval.
+    let helper = common::start(common::Options {
+        watchdog_usec: Some(400_000),
+        ..Default::default()
+    });
+    let mut buf = [0u8; 64];
+    let n = helper.notify.recv(&mut buf).expect("watchdog datagram");
+    assert_eq!(buf.get(..n), Some(&b"WATCHDOG=1\n"[..]));
+    let n = helper
+        .notify
+        .recv(&mut buf)
+        .expect("second watchdog datagram");
+    assert_eq!(buf.get(..n), Some(&b"WATCHDOG=1\n"[..]));
+}
+
+#[tokio::test]
+async fn no_watchdog_datagram_without_watchdog_usec() {
+    let helper = common::start(common::Options::default());
+    helper
+        .notify
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .expect("set timeout");
+    let mut buf = [0u8; 64];
+    let got = helper.notify.recv(&mut buf);
+    assert!(
+        got.is_err(),
+        "unexpected datagram: {:?}",
+        got.map(|n| buf.get(..n).map(<[u8]>::to_vec))
+    );
 }

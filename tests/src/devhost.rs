@@ -64,6 +64,8 @@ pub struct DevhostInfo {
     pub pve_token: String,
     pub agent_uid: u32,
     pub agent_pid: u32,
+    /// The felhom-helper child (see [`crate::devhost_helper`]).
+    pub helper_pid: u32,
     pub state_dir: PathBuf,
     /// The guests' local API, "127.0.0.1:PORT".
     pub local_api_endpoint: String,
@@ -95,6 +97,7 @@ pub struct Devhost {
     config: PathBuf,
     /// The binary whose `__agent` entry runs the agent.
     agent_exe: PathBuf,
+    helper: Child,
 }
 
 fn write_private(path: &Path, contents: &str, owner: Option<u32>) -> anyhow::Result<()> {
@@ -185,22 +188,47 @@ impl Devhost {
             owner,
         )?;
 
+        let agent_gid = if root {
+            UNPRIVILEGED_ID
+        } else {
+            nix::unistd::getegid().as_raw()
+        };
+        // The devhost binary's hidden entries run the agent, the helper and the stand-ins.
         let agent_exe = match &options.agent_program {
             Some(p) => p.clone(),
             None => std::env::current_exe()?,
         };
+        let (mut helper, _) = crate::devhost_helper::start(
+            &agent_exe,
+            &dir,
+            &pve,
+            &helper_socket,
+            agent_uid,
+            agent_gid,
+        )
+        .await?;
         let env: Vec<(&str, &str)> = options
             .agent_env
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let mut agent = spawn_agent(&agent_exe, &config, &env)?;
-        wait_for_socket(&agent_socket, &mut agent).await?;
-        let local_api = match local_api_setup(&agent_socket, &pve).await {
+        let mut agent = match spawn_agent(&agent_exe, &config, &env) {
+            Ok(agent) => agent,
+            Err(e) => {
+                let _ = crate::devhost_helper::stop(&mut helper).await;
+                return Err(e);
+            }
+        };
+        let ready = match wait_for_socket(&agent_socket, &mut agent).await {
+            Ok(()) => local_api_setup(&agent_socket, &pve).await,
+            Err(e) => Err(e),
+        };
+        let local_api = match ready {
             Ok(l) => l,
             Err(e) => {
                 let _ = agent.kill();
                 let _ = agent.wait();
+                let _ = crate::devhost_helper::stop(&mut helper).await;
                 return Err(e);
             }
         };
@@ -213,6 +241,7 @@ impl Devhost {
             pve_token: token,
             agent_uid,
             agent_pid: agent.id(),
+            helper_pid: helper.id(),
             state_dir: dir.clone(),
             local_api_endpoint: local_api.endpoint,
             local_api_pin_sha256: local_api.pin_sha256,
@@ -230,6 +259,7 @@ impl Devhost {
             agent,
             config,
             agent_exe: agent_exe.to_owned(),
+            helper,
         })
     }
 
@@ -290,11 +320,15 @@ impl Devhost {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
+        let helper_status = crate::devhost_helper::stop(&mut self.helper).await?;
         if let Some(pve) = self.pve.take() {
             pve.shutdown().await;
         }
         if !status.success() {
             bail!("the agent exited with {status}");
+        }
+        if !helper_status.success() {
+            bail!("the helper exited with {helper_status}");
         }
         Ok(())
     }
@@ -360,11 +394,14 @@ async fn local_api_setup(socket: &Path, pve: &PveSimHandle) -> anyhow::Result<Lo
 }
 
 impl Drop for Devhost {
-    /// A devhost dropped without [`Devhost::stop`] (a failed test) leaves no agent behind.
+    /// A devhost dropped without [`Devhost::stop`] (a failed test) leaves no agent or helper
+    /// behind.
     fn drop(&mut self) {
-        if matches!(self.agent.try_wait(), Ok(None)) {
-            let _ = self.agent.kill();
-            let _ = self.agent.wait();
+        for child in [&mut self.agent, &mut self.helper] {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
 }

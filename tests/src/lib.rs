@@ -2,6 +2,9 @@
 //! and the end-to-end tests that run the felhom processes against them.
 
 pub mod devhost;
+pub mod devhost_helper;
 pub mod https;
 pub mod pbs;
 pub mod pve;
+pub mod sim_pct;
+pub mod standins;

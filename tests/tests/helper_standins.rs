@@ -55,6 +55,7 @@ fn start_helper_with_pct(pct: Option<std::path::PathBuf>) -> Running {
         mount_prefix: dir.path().join("mnt"),
         by_uuid_dir: dir.path().join("by-uuid"),
         mountinfo: "/proc/self/mountinfo".into(),
+        host_mount_ns: "/proc/self/ns/mnt".into(),
         golden_vmids: 9000..=9099,
         pct: pct.unwrap_or_else(|| dir.path().join("no-pct")),
         smartctl: env!("CARGO_BIN_EXE_felhom-sim-smartctl").into(),

@@ -30,6 +30,11 @@ pub struct Options {
     pub wrapper: Vec<String>,
     /// The helper's state directory (default: `<temp>/state`).
     pub state_dir: Option<PathBuf>,
+    /// `--host-mount-ns` (default: the test process's own mount namespace; PID 1's is not
+    /// reachable in every sandbox the tests run in).
+    pub host_mount_ns: Option<PathBuf>,
+    /// `WATCHDOG_USEC` to start the helper with.
+    pub watchdog_usec: Option<u64>,
 }
 
 impl Default for Options {
@@ -44,6 +49,8 @@ impl Default for Options {
             extra: Vec::new(),
             wrapper: Vec::new(),
             state_dir: None,
+            host_mount_ns: None,
+            watchdog_usec: None,
         }
     }
 }
@@ -51,6 +58,8 @@ impl Default for Options {
 /// A running helper and its temp dir.
 pub struct Helper {
     child: Child,
+    /// The NOTIFY_SOCKET the helper reports to (READY=1 already consumed).
+    pub notify: UnixDatagram,
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub audit: PathBuf,
@@ -129,22 +138,32 @@ pub fn start_in(dir: tempfile::TempDir, opts: Options) -> Helper {
         .arg(opts.sensors.as_deref().unwrap_or(&missing))
         .arg("--read-timeout-secs")
         .arg(opts.read_timeout_secs.to_string())
+        .arg("--host-mount-ns")
+        .arg(
+            opts.host_mount_ns
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("/proc/{}/ns/mnt", std::process::id()))),
+        )
         .args(&opts.extra)
         .env("NOTIFY_SOCKET", &notify)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
+    if let Some(usec) = opts.watchdog_usec {
+        cmd.env("WATCHDOG_USEC", usec.to_string());
+    }
     let child = cmd.spawn().expect("start felhom-helper");
     let mut helper = Helper {
         child,
+        notify: ready,
         dir,
         socket,
         audit,
         prefix,
     };
     let mut buf = [0u8; 64];
-    match ready.recv(&mut buf) {
+    match helper.notify.recv(&mut buf) {
         Ok(n) => assert_eq!(
             buf.get(..n),
             Some(&b"READY=1\n"[..]),

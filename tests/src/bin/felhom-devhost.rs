@@ -24,6 +24,10 @@ fn main() -> ExitCode {
     let mut argv = std::env::args_os();
     let program = argv.next().unwrap_or_default();
     let rest: Vec<_> = argv.collect();
+    // Hidden entries for the helper and its stand-ins, first, while single-threaded.
+    if let Some(code) = felhom_simhost::devhost_helper::dispatch(&program, &rest) {
+        return code;
+    }
     if rest.first().is_some_and(|a| a == AGENT_ENTRY) {
         // Child process: be the agent.
         return felhom_agent::cli::main_from(
@@ -87,6 +91,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         i.agent_pid,
         i.agent_uid,
         i.agent_socket.display()
+    );
+    println!(
+        "  helper                pid {}, socket {} (admits uid {} and root)",
+        i.helper_pid,
+        i.helper_socket.display(),
+        i.agent_uid
     );
     println!(
         "  local API (guests)    https://{} (leaf sha256 {})",

@@ -5,14 +5,7 @@
 
 use std::process::ExitCode;
 
-const RECORDED: &str = include_str!("../../fixtures/sensors/proxmox-host.json");
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args != ["-j"] {
-        eprintln!("felhom-sim-sensors: expected -j, got {args:?}");
-        return ExitCode::from(1);
-    }
-    print!("{RECORDED}");
-    ExitCode::SUCCESS
+    felhom_simhost::standins::sensors_main(&args)
 }

@@ -10,76 +10,7 @@
 
 use std::process::ExitCode;
 
-const RECORDED: &[(&str, &str)] = &[
-    (
-        "/dev/sda",
-        include_str!("../../fixtures/smartctl/sata-hdd.json"),
-    ),
-    (
-        "/dev/sdb",
-        include_str!("../../fixtures/smartctl/sata-ssd.json"),
-    ),
-    (
-        "/dev/sdc",
-        include_str!("../../fixtures/smartctl/usb-sat.json"),
-    ),
-    (
-        "/dev/sdd",
-        include_str!("../../fixtures/smartctl/failing-hdd.json"),
-    ),
-    (
-        "/dev/sde",
-        include_str!("../../fixtures/smartctl/usb-nvme-jmicron.json"),
-    ),
-    (
-        "/dev/nvme0n1",
-        include_str!("../../fixtures/smartctl/nvme.json"),
-    ),
-];
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [json, all, device] = args.as_slice() else {
-        eprintln!("felhom-sim-smartctl: expected --json=c --all <device>, got {args:?}");
-        return ExitCode::from(1);
-    };
-    if json != "--json=c" || all != "--all" {
-        eprintln!("felhom-sim-smartctl: expected --json=c --all <device>, got {args:?}");
-        return ExitCode::from(1);
-    }
-    let Some((_, recorded)) = RECORDED.iter().find(|(d, _)| d == device) else {
-        let open_failed = serde_json::json!({
-            "json_format_version": [1, 0],
-            "smartctl": {
-                "version": [7, 3],
-                "svn_revision": "5338",
-                "platform_info": "x86_64-linux-6.8.12-4-pve",
-                "build_info": "(local build)",
-                "argv": ["smartctl", "--json=c", "--all", device],
-                "messages": [{
-                    "string": format!("Smartctl open device: {device} failed: No such device"),
-                    "severity": "error"
-                }],
-                "exit_status": 2
-            },
-            "local_time": {"time_t": 1763884800, "asctime": "Sun Nov 23 08:00:00 2025 CET"}
-        });
-        println!("{open_failed}");
-        return ExitCode::from(2);
-    };
-    let value: serde_json::Value = match serde_json::from_str(recorded) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("felhom-sim-smartctl: recorded output for {device} is broken: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let status = value
-        .pointer("/smartctl/exit_status")
-        .and_then(serde_json::Value::as_u64)
-        .and_then(|s| u8::try_from(s).ok())
-        .unwrap_or(0);
-    // Printed as recorded (indented); JSON readers do not care about the layout.
-    print!("{recorded}");
-    ExitCode::from(status)
+    felhom_simhost::standins::smartctl_main(&args)
 }
