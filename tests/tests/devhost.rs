@@ -98,10 +98,17 @@ async fn devhost_serves_the_agent_and_stops_cleanly() {
         "{stdout}"
     );
     let curl = format!(
-        "curl --pinnedpubkey 'sha256//{}' --insecure -H 'Authorization: Bearer {}' https://{}/storage",
-        info.local_api_pin_spki_sha256, info.guests[0].token, info.local_api_endpoint
+        "curl --pinnedpubkey 'sha256//{}' --insecure",
+        info.local_api_pin_spki_sha256
     );
     assert!(stdout.contains(&curl), "{stdout}");
+    assert!(
+        stdout.contains(&format!("https://{}/storage", info.local_api_endpoint)),
+        "{stdout}"
+    );
+    for g in &info.guests {
+        assert!(!stdout.contains(&g.token), "a guest token was printed");
+    }
     assert_eq!(
         uid_of(info.agent_pid),
         None,

@@ -133,14 +133,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "  FELHOM_AGENT_CONFIG={} cargo run -q -p felhom-agent -- selftest",
         config.display()
     );
-    if let Some(g) = i.guests.first() {
-        // The demo token is a simulator credential in a 0600 file the invoking user owns;
-        // printing it here is what makes the line copy-pasteable.
+    if !i.guests.is_empty() {
+        // Tokens are not printed: the line reads guest 101's token from devhost.json (0600).
         // The leaf is self-signed: --insecure drops curl's CA and name check, the pin stays
         // enforced (curl aborts before sending anything on a mismatch).
         println!(
-            "  curl --pinnedpubkey 'sha256//{}' --insecure -H 'Authorization: Bearer {}' https://{}/storage",
-            i.local_api_pin_spki_sha256, g.token, i.local_api_endpoint
+            "  curl --pinnedpubkey 'sha256//{}' --insecure -H \"Authorization: Bearer $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[\"guests\"][0][\"token\"])' {})\" https://{}/storage",
+            i.local_api_pin_spki_sha256,
+            i.state_dir.join("devhost.json").display(),
+            i.local_api_endpoint
         );
     }
     println!("\nCtrl-C stops everything.");
