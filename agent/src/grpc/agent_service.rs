@@ -67,6 +67,50 @@ impl AgentService {
     }
 }
 
+/// How a guest token is issued.
+#[derive(Debug, Clone, Copy)]
+enum TokenIssue {
+    /// First token of a guest (fails if it has one).
+    Mint,
+    /// Replaces the guest's token; the old one stops working.
+    Rotate,
+}
+
+impl AgentService {
+    /// Mints or rotates a guest's token, audits it, and returns it (the only time it is shown).
+    async fn issue_token(
+        &self,
+        actor: String,
+        vmid: Vmid,
+        how: TokenIssue,
+    ) -> Result<Response<pb::GuestToken>, Status> {
+        let minted = self
+            .db()
+            .run(move |db| match how {
+                TokenIssue::Mint => db.tokens().mint(vmid.get()),
+                TokenIssue::Rotate => db.tokens().rotate(vmid.get()),
+            })
+            .await
+            .map_err(|e| status::tokens(&e))?;
+        let action = match how {
+            TokenIssue::Mint => "token.mint",
+            TokenIssue::Rotate => "token.rotate",
+        };
+        self.audit(
+            actor,
+            action,
+            format!("guest:{vmid}"),
+            format!("token id {}", minted.id),
+        )
+        .await;
+        Ok(Response::new(pb::GuestToken {
+            vmid: minted.vmid,
+            token: minted.token.expose_secret().to_owned(),
+            token_id: minted.id.to_string(),
+        }))
+    }
+}
+
 /// `operator:uid=N` from the Unix socket's peer credentials.
 fn operator<T>(request: &Request<T>) -> String {
     request
@@ -329,23 +373,7 @@ impl pb::agent_server::Agent for AgentService {
             .lxc_status(vmid)
             .await
             .map_err(|e| status::pve(&e))?;
-        let minted = self
-            .db()
-            .run(move |db| db.tokens().mint(vmid.get()))
-            .await
-            .map_err(|e| status::tokens(&e))?;
-        self.audit(
-            actor,
-            "token.mint",
-            format!("guest:{vmid}"),
-            format!("token id {}", minted.id),
-        )
-        .await;
-        Ok(Response::new(pb::GuestToken {
-            vmid: minted.vmid,
-            token: minted.token.expose_secret().to_owned(),
-            token_id: minted.id.to_string(),
-        }))
+        self.issue_token(actor, vmid, TokenIssue::Mint).await
     }
 
     async fn rotate_guest_token(
@@ -354,23 +382,7 @@ impl pb::agent_server::Agent for AgentService {
     ) -> Result<Response<pb::GuestToken>, Status> {
         let actor = operator(&request);
         let vmid = vmid(request.into_inner().vmid)?;
-        let minted = self
-            .db()
-            .run(move |db| db.tokens().rotate(vmid.get()))
-            .await
-            .map_err(|e| status::tokens(&e))?;
-        self.audit(
-            actor,
-            "token.rotate",
-            format!("guest:{vmid}"),
-            format!("token id {}", minted.id),
-        )
-        .await;
-        Ok(Response::new(pb::GuestToken {
-            vmid: minted.vmid,
-            token: minted.token.expose_secret().to_owned(),
-            token_id: minted.id.to_string(),
-        }))
+        self.issue_token(actor, vmid, TokenIssue::Rotate).await
     }
 
     async fn revoke_guest_token(

@@ -11,6 +11,8 @@ use std::fmt;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::pve::token::{TokenShape, split_token};
+
 /// A PBS API token: public authid plus secret.
 #[derive(Clone)]
 pub struct PbsToken {
@@ -35,19 +37,13 @@ impl PbsToken {
     /// Parses `user@realm!tokenname:secret` (surrounding whitespace, as left by `echo` into a
     /// credential file, is trimmed). The authid holds no `:`, so the first colon ends it.
     pub fn parse(text: &str) -> Result<Self, PbsTokenError> {
-        let text = text.trim();
-        let (authid, secret) = text.split_once(':').ok_or(PbsTokenError::Shape)?;
-        if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(PbsTokenError::Characters);
-        }
-        validate_authid(authid)?;
-        if secret.is_empty() {
-            return Err(PbsTokenError::EmptySecret);
-        }
-        Ok(Self {
-            authid: authid.to_owned(),
-            secret: SecretString::from(secret.to_owned()),
-        })
+        let (authid, secret) = split_token(text, ':').map_err(|e| match e {
+            TokenShape::Shape => PbsTokenError::Shape,
+            TokenShape::AuthId(a) => PbsTokenError::AuthId(a),
+            TokenShape::EmptySecret => PbsTokenError::EmptySecret,
+            TokenShape::Characters => PbsTokenError::Characters,
+        })?;
+        Ok(Self { authid, secret })
     }
 
     /// `user@realm!tokenname`: who the token acts as (and the owner PBS records). Not secret.
@@ -63,21 +59,6 @@ impl PbsToken {
             self.secret.expose_secret()
         ))
     }
-}
-
-fn validate_authid(authid: &str) -> Result<(), PbsTokenError> {
-    let bad = || PbsTokenError::AuthId(authid.to_owned());
-    let (user_realm, tokenname) = authid.split_once('!').ok_or_else(bad)?;
-    let (user, realm) = user_realm.split_once('@').ok_or_else(bad)?;
-    if user.is_empty()
-        || realm.is_empty()
-        || tokenname.is_empty()
-        || tokenname.contains('!')
-        || realm.contains('@')
-    {
-        return Err(bad());
-    }
-    Ok(())
 }
 
 impl fmt::Debug for PbsToken {

@@ -15,7 +15,7 @@ mod client;
 mod error;
 mod task;
 mod tls;
-mod token;
+pub(crate) mod token;
 pub mod types;
 mod upid;
 

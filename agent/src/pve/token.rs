@@ -33,19 +33,13 @@ impl ApiToken {
     /// Parses `user@realm!tokenid=secret` (surrounding whitespace, as left by `echo` into a
     /// credential file, is trimmed).
     pub fn parse(text: &str) -> Result<Self, TokenError> {
-        let text = text.trim();
-        let (authid, secret) = text.split_once('=').ok_or(TokenError::Shape)?;
-        if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(TokenError::Characters);
-        }
-        validate_authid(authid)?;
-        if secret.is_empty() {
-            return Err(TokenError::EmptySecret);
-        }
-        Ok(Self {
-            authid: authid.to_owned(),
-            secret: SecretString::from(secret.to_owned()),
-        })
+        let (authid, secret) = split_token(text, '=').map_err(|e| match e {
+            TokenShape::Shape => TokenError::Shape,
+            TokenShape::AuthId(a) => TokenError::AuthId(a),
+            TokenShape::EmptySecret => TokenError::EmptySecret,
+            TokenShape::Characters => TokenError::Characters,
+        })?;
+        Ok(Self { authid, secret })
     }
 
     /// `user@realm!tokenid`: who the token acts as. Not secret.
@@ -63,14 +57,38 @@ impl ApiToken {
     }
 }
 
-fn validate_authid(authid: &str) -> Result<(), TokenError> {
-    let bad = || TokenError::AuthId(authid.to_owned());
+/// What is wrong with a token's text (PVE and PBS tokens share the shape but not the separator;
+/// each token type words its own error).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum TokenShape {
+    Shape,
+    AuthId(String),
+    EmptySecret,
+    Characters,
+}
+
+/// Splits `user@realm!tokenid<sep>secret` (trimmed) into a validated authid and the secret.
+pub(crate) fn split_token(text: &str, sep: char) -> Result<(String, SecretString), TokenShape> {
+    let text = text.trim();
+    let (authid, secret) = text.split_once(sep).ok_or(TokenShape::Shape)?;
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(TokenShape::Characters);
+    }
+    let bad = || TokenShape::AuthId(authid.to_owned());
     let (user_realm, tokenid) = authid.split_once('!').ok_or_else(bad)?;
     let (user, realm) = user_realm.split_once('@').ok_or_else(bad)?;
-    if user.is_empty() || realm.is_empty() || tokenid.is_empty() || tokenid.contains('!') {
+    if user.is_empty()
+        || realm.is_empty()
+        || realm.contains('@')
+        || tokenid.is_empty()
+        || tokenid.contains('!')
+    {
         return Err(bad());
     }
-    Ok(())
+    if secret.is_empty() {
+        return Err(TokenShape::EmptySecret);
+    }
+    Ok((authid.to_owned(), SecretString::from(secret.to_owned())))
 }
 
 impl fmt::Debug for ApiToken {
