@@ -64,6 +64,17 @@ pub enum FixtureError {
     Inconsistent(String),
 }
 
+/// Datastore of [`PbsFixture::linked_host`] (what the PVE fixture's `felhom-pbs` names).
+pub const LINKED_DATASTORE: &str = "felhom";
+/// The PVE storage's PBS user in [`PbsFixture::linked_host`].
+pub const LINKED_BACKUP_USER: &str = "felhom-backup@pbs";
+/// The agent's PBS token in [`PbsFixture::linked_host`].
+pub const LINKED_AGENT_TOKEN: &str = "felhom-agent@pbs!agent";
+
+fn user_of_token(authid: &str) -> &str {
+    authid.split_once('!').map_or(authid, |(u, _)| u)
+}
+
 const DEFAULT_FIXTURE: &str = include_str!("../../fixtures/pbs-default.json");
 
 impl PbsFixture {
@@ -71,6 +82,39 @@ impl PbsFixture {
     pub fn default_host() -> Self {
         serde_json::from_str(DEFAULT_FIXTURE)
             .expect("the embedded default fixture is valid JSON checked by a unit test")
+    }
+
+    /// The PBS behind the PVE simulator's `felhom-pbs` storage (see `crate::pve::pbs_link`):
+    /// node `pbs1`, an empty datastore [`LINKED_DATASTORE`], the PVE storage's user
+    /// [`LINKED_BACKUP_USER`] with `DatastoreBackup` (it owns what vzdump writes), and the
+    /// agent's token [`LINKED_AGENT_TOKEN`] with `DatastoreReader` (Audit + Verify + Read: list
+    /// snapshots, start verifies, read task logs of its own verifies) granted to both the user
+    /// and the token (PBS intersects them).
+    pub fn linked_host() -> Self {
+        let user = user_of_token(LINKED_AGENT_TOKEN);
+        let acl = |ugid: &str, role| AclEntry {
+            path: format!("/datastore/{LINKED_DATASTORE}"),
+            ugid: ugid.to_owned(),
+            role,
+            propagate: true,
+        };
+        PbsFixture {
+            node: "pbs1".to_owned(),
+            datastores: vec![FixtureDatastore {
+                name: LINKED_DATASTORE.to_owned(),
+                snapshots: Vec::new(),
+            }],
+            users: vec![LINKED_BACKUP_USER.to_owned(), user.to_owned()],
+            tokens: vec![FixtureToken {
+                authid: LINKED_AGENT_TOKEN.to_owned(),
+                secret: None,
+            }],
+            acl: vec![
+                acl(LINKED_BACKUP_USER, super::acl::Role::DatastoreBackup),
+                acl(user, super::acl::Role::DatastoreReader),
+                acl(LINKED_AGENT_TOKEN, super::acl::Role::DatastoreReader),
+            ],
+        }
     }
 
     /// Loads and checks a fixture file.

@@ -25,6 +25,7 @@
 pub mod acl;
 pub mod api;
 pub mod fixture;
+pub mod key;
 pub mod model;
 pub mod state;
 
@@ -44,6 +45,7 @@ use crate::pve::tls::{TlsError, TlsIdentity};
 
 pub use acl::Role;
 pub use fixture::PbsFixture;
+pub use key::PbsKey;
 pub use model::{BackupType, CryptMode, SimFile, SimSnapshot, SimVerification, VerifyState};
 pub use state::{PbsState, SimTask, VERIFY_FAILED};
 

@@ -227,6 +227,29 @@ impl PbsState {
             .push(snapshot);
     }
 
+    /// Removes a root-namespace snapshot (what `proxmox-backup-client forget`, a prune or a
+    /// `DELETE .../snapshots` does); true when it existed.
+    pub fn forget_snapshot(
+        &self,
+        store: &str,
+        backup_type: BackupType,
+        backup_id: &str,
+        backup_time: i64,
+    ) -> bool {
+        let mut w = self.lock();
+        let Some(list) = w.datastores.get_mut(store) else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|s| {
+            !(s.in_ns(None)
+                && s.backup_type == backup_type
+                && s.backup_id == backup_id
+                && s.backup_time == backup_time)
+        });
+        list.len() != before
+    }
+
     /// Makes the next verifies of a root-namespace snapshot find `file` damaged.
     pub fn fail_verify(
         &self,

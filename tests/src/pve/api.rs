@@ -102,6 +102,7 @@ fn route_plain(call: &Call, w: &mut World, m: &str, s: &[&str]) -> Option<Result
         ("GET", ["cluster", "resources"]) => cluster_resources(call, w),
         ("GET", ["cluster", "nextid"]) => nextid(call, w),
         ("GET", ["storage"]) => storage_config(call, w),
+        ("GET", ["storage", sid]) => storage_config_one(call, w, sid),
         ("GET", ["access", "permissions"]) => permissions(call, w),
         ("GET" | "POST" | "PUT" | "DELETE", ["nodes", node, rest @ ..]) => {
             if let Err(e) = check_node(w, node) {
@@ -423,13 +424,31 @@ fn storage_config(call: &Call, w: &World) -> Result<Value, ApiError> {
                 v["shared"] = json!(1);
             }
             if s.kind == "pbs" {
-                v["username"] = json!("felhom-backup@pbs");
+                v["username"] = json!(super::pbs_link::pbs_user(s));
                 v["prune-backups"] = json!("keep-all=1");
+                if let Some(port) = s.port {
+                    v["port"] = json!(port);
+                }
+                // PBSPlugin: storage.cfg keeps the key's fingerprint; the key itself lives in
+                // /etc/pve/priv/storage/<id>.enc and is never returned.
+                if let Some(key) = w.storage_keys.get(&s.storage) {
+                    v["encryption-key"] = json!(key.fingerprint());
+                }
             }
             v
         })
         .collect();
     Ok(json!(out))
+}
+
+/// `GET /storage/{storage}` (pve-storage `API2/Storage/Config.pm` `read`: needs
+/// `Datastore.Allocate` on the storage; the same section as the index lists).
+fn storage_config_one(call: &Call, w: &World, sid: &str) -> Result<Value, ApiError> {
+    call.need(w, &format!("/storage/{sid}"), "Datastore.Allocate")?;
+    let all = storage_config(call, w)?;
+    all.as_array()
+        .and_then(|a| a.iter().find(|v| v["storage"] == sid).cloned())
+        .ok_or_else(|| ApiError::internal(format!("storage '{sid}' does not exist")))
 }
 
 fn storage_entry(s: &super::fixture::StorageFixture) -> Value {
@@ -495,19 +514,50 @@ fn storage_content(call: &Call, w: &World, sid: &str) -> Result<Value, ApiError>
     let content = call.params.get("content");
     let vmid = call.params.int("vmid")?;
     let mut out = Vec::new();
-    if content.is_none_or(|c| c == "backup") {
+    let visible = |vmid_of: u32| {
+        // pve-storage `check_volume_access`, applied per volume; failures are skipped
+        // silently (the listing is 200 with fewer entries).
+        let spath = format!("/storage/{sid}");
+        call.authid == "root@pam"
+            || call.has(w, &spath, "Datastore.Allocate")
+            || (call.has(w, &spath, "Datastore.AllocateSpace")
+                && call.has(w, &format!("/vms/{vmid_of}"), "VM.Backup"))
+    };
+    if content.is_none_or(|c| c == "backup")
+        && let Some(linked) = super::pbs_link::list(w, sid)
+    {
+        for vol in linked {
+            if vmid.is_some_and(|v| v != u64::from(vol.vmid)) || !visible(vol.vmid) {
+                continue;
+            }
+            let snap = &vol.snapshot;
+            let size: u64 = snap.files.iter().map(|f| f.size.unwrap_or(0)).sum();
+            let kind = snap.backup_type.as_str();
+            let mut v = json!({
+                "volid": vol.volid, "format": format!("pbs-{kind}"), "size": size.max(1),
+                "ctime": snap.backup_time, "vmid": vol.vmid, "content": "backup",
+                "subtype": if kind == "vm" { "qemu" } else { "lxc" },
+            });
+            if let Some(ver) = &snap.verification {
+                v["verification"] = json!(ver);
+            }
+            if let Some(n) = &snap.comment {
+                v["notes"] = json!(n);
+            }
+            if snap.protected {
+                v["protected"] = json!(1);
+            }
+            if let Some(e) = super::pbs_link::encrypted(snap) {
+                v["encrypted"] = json!(e);
+            }
+            out.push(v);
+        }
+    } else if content.is_none_or(|c| c == "backup") {
         for b in w.backups.iter().filter(|b| b.storage() == sid) {
             if vmid.is_some_and(|v| v != u64::from(b.vmid)) {
                 continue;
             }
-            // pve-storage `check_volume_access`, applied per volume; failures are skipped
-            // silently (the listing is 200 with fewer entries).
-            let spath = format!("/storage/{sid}");
-            let visible = call.authid == "root@pam"
-                || call.has(w, &spath, "Datastore.Allocate")
-                || (call.has(w, &spath, "Datastore.AllocateSpace")
-                    && call.has(w, &format!("/vms/{}", b.vmid), "VM.Backup"));
-            if !visible {
+            if !visible(b.vmid) {
                 continue;
             }
             let mut v = json!({

@@ -154,6 +154,16 @@ pub struct StorageFixture {
     pub datastore: Option<String>,
     #[serde(default)]
     pub fingerprint: Option<String>,
+    /// `pbs`: the server port when not 8007.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `pbs`: the PBS user PVE logs in as (default `felhom-backup@pbs`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// `pbs`: the client encryption key JSON (PVE keeps it in
+    /// `/etc/pve/priv/storage/<id>.enc`; the config shows only its fingerprint).
+    #[serde(default)]
+    pub encryption_key: Option<String>,
     #[serde(default)]
     pub vgname: Option<String>,
     #[serde(default)]
@@ -295,6 +305,19 @@ impl Fixture {
                         "roles: '{}' has unknown privilege '{p}'",
                         role.roleid
                     ));
+                }
+            }
+        }
+        for st in &self.storages {
+            if let Some(key) = &st.encryption_key {
+                if st.kind != "pbs" {
+                    return bad(format!(
+                        "storages: '{}' has an encryption_key but is not of type pbs",
+                        st.storage
+                    ));
+                }
+                if let Err(e) = crate::pbs::PbsKey::from_json(key) {
+                    return bad(format!("storages: '{}' encryption_key: {e}", st.storage));
                 }
             }
         }

@@ -54,6 +54,8 @@ pub mod api;
 pub mod faults;
 pub mod fixture;
 pub mod ops;
+pub mod pbs_link;
+pub mod prune;
 pub mod reply;
 pub mod state;
 pub mod tls;
@@ -72,6 +74,7 @@ use tokio::task::JoinHandle;
 
 pub use faults::{FaultSpec, Faults};
 pub use fixture::Fixture;
+pub use pbs_link::PbsLink;
 pub use state::{SimState, World};
 
 /// Largest request body accepted (PVE's own limit is far larger; nothing here needs more).
@@ -90,6 +93,14 @@ pub enum PveSimError {
     NotLoopback(SocketAddr),
     #[error("Cannot build the TLS identity")]
     Tls(#[from] tls::TlsError),
+    #[error("Storage '{storage}' has an unusable encryption key")]
+    EncryptionKey {
+        storage: String,
+        #[source]
+        source: crate::pbs::key::KeyError,
+    },
+    #[error("Cannot link storage '{0}' to PBS: it is not a storage of type pbs in the fixture")]
+    LinkTarget(String),
 }
 
 /// How to start the simulator.
@@ -103,6 +114,8 @@ pub struct PveSimOptions {
     pub task_duration: Duration,
     /// Delay before answering a 401 (real pveproxy: 3 s). Default zero.
     pub unauthorized_delay: Duration,
+    /// Back a `pbs` storage with a running PBS simulator (see [`pbs_link`]). Default none.
+    pub pbs_link: Option<PbsLink>,
 }
 
 impl Default for PveSimOptions {
@@ -112,6 +125,7 @@ impl Default for PveSimOptions {
             fixture: Fixture::default_host(),
             task_duration: Duration::from_millis(300),
             unauthorized_delay: Duration::ZERO,
+            pbs_link: None,
         }
     }
 }
@@ -158,9 +172,32 @@ impl PveSim {
             addr: opts.listen,
             source,
         })?;
+        for s in &opts.fixture.storages {
+            if let Some(key) = &s.encryption_key {
+                crate::pbs::PbsKey::from_json(key).map_err(|source| {
+                    PveSimError::EncryptionKey {
+                        storage: s.storage.clone(),
+                        source,
+                    }
+                })?;
+            }
+        }
+        if let Some(link) = &opts.pbs_link
+            && !opts
+                .fixture
+                .storages
+                .iter()
+                .any(|s| s.storage == link.storage && s.kind == "pbs")
+        {
+            return Err(PveSimError::LinkTarget(link.storage.clone()));
+        }
         let faults = Faults::default();
+        let mut world = World::from_fixture(opts.fixture);
+        if let Some(link) = opts.pbs_link {
+            pbs_link::attach(&mut world, link);
+        }
         let state = SimState::new(
-            World::from_fixture(opts.fixture),
+            world,
             faults.clone(),
             opts.task_duration,
             identity.fingerprint.clone(),

@@ -472,7 +472,9 @@ pub fn create(call: &Call, w: &mut World) -> Result<Value, ApiError> {
             };
             let mut conf = BTreeMap::new();
             if let Some(archive) = archive {
-                let Some(backup) = archive else {
+                let linked = super::pbs_link::link_of(w, backup_storage(&ostemplate)).is_some();
+                let snapshot = super::pbs_link::snapshot_of(w, &ostemplate);
+                let Some(backup) = archive.filter(|_| !linked || snapshot.is_some()) else {
                     return fail(
                         w,
                         format!(
@@ -480,6 +482,31 @@ pub fn create(call: &Call, w: &mut World) -> Result<Value, ApiError> {
                         ),
                     );
                 };
+                if let Some(snap) = &snapshot
+                    && let Some(made_with) = &snap.fingerprint
+                {
+                    // proxmox-backup-client restore checks the manifest's key fingerprint.
+                    let key = w.storage_keys.get(backup_storage(&ostemplate));
+                    match key.map(crate::pbs::PbsKey::fingerprint) {
+                        None => {
+                            return fail(
+                                w,
+                                format!(
+                                    "unable to restore CT {vmid} - proxmox-backup-client failed: Error: missing key - manifest was created with key {made_with}"
+                                ),
+                            );
+                        }
+                        Some(fp) if &fp != made_with => {
+                            return fail(
+                                w,
+                                format!(
+                                    "unable to restore CT {vmid} - proxmox-backup-client failed: Error: wrong key - manifest's key {made_with} does not match provided key {fp}"
+                                ),
+                            );
+                        }
+                        Some(_) => {}
+                    }
+                }
                 for (k, v) in &backup.config {
                     if is_indexed(k, &["net"])
                         && !config.contains_key(k)
@@ -523,6 +550,19 @@ pub fn create(call: &Call, w: &mut World) -> Result<Value, ApiError> {
                 }
                 log.push(format!("restoring '{ostemplate}' now.."));
                 if backup.format() == "pbs-ct" {
+                    let sid = backup_storage(&ostemplate);
+                    if let Some(st) = w.storage(sid) {
+                        let crypt = if w.storage_keys.contains_key(sid) {
+                            "--crypt-mode=encrypt --keyfd=14"
+                        } else {
+                            "--crypt-mode=none"
+                        };
+                        log.push(format!(
+                            "run: /usr/bin/proxmox-backup-client restore {crypt} {} root.pxar /var/lib/lxc/{vmid}/rootfs --allow-existing-dirs --repository {}",
+                            ostemplate.split_once(":backup/").map_or("", |(_, r)| r),
+                            super::pbs_link::repository(st)
+                        ));
+                    }
                     log.push(format!(
                         "Starting restore of {} to /var/lib/lxc/{vmid}/rootfs",
                         ostemplate.split_once(":backup/").map_or("", |(_, r)| r)
@@ -630,6 +670,11 @@ pub fn create(call: &Call, w: &mut World) -> Result<Value, ApiError> {
         },
     );
     Ok(json!(upid))
+}
+
+/// The storage id of a volume id.
+fn backup_storage(volid: &str) -> &str {
+    volid.split_once(':').map_or("", |(s, _)| s)
 }
 
 /// `local-lvm:8` → `local-lvm:vm-<vmid>-disk-N,size=8G`; existing volids kept.
@@ -777,6 +822,76 @@ pub fn power(call: &Call, w: &mut World, vmid: u32, action: &str) -> Result<Valu
     Ok(json!(upid))
 }
 
+/// pve-container `$netconf_desc` checked like `PVE::JSONSchema::parse_property_string`:
+/// unknown keys, a missing `name`, non-boolean `firewall`/`link_down`, a non-numeric
+/// `tag`/`mtu`/`rate` or a `type` other than `veth` fail with PVE's texts
+/// (`invalid format - format error` plus one `<param>.<key>: <why>` line per problem).
+fn check_net(param: &str, value: &str) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    let mut has_name = false;
+    for part in value.split(',').filter(|p| !p.is_empty()) {
+        let Some((k, v)) = part.split_once('=') else {
+            // `name` is the default key of the format.
+            has_name = true;
+            continue;
+        };
+        let bad_bool = !matches!(
+            v.to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on" | "0" | "false" | "no" | "off"
+        );
+        let why = match k {
+            "name" => {
+                has_name = true;
+                None
+            }
+            "firewall" | "link_down" if bad_bool => {
+                Some(format!("type check ('boolean') failed - got '{v}'"))
+            }
+            "tag" | "mtu" if v.parse::<u32>().is_err() => {
+                Some(format!("type check ('integer') failed - got '{v}'"))
+            }
+            "rate" if v.parse::<f64>().is_err() => {
+                Some(format!("type check ('number') failed - got '{v}'"))
+            }
+            "type" if v != "veth" => Some(format!(
+                "value '{v}' does not have a value in the enumeration 'veth'"
+            )),
+            "firewall" | "link_down" | "tag" | "mtu" | "rate" | "type" | "bridge" | "hwaddr"
+            | "ip" | "ip6" | "gw" | "gw6" | "trunks" | "host-managed" => None,
+            _ => Some(
+                "property is not defined in schema and the schema does not allow additional properties"
+                    .to_owned(),
+            ),
+        };
+        if let Some(why) = why {
+            errors.push(format!("{param}.{k}: {why}"));
+        }
+    }
+    if !has_name {
+        errors.push(format!(
+            "{param}.name: property is missing and it is not optional"
+        ));
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    errors.sort();
+    Err(ApiError::param(
+        param,
+        format!("invalid format - format error\n{}", errors.join("\n")),
+    ))
+}
+
+/// `PVE::GuestHelpers::get_unique_tags`: split on `;`, `,` or space, drop duplicates, sort,
+/// join with `;`.
+fn unique_tags(value: &str) -> String {
+    let tags: std::collections::BTreeSet<&str> = value
+        .split([';', ',', ' '])
+        .filter(|t| !t.is_empty())
+        .collect();
+    tags.into_iter().collect::<Vec<_>>().join(";")
+}
+
 /// PUT config (synchronous).
 pub fn set_config(call: &Call, w: &mut World, vmid: u32) -> Result<Value, ApiError> {
     let new = config_params(call, &["node", "vmid", "delete", "digest", "revert"])?;
@@ -802,6 +917,14 @@ pub fn set_config(call: &Call, w: &mut World, vmid: u32) -> Result<Value, ApiErr
         return Err(ApiError::internal(
             "unable to modify read-only option: 'unprivileged'",
         ));
+    }
+    let mut new = new;
+    for (k, v) in new.iter_mut() {
+        if is_indexed(k, &["net"]) {
+            check_net(k, v)?;
+        } else if k == "tags" {
+            *v = unique_tags(v);
+        }
     }
     let g = guest(w, vmid)?.clone();
     let unprivileged = g.config.get("unprivileged").is_some_and(|u| u == "1");
@@ -1091,29 +1214,10 @@ pub fn delete_snapshot(
     Ok(json!(upid))
 }
 
-fn keep_last(prune: &str) -> Result<Option<usize>, ApiError> {
-    for part in prune.split(',').filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').unwrap_or((part, ""));
-        match k {
-            "keep-last" => {
-                return v.parse().map(Some).map_err(|_| {
-                    ApiError::param(
-                        "prune-backups",
-                        format!("invalid format - value '{v}' for keep-last"),
-                    )
-                });
-            }
-            "keep-all" | "keep-hourly" | "keep-daily" | "keep-weekly" | "keep-monthly"
-            | "keep-yearly" => {}
-            other => {
-                return Err(ApiError::param(
-                    "prune-backups",
-                    format!("invalid format - property '{other}' not allowed"),
-                ));
-            }
-        }
-    }
-    Ok(None)
+/// Storage types whose volumes support snapshots (pve-storage `volume_has_feature`
+/// `snapshot` for a container's raw volumes): dir/NFS/CIFS only for qcow2, LVM (thick) not.
+fn storage_snapshots(kind: &str) -> bool {
+    matches!(kind, "lvmthin" | "zfspool" | "rbd" | "btrfs" | "zfs")
 }
 
 /// POST /nodes/{node}/vzdump (one or more guests, comma-separated `vmid`).
@@ -1176,9 +1280,10 @@ pub fn vzdump(call: &Call, w: &mut World) -> Result<Value, ApiError> {
     let notes_template = p.get("notes-template").map(str::to_owned);
     let protected = p.flag("protected")?;
     let keep = match p.get("prune-backups") {
-        Some(v) => keep_last(v)?,
+        Some(v) => Some(super::prune::Keep::parse(v)?),
         None => None,
     };
+    let prune_raw = p.get("prune-backups").map(str::to_owned);
     let s = w
         .storage(&storage)
         .ok_or_else(|| ApiError::internal(format!("storage '{storage}' does not exist")))?
@@ -1225,8 +1330,8 @@ pub fn vzdump(call: &Call, w: &mut World) -> Result<Value, ApiError> {
     if compress != "0" {
         cmd.push_str(&format!(" --compress {compress}"));
     }
-    if let Some(k) = keep {
-        cmd.push_str(&format!(" --prune-backups 'keep-last={k}'"));
+    if let Some(raw) = &prune_raw {
+        cmd.push_str(&format!(" --prune-backups '{raw}'"));
     }
     cmd.push_str(&format!(" --node {node}"));
     let first = vec![format!("INFO: starting new backup job: {cmd}")];
@@ -1279,14 +1384,58 @@ pub fn vzdump(call: &Call, w: &mut World) -> Result<Value, ApiError> {
                         }
                     }
                 }
-                let actual_mode = if running { mode.as_str() } else { "stop" };
+                // pve-manager PVE/VZDump.pm `exec_backup_task`: a stopped guest is always backed
+                // up in stop mode; snapshot mode falls back to suspend when `prepare` fails
+                // with `mode failure` (pve-container: some included volume cannot snapshot).
+                let mut actual_mode = if running { mode.as_str() } else { "stop" };
+                if actual_mode == "snapshot" {
+                    let all_snap = g.config.iter().all(|(k, v)| {
+                        let included = k == "rootfs"
+                            || (is_indexed(k, &["mp"]) && !v.split(',').any(|kv| kv == "backup=0"));
+                        if !included {
+                            return true;
+                        }
+                        let vol = v.split(',').next().unwrap_or("");
+                        let sid = vol.split_once(':').map_or("", |(s, _)| s);
+                        w.storage(sid).is_some_and(|st| storage_snapshots(&st.kind))
+                    });
+                    if !all_snap {
+                        log.push("INFO: mode failure - some volumes do not support snapshots".to_owned());
+                        log.push("INFO: trying 'suspend' mode instead".to_owned());
+                        actual_mode = "suspend";
+                    }
+                }
                 log.push(format!("INFO: backup mode: {actual_mode}"));
                 log.push("INFO: ionice priority: 7".to_owned());
-                if running && actual_mode == "snapshot" {
-                    log.push("INFO: create storage snapshot 'vzdump'".to_owned());
-                }
-                if running && actual_mode == "stop" {
-                    log.push("INFO: stopping virtual guest".to_owned());
+                let linked = s.kind == "pbs" && super::pbs_link::link_of(w, &storage).is_some();
+                let key = w.storage_keys.get(&storage).cloned();
+                let tmpdir = if s.kind == "pbs" {
+                    format!("/var/tmp/vzdumptmp{}_{vmid}", 4000 + vmid % 1000)
+                } else {
+                    let (y, mo, d, h, mi, sec) = civil(started);
+                    format!(
+                        "/var/lib/vz/dump/vzdump-lxc-{vmid}-{y:04}_{mo:02}_{d:02}-{h:02}_{mi:02}_{sec:02}.tmp"
+                    )
+                };
+                let mut snapdir = "/mnt/vzsnap0".to_owned();
+                match actual_mode {
+                    "snapshot" => log.push("INFO: create storage snapshot 'vzdump'".to_owned()),
+                    "suspend" => {
+                        // prepare runs again for the new mode.
+                        log.push(format!("INFO: CT Name: {}", g.name()));
+                        log.push("INFO: including mount point rootfs ('/') in backup".to_owned());
+                        let pid = 10_000 + vmid;
+                        log.push(format!("INFO: starting first sync /proc/{pid}/root/ to {tmpdir}"));
+                        log.push("INFO: first sync finished - transferred 1.29G bytes in 11s".to_owned());
+                        log.push("INFO: suspending guest".to_owned());
+                        log.push(format!("INFO: starting final sync /proc/{pid}/root/ to {tmpdir}"));
+                        log.push("INFO: final sync finished - transferred 0 bytes in 1s".to_owned());
+                        log.push("INFO: resuming guest".to_owned());
+                        log.push("INFO: guest is online again after 1 seconds".to_owned());
+                        snapdir.clone_from(&tmpdir);
+                    }
+                    _ if running => log.push("INFO: stopping virtual guest".to_owned()),
+                    _ => {}
                 }
                 let mut t = started;
                 let volid = loop {
@@ -1306,18 +1455,45 @@ pub fn vzdump(call: &Call, w: &mut World) -> Result<Value, ApiError> {
                             "{storage}:backup/vzdump-lxc-{vmid}-{y:04}_{mo:02}_{d:02}-{h:02}_{mi:02}_{sec:02}{ext}"
                         )
                     };
-                    if !w.backups.iter().any(|b| b.volid == v) {
+                    let taken = w.backups.iter().any(|b| b.volid == v)
+                        || super::pbs_link::snapshot_of(w, &v).is_some();
+                    if !taken {
                         break v;
                     }
                     t += 1;
                 };
                 if s.kind == "pbs" {
+                    let dir = volid.split_once(":backup/").map_or("", |(_, r)| r).to_owned();
+                    log.push(format!("INFO: creating Proxmox Backup Server archive '{dir}'"));
+                    let crypt = match &key {
+                        Some(_) => "--crypt-mode=encrypt --keyfd=14",
+                        None => "--crypt-mode=none",
+                    };
+                    let repo = super::pbs_link::repository(&s);
                     log.push(format!(
-                        "INFO: creating Proxmox Backup Server archive '{}'",
-                        volid.split_once(":backup/").map_or("", |(_, r)| r)
+                        "INFO: run: lxc-usernsexec -m u:0:100000:65536 -m g:0:100000:65536 -- /usr/bin/proxmox-backup-client backup {crypt} pct.conf:{tmpdir}/etc/vzdump/pct.conf root.pxar:{snapdir} --include-dev {snapdir}/. --skip-lost-and-found --exclude=/tmp/?* --exclude=/var/tmp/?* --exclude=/var/run/?*.pid --backup-type ct --backup-id {vmid} --backup-time {t} --entries-max 1048576 --repository {repo}"
                     ));
-                    log.push("INFO: run: lxc-usernsexec -m u:0:100000:65536 -m g:0:100000:65536 -- /usr/bin/proxmox-backup-client backup --crypt-mode=none pct.conf:/var/tmp/vzdumptmp/etc/vzdump/pct.conf root.pxar:/mnt/vzsnap0 --include-dev /mnt/vzsnap0/./ --skip-lost-and-found --exclude=/tmp/?* --exclude=/var/tmp/?* --exclude=/var/run/?*.pid --backup-type ct --backup-id {vmid} --backup-time {t} --repository felhom-backup@pbs@127.0.0.1:felhom".replace("{vmid}", &vmid.to_string()).replace("{t}", &t.to_string()));
+                    log.push(format!("INFO: Starting backup: {dir}"));
+                    log.push(format!("INFO: Client name: {}", w.node.name));
+                    log.push(format!(
+                        "INFO: Starting backup protocol: {}",
+                        pve_time(now())
+                    ));
+                    if let Some(k) = &key {
+                        log.push("INFO: Using encryption key from file descriptor..".to_owned());
+                        log.push(format!("INFO: Encryption key fingerprint: {}", k.fingerprint()));
+                    }
+                    log.push("INFO: No previous manifest available.".to_owned());
+                    log.push(format!(
+                        "INFO: Upload config file '{tmpdir}/etc/vzdump/pct.conf' to '{repo}' as pct.conf.blob"
+                    ));
+                    log.push(format!(
+                        "INFO: Upload directory '{snapdir}' to '{repo}' as root.pxar.didx"
+                    ));
+                    log.push("INFO: root.pxar: had to backup 1.2 GiB of 1.2 GiB (compressed 412 MiB) in 12.41 s (average 99.5 MiB/s)".to_owned());
+                    log.push("INFO: Uploaded backup catalog (43.5 KiB)".to_owned());
                     log.push("INFO: Duration: 12.41s".to_owned());
+                    log.push(format!("INFO: End Time: {}", pve_time(now())));
                 } else {
                     log.push(format!(
                         "INFO: creating vzdump archive '/var/lib/vz/dump/{}'",
@@ -1340,7 +1516,7 @@ pub fn vzdump(call: &Call, w: &mut World) -> Result<Value, ApiError> {
                 if protected {
                     log.push("INFO: marking backup as protected".to_owned());
                 }
-                w.backups.push(Backup {
+                let backup = Backup {
                     volid: volid.clone(),
                     vmid: *vmid,
                     ctime: t,
@@ -1348,23 +1524,52 @@ pub fn vzdump(call: &Call, w: &mut World) -> Result<Value, ApiError> {
                     notes,
                     protected,
                     config,
-                });
-                if let Some(k) = keep {
+                };
+                if linked && let Err(e) = super::pbs_link::record_backup(w, &backup) {
+                    log.push(format!("ERROR: Backup of VM {vmid} failed - {e}"));
+                    failed = true;
+                    continue;
+                }
+                w.backups.push(backup);
+                if let Some(k) = &keep {
                     log.push(format!(
-                        "INFO: prune older backups with retention: keep-last={k}"
+                        "INFO: prune older backups with retention: {}",
+                        k.describe()
                     ));
-                    let mut mine: Vec<(i64, String)> = w
-                        .backups
-                        .iter()
-                        .filter(|b| b.storage() == storage && b.vmid == *vmid && !b.protected)
-                        .map(|b| (b.ctime, b.volid.clone()))
-                        .collect();
-                    mine.sort();
-                    let excess = mine.len().saturating_sub(k);
-                    let doomed: Vec<String> =
-                        mine.into_iter().take(excess).map(|(_, v)| v).collect();
+                    if linked {
+                        log.push(format!(
+                            "INFO: running 'proxmox-backup-client prune' for 'ct/{vmid}'"
+                        ));
+                    }
+                    let mine: Vec<super::prune::Candidate> = if linked {
+                        super::pbs_link::list(w, &storage)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter(|v| v.vmid == *vmid)
+                            .map(|v| super::prune::Candidate {
+                                id: v.volid,
+                                time: v.snapshot.backup_time,
+                                protected: v.snapshot.protected,
+                            })
+                            .collect()
+                    } else {
+                        w.backups
+                            .iter()
+                            .filter(|b| b.storage() == storage && b.vmid == *vmid)
+                            .map(|b| super::prune::Candidate {
+                                id: b.volid.clone(),
+                                time: b.ctime,
+                                protected: b.protected,
+                            })
+                            .collect()
+                    };
+                    let doomed = super::prune::removals(&mine, k);
                     for v in &doomed {
-                        log.push(format!("INFO: removing backup '{v}'"));
+                        if linked {
+                            super::pbs_link::forget(w, v);
+                        } else {
+                            log.push(format!("INFO: removing backup '{v}'"));
+                        }
                     }
                     w.backups.retain(|b| !doomed.contains(&b.volid));
                     if doomed.is_empty() {
@@ -1376,11 +1581,13 @@ pub fn vzdump(call: &Call, w: &mut World) -> Result<Value, ApiError> {
                         ));
                     }
                 }
-                if running && actual_mode == "snapshot" {
-                    log.push("INFO: cleanup temporary 'vzdump' snapshot".to_owned());
-                }
-                if running && actual_mode == "stop" {
-                    log.push("INFO: restarting vm".to_owned());
+                match actual_mode {
+                    "snapshot" => log.push("INFO: cleanup temporary 'vzdump' snapshot".to_owned()),
+                    "stop" if running => {
+                        log.push("INFO: restarting vm".to_owned());
+                        log.push("INFO: guest is online again after 14 seconds".to_owned());
+                    }
+                    _ => {}
                 }
                 log.push(format!("INFO: Finished Backup of VM {vmid} (00:00:12)"));
                 log.push(format!("INFO: Backup finished at {}", pve_time(now())));

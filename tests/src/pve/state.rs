@@ -118,6 +118,10 @@ pub struct World {
     pub guests: BTreeMap<u32, Guest>,
     pub backups: Vec<Backup>,
     pub tasks: Vec<Task>,
+    /// `pbs` storages backed by a PBS simulator (see [`super::pbs_link`]).
+    pub pbs_links: Vec<super::pbs_link::PbsLink>,
+    /// Encryption keys of `pbs` storages (`/etc/pve/priv/storage/<id>.enc`), by storage id.
+    pub storage_keys: BTreeMap<String, crate::pbs::PbsKey>,
     next_pid: u32,
     pstart: u32,
     next_mac: u32,
@@ -171,6 +175,16 @@ impl World {
             })
             .collect();
         let backups = f.backups.iter().map(backup_from_fixture).collect();
+        // Fixture keys are checked by `Fixture::check`; one that does not parse is left out
+        // (`PveSim::start` refuses such a fixture before getting here).
+        let storage_keys = f
+            .storages
+            .iter()
+            .filter_map(|s| {
+                let key = crate::pbs::PbsKey::from_json(s.encryption_key.as_deref()?).ok()?;
+                Some((s.storage.clone(), key))
+            })
+            .collect();
         let mut rng = rand::rng();
         World {
             node: f.node,
@@ -180,6 +194,8 @@ impl World {
             guests,
             backups,
             tasks: Vec::new(),
+            pbs_links: Vec::new(),
+            storage_keys,
             next_pid: rand::Rng::random_range(&mut rng, 100_000..900_000),
             pstart: rand::Rng::random_range(&mut rng, 1_000_000..90_000_000),
             next_mac: rand::Rng::random_range(&mut rng, 0..0x00FF_0000),
@@ -331,14 +347,55 @@ impl SimState {
         self.lock().task(upid).cloned()
     }
 
-    /// Copies of the backups on `storage`.
+    /// Copies of the backups on `storage` (on a PBS-linked storage: those PBS still has).
     pub fn backups(&self, storage: &str) -> Vec<Backup> {
-        self.lock()
-            .backups
+        let w = self.lock();
+        w.backups
             .iter()
-            .filter(|b| b.storage() == storage)
+            .filter(|b| b.storage() == storage && super::pbs_link::volume_exists(&w, b))
             .cloned()
             .collect()
+    }
+
+    /// Sets or removes a `pbs` storage's encryption key, as `pvesm set <storage>
+    /// --encryption-key <key JSON>` / `--delete encryption-key` do: the key goes to
+    /// `/etc/pve/priv/storage/<storage>.enc` and the config shows its fingerprint.
+    pub fn set_pbs_encryption_key(
+        &self,
+        storage: &str,
+        key: Option<crate::pbs::PbsKey>,
+    ) -> Result<(), String> {
+        let mut w = self.lock();
+        match w.storage(storage) {
+            Some(s) if s.kind == "pbs" => {}
+            Some(s) => return Err(format!("storage '{storage}' is of type {}, not pbs", s.kind)),
+            None => return Err(format!("storage '{storage}' does not exist")),
+        }
+        match key {
+            Some(k) => w.storage_keys.insert(storage.to_owned(), k),
+            None => w.storage_keys.remove(storage),
+        };
+        Ok(())
+    }
+
+    /// Creates a guest directly in the node's config (a guest some other tool or person made,
+    /// e.g. one tagged `felhom-scratch` that the agent must leave alone). Fails when the vmid
+    /// is taken, with PVE's text.
+    pub fn add_guest(
+        &self,
+        vmid: u32,
+        status: GuestStatus,
+        config: BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        self.create_as_root(vmid, config)?;
+        if status == GuestStatus::Running {
+            let mut w = self.lock();
+            if let Some(g) = w.guests.get_mut(&vmid) {
+                g.status = GuestStatus::Running;
+                g.started_at = Some(now());
+            }
+        }
+        Ok(())
     }
 
     /// Full token string `authid=secret` for a fixture token.
@@ -469,6 +526,13 @@ fn failure_lines(kind: &str, id: &str, status: &str) -> Vec<String> {
             ),
             "INFO: Failed at ".to_owned() + &pve_time(now()),
             "INFO: Backup job finished with errors".to_owned(),
+        ],
+        // What lxc-start prints when a container fails to come up (field reports of failed
+        // `vzstart` tasks), before the worker's `startup for container '<vmid>' failed`.
+        "vzstart" => vec![
+            "run_buffer: 571 Script exited with status 1".to_owned(),
+            format!("lxc_init: 845 Failed to run lxc.hook.pre-start for container \"{id}\""),
+            format!("__lxc_start: 2034 Failed to initialize container \"{id}\""),
         ],
         _ => vec![status.to_owned()],
     }
