@@ -305,6 +305,85 @@ pub(crate) fn forget(w: &World, volid: &str) -> bool {
     link.pbs.forget_snapshot(&link.datastore, btype, &id, time)
 }
 
+/// How to start a linked PVE + PBS pair ([`LinkedSims::start`]).
+#[derive(Debug, Clone)]
+pub struct LinkedOptions {
+    /// The PVE simulator (its `pbs_link` is filled in). Default: the default host.
+    pub pve: super::PveSimOptions,
+    /// The PBS simulator. Default: [`crate::pbs::PbsFixture::linked_host`].
+    pub pbs: crate::pbs::PbsSimOptions,
+    /// The PVE storage to link. Default `felhom-pbs`.
+    pub storage: String,
+    /// Give the storage a fresh encryption key. Default false.
+    pub encrypted: bool,
+}
+
+impl Default for LinkedOptions {
+    fn default() -> Self {
+        LinkedOptions {
+            pve: super::PveSimOptions::default(),
+            pbs: crate::pbs::PbsSimOptions {
+                fixture: crate::pbs::PbsFixture::linked_host(),
+                ..crate::pbs::PbsSimOptions::default()
+            },
+            storage: "felhom-pbs".to_owned(),
+            encrypted: false,
+        }
+    }
+}
+
+/// Errors starting a linked pair.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkedStartError {
+    #[error("Cannot start the PBS simulator")]
+    Pbs(#[from] crate::pbs::PbsSimError),
+    #[error("Cannot start the PVE simulator")]
+    Pve(#[from] super::PveSimError),
+    #[error("The PBS fixture has no datastore to link to")]
+    NoDatastore,
+    #[error("Cannot set the encryption key: {0}")]
+    Key(String),
+}
+
+/// A PVE simulator whose `pbs` storage is backed by a running PBS simulator.
+#[derive(Debug)]
+pub struct LinkedSims {
+    pub pve: super::PveSimHandle,
+    pub pbs: PbsSimHandle,
+    /// The storage's encryption key when [`LinkedOptions::encrypted`].
+    pub key: Option<PbsKey>,
+}
+
+impl LinkedSims {
+    /// Starts PBS, then PVE with its storage linked to PBS's first datastore.
+    pub async fn start(opts: LinkedOptions) -> Result<LinkedSims, LinkedStartError> {
+        let pbs = crate::pbs::PbsSim::start(opts.pbs).await?;
+        let datastore = pbs
+            .datastore()
+            .ok_or(LinkedStartError::NoDatastore)?
+            .to_owned();
+        let mut pve_opts = opts.pve;
+        pve_opts.pbs_link = Some(PbsLink::new(&pbs, &opts.storage, &datastore));
+        let pve = super::PveSim::start(pve_opts).await?;
+        let key = if opts.encrypted {
+            let key = PbsKey::generate();
+            pve.state()
+                .set_pbs_encryption_key(&opts.storage, Some(key.clone()))
+                .map_err(LinkedStartError::Key)?;
+            Some(key)
+        } else {
+            None
+        };
+        Ok(LinkedSims { pve, pbs, key })
+    }
+
+    /// Stops both simulators.
+    pub async fn shutdown(self) {
+        self.pve.shutdown().await;
+        self.pbs.shutdown().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
