@@ -8,17 +8,10 @@ use common::*;
 use felhom_proto::agent::v1 as pb;
 use serde_json::json;
 
-/// The body text and status of one request.
-async fn text(request: reqwest::RequestBuilder) -> (u16, String) {
-    let r = request.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.text().await.unwrap())
-}
-
 #[tokio::test]
 async fn new_backup_is_202_with_vmid_job_id_and_phase() {
     let h = Harness::start().await;
-    let (status, body) = text(
+    let (status, body) = send_text(
         h.client()
             .post(h.url("/backup"))
             .bearer_auth(TOKEN_A)
@@ -38,7 +31,7 @@ async fn backup_while_one_runs_joins_it_with_200() {
     let h = Harness::start().await;
     let first = send(h.client().post(h.url("/backup")).bearer_auth(TOKEN_A)).await;
     assert_eq!(first.status, 202);
-    let (status, body) = text(h.client().post(h.url("/backup")).bearer_auth(TOKEN_A)).await;
+    let (status, body) = send_text(h.client().post(h.url("/backup")).bearer_auth(TOKEN_A)).await;
     assert_eq!(status, 200);
     assert_eq!(
         body,
@@ -99,7 +92,7 @@ async fn backup_body_that_is_an_array_is_400() {
 }
 
 #[tokio::test]
-async fn guest_without_backup_policy_is_409_with_the_agents_text() {
+async fn guest_without_backup_policy_is_409_with_the_agents_send_text() {
     let h = Harness::start().await;
     for request in [
         h.client().post(h.url("/backup")).json(&json!({})),
@@ -115,7 +108,7 @@ async fn guest_without_backup_policy_is_409_with_the_agents_text() {
 #[tokio::test]
 async fn backup_due_has_the_documented_shape() {
     let h = Harness::start().await;
-    let (status, body) = text(h.client().get(h.url("/backup/due")).bearer_auth(TOKEN_A)).await;
+    let (status, body) = send_text(h.client().get(h.url("/backup/due")).bearer_auth(TOKEN_A)).await;
     assert_eq!(status, 200);
     assert_eq!(
         body,
@@ -127,7 +120,8 @@ async fn backup_due_has_the_documented_shape() {
 #[tokio::test]
 async fn backup_status_without_a_job_is_idle_with_empty_job_id_and_error() {
     let h = Harness::start().await;
-    let (status, body) = text(h.client().get(h.url("/backup/status")).bearer_auth(TOKEN_B)).await;
+    let (status, body) =
+        send_text(h.client().get(h.url("/backup/status")).bearer_auth(TOKEN_B)).await;
     assert_eq!(status, 200);
     assert_eq!(
         body,
@@ -144,7 +138,8 @@ async fn failed_backup_status_carries_the_error_and_no_operator_detail() {
         VMID_A,
         Some("command 'vzdump 101' failed: storage 'local' is full"),
     );
-    let (status, body) = text(h.client().get(h.url("/backup/status")).bearer_auth(TOKEN_A)).await;
+    let (status, body) =
+        send_text(h.client().get(h.url("/backup/status")).bearer_auth(TOKEN_A)).await;
     assert_eq!(status, 200);
     // The fake's reply also has trigger, consistency, runs (volid, upid) and times.
     assert_eq!(
@@ -193,7 +188,7 @@ async fn quiesce_loop_due_then_backup_then_status_until_done() {
 #[tokio::test]
 async fn restore_test_never_run_omits_last_run_at_and_detail() {
     let h = Harness::start().await;
-    let (status, body) = text(
+    let (status, body) = send_text(
         h.client()
             .get(h.url("/restore-test/status"))
             .bearer_auth(TOKEN_A),
@@ -222,7 +217,7 @@ async fn restore_test_shows_last_run_at_as_rfc3339_utc_and_no_operator_detail() 
         scratch_vmid: 9900,
         duration_ms: 48_000,
     });
-    let (status, body) = text(
+    let (status, body) = send_text(
         h.client()
             .get(h.url("/restore-test/status"))
             .bearer_auth(TOKEN_A),
@@ -316,7 +311,7 @@ async fn unknown_token_is_401_from_the_agent() {
 }
 
 #[tokio::test]
-async fn agent_not_found_is_404_with_its_text() {
+async fn agent_not_found_is_404_with_its_send_text() {
     let h = Harness::start().await;
     h.fake().fail_next(
         "GetBackupStatus",
@@ -330,7 +325,7 @@ async fn agent_not_found_is_404_with_its_text() {
 }
 
 #[tokio::test]
-async fn agent_queue_full_is_429_with_its_text() {
+async fn agent_queue_full_is_429_with_its_send_text() {
     let h = Harness::start().await;
     h.fake().fail_next(
         "StartBackup",

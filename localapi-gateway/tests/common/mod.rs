@@ -593,6 +593,13 @@ pub async fn send(request: reqwest::RequestBuilder) -> Reply {
     }
 }
 
+/// The status and exact body text of one request (for byte-for-byte payload checks).
+pub async fn send_text(request: reqwest::RequestBuilder) -> (u16, String) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
 /// The failure envelope with `error`.
 pub fn error_envelope(error: &str) -> serde_json::Value {
     serde_json::json!({"ok": false, "data": null, "error": error})
