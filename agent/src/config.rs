@@ -22,13 +22,17 @@ use std::time::Duration;
 use reqwest::Url;
 use serde::Deserialize;
 
+use crate::backup::{BackupSettings, RawBackup};
 use crate::context::StorageClass;
+use crate::pbs::{PbsClientConfig, PbsToken};
 use crate::paths;
 use crate::pve::{ApiToken, CertFingerprint, PveClientConfig, TlsTrust};
 use felhom_localapi_gateway::Limits;
 
 /// Name of the systemd credential holding the Proxmox VE API token.
 pub const PVE_TOKEN_CREDENTIAL: &str = "pve-token";
+/// Name of the systemd credential holding the Proxmox Backup Server API token.
+pub const PBS_TOKEN_CREDENTIAL: &str = "pbs-token";
 
 /// Environment variable prefix of overrides.
 pub const ENV_PREFIX: &str = "FELHOM_AGENT_";
@@ -96,6 +100,22 @@ struct RawConfig {
     agent: RawAgent,
     #[serde(default)]
     local_api: RawLocalApi,
+    #[serde(default)]
+    pbs: RawPbs,
+    #[serde(default)]
+    backup: RawBackup,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPbs {
+    endpoint: Option<String>,
+    datastore: Option<String>,
+    namespace: Option<String>,
+    token_file: Option<PathBuf>,
+    tls_fingerprint: Option<String>,
+    ca_file: Option<PathBuf>,
+    insecure_skip_verify: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,6 +189,15 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("local_api", "max_connections", Kind::Int),
     ("local_api", "rate_per_second", Kind::Int),
     ("local_api", "rate_burst", Kind::Int),
+    ("pbs", "endpoint", Kind::Str),
+    ("pbs", "datastore", Kind::Str),
+    ("pbs", "namespace", Kind::Str),
+    ("pbs", "token_file", Kind::Str),
+    ("pbs", "tls_fingerprint", Kind::Str),
+    ("pbs", "ca_file", Kind::Str),
+    ("pbs", "insecure_skip_verify", Kind::Bool),
+    ("backup", "tick_secs", Kind::Int),
+    ("backup", "grace_secs", Kind::Int),
 ];
 
 /// Validated Proxmox VE connection settings (the token already read).
@@ -202,6 +231,15 @@ pub struct LocalApiSettings {
     pub limits: Limits,
 }
 
+/// Validated Proxmox Backup Server settings (the token already read).
+#[derive(Debug, Clone)]
+pub struct PbsSettings {
+    pub client: PbsClientConfig,
+    pub datastore: String,
+    /// `None`: the datastore's root namespace.
+    pub namespace: Option<String>,
+}
+
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -209,6 +247,9 @@ pub struct Config {
     pub proxmox: Option<ProxmoxSettings>,
     pub agent: AgentPaths,
     pub local_api: LocalApiSettings,
+    /// `None` when no `[pbs]` endpoint is configured.
+    pub pbs: Option<PbsSettings>,
+    pub backup: BackupSettings,
 }
 
 /// Default config file location.
@@ -250,10 +291,21 @@ impl Config {
                     message: e.message().to_owned(),
                 })?;
         let agent = validate_agent(raw.agent)?;
+        let proxmox = validate_proxmox(raw.proxmox, env)?;
+        let pbs = validate_pbs(raw.pbs, env, proxmox.as_ref())?;
+        let backup = BackupSettings::validate(raw.backup).map_err(|e| ConfigError::Invalid {
+            key: e.key,
+            message: e.message,
+        })?;
+        if backup.tiers.iter().any(|t| t.kind == crate::backup::TierKind::Pbs) && pbs.is_none() {
+            tracing::info!("no [pbs] section: PBS tiers back up, but verify and snapshot detail are off");
+        }
         Ok(Config {
-            proxmox: validate_proxmox(raw.proxmox, env)?,
+            proxmox,
             local_api: validate_local_api(raw.local_api, &agent.state_dir)?,
             agent,
+            pbs,
+            backup,
         })
     }
 
@@ -319,30 +371,15 @@ fn validate_proxmox(
     let Some(endpoint) = raw.endpoint else {
         return Ok(None);
     };
-    let url = Url::parse(&endpoint).map_err(|e| {
-        invalid(
-            "proxmox.endpoint",
-            format!("'{endpoint}' is not a URL ({e})"),
-        )
-    })?;
-    if url.scheme() != "https" {
-        return Err(invalid(
-            "proxmox.endpoint",
-            format!("'{endpoint}' must use https"),
-        ));
-    }
-    if url.host_str().is_none() {
-        return Err(invalid(
-            "proxmox.endpoint",
-            format!("'{endpoint}' has no host"),
-        ));
-    }
-    if url.path() != "/" || url.query().is_some() || !url.username().is_empty() {
-        return Err(invalid(
-            "proxmox.endpoint",
-            "give only scheme, host and port, e.g. https://127.0.0.1:8006",
-        ));
-    }
+    let (url, trust) = endpoint_and_trust(
+        "proxmox",
+        &endpoint,
+        raw.tls_fingerprint,
+        raw.ca_file,
+        raw.insecure_skip_verify,
+        "https://127.0.0.1:8006",
+        "the node's ssl_fingerprint",
+    )?;
     let node = raw.node.ok_or(ConfigError::Missing {
         key: "proxmox.node".into(),
     })?;
@@ -354,43 +391,6 @@ fn validate_proxmox(
             "proxmox.node",
             format!("'{node}' is not a valid node name"),
         ));
-    }
-    let trust = match (
-        raw.tls_fingerprint,
-        raw.ca_file,
-        raw.insecure_skip_verify.unwrap_or(false),
-    ) {
-        (Some(fp), None, false) => TlsTrust::Pinned(
-            CertFingerprint::parse(&fp)
-                .map_err(|e| invalid("proxmox.tls_fingerprint", e.to_string()))?,
-        ),
-        (None, Some(ca), false) => TlsTrust::CaFile(ca),
-        (None, None, true) => TlsTrust::InsecureSkipVerify,
-        (None, None, false) => {
-            return Err(invalid(
-                "proxmox.tls_fingerprint",
-                "set one of tls_fingerprint (the node's ssl_fingerprint), ca_file, or insecure_skip_verify (loopback only)",
-            ));
-        }
-        _ => {
-            return Err(invalid(
-                "proxmox.tls_fingerprint",
-                "tls_fingerprint, ca_file and insecure_skip_verify exclude each other; set exactly one",
-            ));
-        }
-    };
-    if trust == TlsTrust::InsecureSkipVerify {
-        let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
-        let loopback = host.eq_ignore_ascii_case("localhost")
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        if !loopback {
-            return Err(invalid(
-                "proxmox.insecure_skip_verify",
-                format!("allowed only for loopback endpoints, not '{host}'"),
-            ));
-        }
     }
     let token = load_token(raw.token_file.as_deref(), env)?;
     Ok(Some(ProxmoxSettings {
@@ -421,27 +421,152 @@ fn validate_proxmox(
     }))
 }
 
-fn load_token(file: Option<&Path>, env: &dyn EnvSource) -> Result<ApiToken, ConfigError> {
-    let (key, path) = match (file, env.var("CREDENTIALS_DIRECTORY")) {
-        (Some(p), _) => ("proxmox.token_file", p.to_owned()),
-        (None, Some(dir)) => (
-            "credential pve-token",
-            Path::new(&dir).join(PVE_TOKEN_CREDENTIAL),
+/// `<section>.endpoint` as an https URL with only scheme/host/port, and its TLS trust (exactly
+/// one of fingerprint, CA file, or the loopback-only insecure switch).
+fn endpoint_and_trust(
+    section: &str,
+    endpoint: &str,
+    tls_fingerprint: Option<String>,
+    ca_file: Option<PathBuf>,
+    insecure_skip_verify: Option<bool>,
+    example: &str,
+    fingerprint_hint: &str,
+) -> Result<(Url, TlsTrust), ConfigError> {
+    let key = |k: &str| format!("{section}.{k}");
+    let url = Url::parse(endpoint)
+        .map_err(|e| invalid(&key("endpoint"), format!("'{endpoint}' is not a URL ({e})")))?;
+    if url.scheme() != "https" {
+        return Err(invalid(
+            &key("endpoint"),
+            format!("'{endpoint}' must use https"),
+        ));
+    }
+    if url.host_str().is_none() {
+        return Err(invalid(&key("endpoint"), format!("'{endpoint}' has no host")));
+    }
+    if url.path() != "/" || url.query().is_some() || !url.username().is_empty() {
+        return Err(invalid(
+            &key("endpoint"),
+            format!("give only scheme, host and port, e.g. {example}"),
+        ));
+    }
+    let trust = match (tls_fingerprint, ca_file, insecure_skip_verify.unwrap_or(false)) {
+        (Some(fp), None, false) => TlsTrust::Pinned(
+            CertFingerprint::parse(&fp).map_err(|e| invalid(&key("tls_fingerprint"), e.to_string()))?,
         ),
+        (None, Some(ca), false) => TlsTrust::CaFile(ca),
+        (None, None, true) => TlsTrust::InsecureSkipVerify,
+        (None, None, false) => {
+            return Err(invalid(
+                &key("tls_fingerprint"),
+                format!("set one of tls_fingerprint ({fingerprint_hint}), ca_file, or insecure_skip_verify (loopback only)"),
+            ));
+        }
+        _ => {
+            return Err(invalid(
+                &key("tls_fingerprint"),
+                "tls_fingerprint, ca_file and insecure_skip_verify exclude each other; set exactly one",
+            ));
+        }
+    };
+    if trust == TlsTrust::InsecureSkipVerify {
+        let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Err(invalid(
+                &key("insecure_skip_verify"),
+                format!("allowed only for loopback endpoints, not '{host}'"),
+            ));
+        }
+    }
+    Ok((url, trust))
+}
+
+fn validate_pbs(
+    raw: RawPbs,
+    env: &dyn EnvSource,
+    proxmox: Option<&ProxmoxSettings>,
+) -> Result<Option<PbsSettings>, ConfigError> {
+    let Some(endpoint) = raw.endpoint else {
+        return Ok(None);
+    };
+    let (url, trust) = endpoint_and_trust(
+        "pbs",
+        &endpoint,
+        raw.tls_fingerprint,
+        raw.ca_file,
+        raw.insecure_skip_verify,
+        "https://pbs.example:8007",
+        "proxmox-backup-manager cert info",
+    )?;
+    let datastore = raw.datastore.ok_or(ConfigError::Missing {
+        key: "pbs.datastore".into(),
+    })?;
+    crate::pbs::validate_datastore(&datastore).map_err(|e| invalid("pbs.datastore", e.to_string()))?;
+    let namespace = match raw.namespace {
+        Some(ns) if ns.is_empty() => None,
+        Some(ns) => {
+            crate::pbs::validate_namespace(&ns).map_err(|e| invalid("pbs.namespace", e.to_string()))?;
+            Some(ns)
+        }
+        None => None,
+    };
+    let (key, text) = read_secret(
+        "pbs.token_file",
+        raw.token_file.as_deref(),
+        PBS_TOKEN_CREDENTIAL,
+        env,
+    )?;
+    let token = PbsToken::parse(&text).map_err(|e| invalid(&key, e.to_string()))?;
+    // Timeouts follow [proxmox]: both are the host's own management APIs.
+    let (request_timeout, connect_timeout) = proxmox.map_or(
+        (Duration::from_secs(15), Duration::from_secs(5)),
+        |p| (p.client.request_timeout, p.client.connect_timeout),
+    );
+    Ok(Some(PbsSettings {
+        client: PbsClientConfig {
+            endpoint: url,
+            token,
+            trust,
+            request_timeout,
+            connect_timeout,
+        },
+        datastore,
+        namespace,
+    }))
+}
+
+/// Reads a secret from `file` (the key `file_key`) or else the systemd credential `credential`;
+/// answers which of the two it was (for messages) and the text.
+fn read_secret(
+    file_key: &'static str,
+    file: Option<&Path>,
+    credential: &'static str,
+    env: &dyn EnvSource,
+) -> Result<(String, String), ConfigError> {
+    let (key, path) = match (file, env.var("CREDENTIALS_DIRECTORY")) {
+        (Some(p), _) => (file_key.to_owned(), p.to_owned()),
+        (None, Some(dir)) => (format!("credential {credential}"), Path::new(&dir).join(credential)),
         (None, None) => {
             return Err(ConfigError::Missing {
-                key: format!(
-                    "proxmox.token_file (or the systemd credential '{PVE_TOKEN_CREDENTIAL}')"
-                ),
+                key: format!("{file_key} (or the systemd credential '{credential}')"),
             });
         }
     };
     let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretRead {
-        key: key.to_owned(),
+        key: key.clone(),
         path: path.clone(),
         source,
     })?;
-    ApiToken::parse(&text).map_err(|e| invalid(key, e.to_string()))
+    Ok((key, text))
+}
+
+fn load_token(file: Option<&Path>, env: &dyn EnvSource) -> Result<ApiToken, ConfigError> {
+    let (key, text) = read_secret("proxmox.token_file", file, PVE_TOKEN_CREDENTIAL, env)?;
+    ApiToken::parse(&text).map_err(|e| invalid(&key, e.to_string()))
 }
 
 /// Directory under the agent's state directory that holds the gateway certificate by default.

@@ -1,6 +1,8 @@
 //! What the agent's services share: the Proxmox client, the state database, the per-guest
 //! queue, and the settings that shape their work. Built once by the daemon (or a test).
 
+use crate::backup::service::PbsTarget;
+use crate::backup::{BackupService, BackupSettings};
 use std::collections::BTreeMap;
 
 use std::path::Path;
@@ -43,6 +45,15 @@ pub struct AgentContext {
     pub storage_classes: BTreeMap<String, StorageClass>,
     /// The embedded local API gateway, once the daemon has started it.
     pub local_api_gateway: GatewaySlot,
+    /// Backups, restore-tests and verify.
+    pub backup: BackupService,
+}
+
+/// What the backup side needs beyond the Proxmox client.
+#[derive(Debug, Clone, Default)]
+pub struct BackupSetup {
+    pub settings: BackupSettings,
+    pub pbs: Option<PbsTarget>,
 }
 
 /// Why the context could not be built.
@@ -62,6 +73,7 @@ impl AgentContext {
         state_dir: &Path,
         wait: WaitOptions,
         storage_classes: BTreeMap<String, StorageClass>,
+        backup: BackupSetup,
     ) -> Result<Self, ContextError> {
         let db = StateDb::open(state_dir).map_err(ContextError::State)?;
         let (queue, abandoned) = GuestQueue::start(db.clone(), QueueLimits::default())
@@ -74,7 +86,16 @@ impl AgentContext {
             Some((p, t)) => (Some(p), Some(t)),
             None => (None, None),
         };
+        let backup = BackupService::new(
+            pve.clone(),
+            backup.pbs,
+            backup.settings,
+            db.clone(),
+            queue.clone(),
+            wait.clone(),
+        );
         Ok(Self {
+            backup,
             pve,
             trust,
             db,

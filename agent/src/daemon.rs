@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::context::{AgentContext, ContextError};
+use crate::backup::service::PbsTarget;
+use crate::context::{AgentContext, BackupSetup, ContextError};
+use crate::pbs::{PbsClient, PbsError};
 use crate::grpc;
 use crate::pve::{PveClient, PveError, WaitOptions};
 
@@ -47,6 +49,8 @@ pub enum DaemonError {
     },
     #[error("cannot set up the Proxmox VE client")]
     Pve(#[source] PveError),
+    #[error("invalid Proxmox Backup Server settings")]
+    Pbs(#[source] PbsError),
     #[error(transparent)]
     Context(#[from] ContextError),
     #[error(transparent)]
@@ -94,12 +98,36 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             &config.agent.state_dir,
             wait,
             config.local_api.storage_classes.clone(),
+            BackupSetup {
+                settings: config.backup.clone(),
+                pbs: match &config.pbs {
+                    Some(p) => Some(PbsTarget {
+                        client: PbsClient::new(p.client.clone()).map_err(DaemonError::Pbs)?,
+                        datastore: p.datastore.clone(),
+                        namespace: p.namespace.clone(),
+                    }),
+                    None => None,
+                },
+            },
         )
         .await?,
     );
     // Before the socket exists, so no ProvisionGuest can touch a guest whose interrupted
     // operation is still being finished or rolled back.
+    // Restore-tests are journaled operations too: this destroys a scratch guest a crash left.
     crate::provision::recover(ctx.pve.as_ref(), &ctx.db, &ctx.wait).await;
+    match ctx
+        .db
+        .run(|db| {
+            db.backups()
+                .close_unfinished("interrupted by an agent restart")
+        })
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(rows = n, "closed backup/restore-test/verify records a previous run left open"),
+        Err(e) => tracing::error!(error = %e, "cannot close unfinished backup records"),
+    }
     let queue = ctx.queue.clone();
     let socket = &config.agent.socket;
     if let Some(dir) = socket.parent() {
@@ -118,6 +146,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
 
     notify(&[sd_notify::NotifyState::Ready]);
     let watchdog = spawn_watchdog(shutdown.clone());
+    let scheduler = tokio::spawn(crate::backup::scheduler::run(
+        ctx.backup.clone(),
+        shutdown.clone(),
+    ));
 
     let stop = shutdown.clone();
     let gateway = ctx.local_api_gateway.clone();
@@ -137,6 +169,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         );
     }
     watchdog.abort();
+    scheduler.abort();
     // Best effort: a later start removes a stale socket anyway.
     let _ = std::fs::remove_file(socket);
     result.map_err(DaemonError::from)

@@ -5,6 +5,7 @@
 //! hardware reads) go to `felhom-helper` over its Unix socket. See the workspace's
 //! `ARCHITECTURE.md` for the design and trust rules.
 
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod context;
@@ -20,5 +21,6 @@ pub mod pbs;
 pub mod provision;
 pub mod pve;
 pub mod queue;
+pub mod restore_test;
 pub mod selftest;
 pub mod state;

@@ -85,7 +85,7 @@ pub enum ProvisionError {
     Journal(#[from] JournalError),
 }
 
-fn pve_err(step: &'static str) -> impl FnOnce(PveError) -> ProvisionError {
+pub(crate) fn pve_err(step: &'static str) -> impl FnOnce(PveError) -> ProvisionError {
     move |source| ProvisionError::Pve { step, source }
 }
 
@@ -188,7 +188,7 @@ impl JournalWriter {
         }))
     }
 
-    async fn step_started(
+    pub(crate) async fn step_started(
         &self,
         op: OperationId,
         name: &'static str,
@@ -196,24 +196,24 @@ impl JournalWriter {
         write_call!(self, |j| j.step_started(op, name, None))
     }
 
-    async fn record_upid(&self, step: StepRef, upid: &Upid) -> Result<(), ProvisionError> {
+    pub(crate) async fn record_upid(&self, step: StepRef, upid: &Upid) -> Result<(), ProvisionError> {
         let upid = upid.as_str().to_owned();
         write_call!(self, |j| j.record_upid(step, &upid))
     }
 
-    async fn record_created(&self, step: StepRef, r: Resource) -> Result<(), ProvisionError> {
+    pub(crate) async fn record_created(&self, step: StepRef, r: Resource) -> Result<(), ProvisionError> {
         write_call!(self, |j| j.record_created(step, &r))
     }
 
-    async fn step_done(&self, step: StepRef) -> Result<(), ProvisionError> {
+    pub(crate) async fn step_done(&self, step: StepRef) -> Result<(), ProvisionError> {
         write_call!(self, |j| j.step_done(step))
     }
 
-    async fn step_failed(&self, step: StepRef, error: String) -> Result<(), ProvisionError> {
+    pub(crate) async fn step_failed(&self, step: StepRef, error: String) -> Result<(), ProvisionError> {
         write_call!(self, |j| j.step_failed(step, &error))
     }
 
-    async fn begin_compensation(
+    pub(crate) async fn begin_compensation(
         &self,
         op: OperationId,
         reason: String,
@@ -221,29 +221,29 @@ impl JournalWriter {
         write_call!(self, |j| j.begin_compensation(op, &reason))
     }
 
-    async fn record_removed(&self, op: OperationId, r: Resource) -> Result<(), ProvisionError> {
+    pub(crate) async fn record_removed(&self, op: OperationId, r: Resource) -> Result<(), ProvisionError> {
         write_call!(self, |j| j.record_removed(op, &r))
     }
 
-    async fn mark_completed(&self, op: OperationId) -> Result<(), ProvisionError> {
+    pub(crate) async fn mark_completed(&self, op: OperationId) -> Result<(), ProvisionError> {
         write_call!(self, |j| j.mark_completed(op))
     }
 
-    async fn mark_compensated(&self, op: OperationId) -> Result<(), ProvisionError> {
+    pub(crate) async fn mark_compensated(&self, op: OperationId) -> Result<(), ProvisionError> {
         write_call!(self, |j| j.mark_compensated(op))
     }
 
-    async fn mark_failed(&self, op: OperationId, error: String) -> Result<(), ProvisionError> {
+    pub(crate) async fn mark_failed(&self, op: OperationId, error: String) -> Result<(), ProvisionError> {
         write_call!(self, |j| j.mark_failed(op, &error))
     }
 
-    async fn get(&self, op: OperationId) -> Result<Option<Operation>, ProvisionError> {
+    pub(crate) async fn get(&self, op: OperationId) -> Result<Option<Operation>, ProvisionError> {
         Ok(self.db.run(move |db| db.journal().get(op)).await?)
     }
 }
 
 /// Full error chain as one line, for the journal and logs.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {
@@ -282,7 +282,7 @@ pub async fn run(
 }
 
 /// Runs one journaled step: `f` gets the step and returns the task to wait for, if any.
-async fn step<F, Fut>(
+pub(crate) async fn step<F, Fut>(
     journal: &JournalWriter,
     pve: &PveClient,
     wait: &WaitOptions,
@@ -324,46 +324,8 @@ async fn steps(
     vmid: Vmid,
     req: &ProvisionRequest,
 ) -> Result<(), ProvisionError> {
-    step(journal, pve, wait, cancel, op, "restore", |s| async move {
-        match pve.lxc_status(vmid).await {
-            Err(PveError::GuestNotFound { .. }) => {}
-            Ok(_) => return Err(ProvisionError::AlreadyExists(vmid.get())),
-            Err(e) => return Err(pve_err("restore")(e)),
-        }
-        let guest = Resource::Guest { vmid: vmid.get() };
-        journal.record_created(s, guest.clone()).await?;
-        let restore = RestoreRequest {
-            vmid,
-            archive: req.archive.clone(),
-            storage: req.storage.clone(),
-            force: false,
-            unique: true,
-            start: false,
-            hostname: None,
-            memory_mib: None,
-            cores: None,
-        };
-        match pve.restore_lxc(&restore).await {
-            Ok(upid) => Ok(Some(upid)),
-            // Proxmox refused the request itself: nothing was created.
-            Err(
-                e @ (PveError::Rejected { .. }
-                | PveError::InvalidRequest(_)
-                | PveError::Permission { .. }
-                | PveError::Unauthorized { .. }),
-            ) => {
-                journal.record_removed(op, guest).await?;
-                Err(pve_err("restore")(e))
-            }
-            // pve-container's create_vm dies synchronously (HTTP 500) with `CT <vmid> already
-            // exists on node '<node>'` (check_vmid_unused) when someone else created the vmid
-            // after our check: that guest is not ours.
-            Err(e @ PveError::Server { .. }) if e.to_string().contains("already exists") => {
-                journal.record_removed(op, guest).await?;
-                Err(pve_err("restore")(e))
-            }
-            Err(e) => Err(pve_err("restore")(e)),
-        }
+    step(journal, pve, wait, cancel, op, "restore", |s| {
+        restore_new_guest(pve, journal, s, vmid, &req.archive, &req.storage)
     })
     .await?;
     step(
@@ -417,6 +379,59 @@ async fn steps(
     Ok(())
 }
 
+/// The body of a `restore` step: refuses an existing vmid, records the guest as created
+/// *before* the restore POST (so a crash cannot orphan it), and un-records it when Proxmox
+/// refused the request outright (nothing was created). `unique=1` gives the copy new MACs.
+pub(crate) async fn restore_new_guest(
+    pve: &PveClient,
+    journal: &JournalWriter,
+    s: StepRef,
+    vmid: Vmid,
+    archive: &str,
+    storage: &str,
+) -> Result<Option<Upid>, ProvisionError> {
+    let op = s.operation;
+    match pve.lxc_status(vmid).await {
+        Err(PveError::GuestNotFound { .. }) => {}
+        Ok(_) => return Err(ProvisionError::AlreadyExists(vmid.get())),
+        Err(e) => return Err(pve_err("restore")(e)),
+    }
+    let guest = Resource::Guest { vmid: vmid.get() };
+    journal.record_created(s, guest.clone()).await?;
+    let restore = RestoreRequest {
+        vmid,
+        archive: archive.to_owned(),
+        storage: storage.to_owned(),
+        force: false,
+        unique: true,
+        start: false,
+        hostname: None,
+        memory_mib: None,
+        cores: None,
+    };
+    match pve.restore_lxc(&restore).await {
+        Ok(upid) => Ok(Some(upid)),
+        // Proxmox refused the request itself: nothing was created.
+        Err(
+            e @ (PveError::Rejected { .. }
+            | PveError::InvalidRequest(_)
+            | PveError::Permission { .. }
+            | PveError::Unauthorized { .. }),
+        ) => {
+            journal.record_removed(op, guest).await?;
+            Err(pve_err("restore")(e))
+        }
+        // pve-container's create_vm dies synchronously (HTTP 500) with `CT <vmid> already
+        // exists on node '<node>'` (check_vmid_unused) when someone else created the vmid
+        // after our check: that guest is not ours.
+        Err(e @ PveError::Server { .. }) if e.to_string().contains("already exists") => {
+            journal.record_removed(op, guest).await?;
+            Err(pve_err("restore")(e))
+        }
+        Err(e) => Err(pve_err("restore")(e)),
+    }
+}
+
 /// `size=` of a rootfs/mp value in bytes (`local-lvm:vm-101-disk-0,size=8G`).
 pub fn rootfs_size_bytes(raw: &str) -> Option<u64> {
     let size = raw.split(',').find_map(|p| p.strip_prefix("size="))?;
@@ -438,7 +453,7 @@ pub fn rootfs_size_bytes(raw: &str) -> Option<u64> {
 
 /// Destroys what `op` recorded as created and still exists, then marks it compensated.
 /// `reason` is `Some` when the operation is still `running` and must enter compensation.
-async fn compensate(
+pub(crate) async fn compensate(
     pve: &PveClient,
     journal: &JournalWriter,
     wait: &WaitOptions,

@@ -28,9 +28,14 @@
 //! ```
 //!
 //! Modules: [`cert`] (persisted identity and pins), [`config`], [`routes`] (the route table),
-//! [`action`] (bodies → actions, replies → data), [`auth`] (token shape), [`status`] (gRPC code
-//! → HTTP status), [`upstream`] (the gRPC call), [`ratelimit`], `envelope`, `service` (one
-//! request), `server` (listeners, TLS, connections, shutdown).
+//! [`action`] (bodies → actions, replies → data), [`timestamp`] (Unix seconds → RFC 3339),
+//! [`auth`] (token shape), [`status`] (gRPC code → HTTP status), [`upstream`] (the gRPC call),
+//! [`ratelimit`], `envelope`, `service` (one request), `server` (listeners, TLS, connections,
+//! shutdown).
+//!
+//! Endpoints with a back end: `GET /storage`, `POST /snapshot`, `POST /rollback`, `POST /backup`,
+//! `GET /backup/due`, `GET /backup/status`, `GET /restore-test/status`; the disk and host-metrics
+//! endpoints answer 501 until their LocalApi RPCs exist (see [`routes`]).
 
 pub mod action;
 pub mod auth;
@@ -43,6 +48,7 @@ mod server;
 mod service;
 pub mod status;
 mod throttle;
+pub mod timestamp;
 pub mod upstream;
 
 pub use cert::{CertError, Pins, ServerIdentity};

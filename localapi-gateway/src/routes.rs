@@ -4,10 +4,15 @@
 //! prefix matching; the query string is ignored). A path in the table with another method is
 //! 405 with `Allow`; a path not in the table is 404.
 //!
-//! Endpoints whose LocalApi RPC does not exist yet are in the table as
-//! [`Handling::NotAvailable`] and answer 501; giving one a back end is changing its entry to
-//! `Handling::Call(Rpc::…)`, plus the new [`Rpc`] variant's body parsing
-//! ([`crate::action`]) and call ([`crate::upstream`]). `POST /disks/format` will be the one
+//! Implemented: `GET /storage`, `POST /snapshot`, `POST /rollback`, `POST /backup`,
+//! `GET /backup/due`, `GET /backup/status`, `GET /restore-test/status` (and the public
+//! `GET /openapi.json`). Endpoints whose LocalApi RPC does not exist yet (`GET /disks`,
+//! `POST /disks/assign`, `POST /disks/eject`, `POST /disks/format`, `GET /host/metrics`) are in
+//! the table as [`Handling::NotAvailable`] and answer 501; giving one a back end is changing its
+//! entry to `Handling::Call(Rpc::…)`, plus the new [`Rpc`] variant's body parsing and reply data
+//! ([`crate::action`]), its call ([`crate::upstream`]), and its operation in `openapi.json`
+//! (drop `x-felhom-available: false`; the parity test in `tests/openapi.rs` checks it), plus
+//! the fake agent in `tests/common`. `POST /disks/format` will be the one
 //! route whose refusal (403) carries a payload in the envelope; its `Rpc` arm will build that
 //! response from the status details rather than the default error envelope.
 
@@ -24,6 +29,10 @@ pub enum Rpc {
     GetStorage,
     Snapshot,
     Rollback,
+    StartBackup,
+    GetBackupDue,
+    GetBackupStatus,
+    GetRestoreTestStatus,
 }
 
 /// What the gateway does with a request to a route.
@@ -51,10 +60,18 @@ pub const ROUTES: &[Route] = &[
     route(Verb::Get, "/storage", Handling::Call(Rpc::GetStorage)),
     route(Verb::Post, "/snapshot", Handling::Call(Rpc::Snapshot)),
     route(Verb::Post, "/rollback", Handling::Call(Rpc::Rollback)),
-    route(Verb::Post, "/backup", Handling::NotAvailable),
-    route(Verb::Get, "/backup/due", Handling::NotAvailable),
-    route(Verb::Get, "/backup/status", Handling::NotAvailable),
-    route(Verb::Get, "/restore-test/status", Handling::NotAvailable),
+    route(Verb::Post, "/backup", Handling::Call(Rpc::StartBackup)),
+    route(Verb::Get, "/backup/due", Handling::Call(Rpc::GetBackupDue)),
+    route(
+        Verb::Get,
+        "/backup/status",
+        Handling::Call(Rpc::GetBackupStatus),
+    ),
+    route(
+        Verb::Get,
+        "/restore-test/status",
+        Handling::Call(Rpc::GetRestoreTestStatus),
+    ),
     route(Verb::Get, "/disks", Handling::NotAvailable),
     route(Verb::Post, "/disks/assign", Handling::NotAvailable),
     route(Verb::Post, "/disks/eject", Handling::NotAvailable),

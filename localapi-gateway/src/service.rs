@@ -138,7 +138,7 @@ async fn handle_route(
     )
     .await
     {
-        Ok(reply) => envelope::success(StatusCode::OK, &reply),
+        Ok(reply) => envelope::success(reply.http_status(), &reply),
         Err(grpc) => {
             let http = status::http_status(grpc.code());
             if http.is_server_error() && shared.upstream_error_log.allow() {

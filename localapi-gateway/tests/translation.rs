@@ -214,7 +214,7 @@ async fn every_not_yet_available_endpoint_is_501_envelope_without_a_call() {
         );
         seen += 1;
     }
-    assert_eq!(seen, 9);
+    assert_eq!(seen, 5);
     assert!(h.fake().calls().is_empty());
     h.shutdown().await;
 }

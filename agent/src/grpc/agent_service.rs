@@ -3,6 +3,7 @@
 //! Operators reach it through the agent socket (0660, group felhom-ops); the peer uid from the
 //! socket's credentials is recorded as the actor of every audited change.
 
+use crate::backup::Trigger;
 use std::sync::Arc;
 
 use felhom_proto::agent::v1 as pb;
@@ -538,6 +539,158 @@ impl pb::agent_server::Agent for AgentService {
             operation_id: op.map(|o| o.get()).unwrap_or_default(),
             job_id,
         }))
+    }
+
+    async fn backup_now(
+        &self,
+        request: Request<pb::BackupNowRequest>,
+    ) -> Result<Response<pb::BackupAccepted>, Status> {
+        let actor = operator(&request);
+        let req = request.into_inner();
+        let guest = vmid(req.vmid)?;
+        let tier = (!req.tier.is_empty()).then_some(req.tier.as_str());
+        let result = self
+            .ctx
+            .backup
+            .start(guest.get(), Trigger::Operator, tier)
+            .await;
+        let detail = match &result {
+            Ok(a) if a.new_job => format!("backup queued (job {})", a.job_id),
+            Ok(a) => format!("joined backup job {} already under way", a.job_id),
+            Err(e) => format!("backup refused: {e}"),
+        };
+        self.audit(actor, "backup.start", format!("guest:{guest}"), detail)
+            .await;
+        let a = result.map_err(|e| status::backup(&e))?;
+        Ok(Response::new(pb::BackupAccepted {
+            vmid: guest.get(),
+            job_id: a.job_id,
+            phase: "running".into(),
+            new_job: a.new_job,
+        }))
+    }
+
+    async fn get_backup_status(
+        &self,
+        request: Request<pb::GuestBackupRequest>,
+    ) -> Result<Response<pb::BackupStatus>, Status> {
+        let guest = vmid(request.into_inner().vmid)?;
+        let s = self
+            .ctx
+            .backup
+            .status(guest.get())
+            .await
+            .map_err(|e| status::backup(&e))?;
+        Ok(Response::new(s))
+    }
+
+    async fn list_backups(
+        &self,
+        request: Request<pb::ListBackupsRequest>,
+    ) -> Result<Response<pb::ListBackupsResponse>, Status> {
+        let raw = request.into_inner().vmid;
+        let guest = match raw {
+            0 => None,
+            v => Some(vmid(v)?.get()),
+        };
+        let backups = self
+            .ctx
+            .backup
+            .list(guest)
+            .await
+            .map_err(|e| status::backup(&e))?;
+        Ok(Response::new(pb::ListBackupsResponse { backups }))
+    }
+
+    async fn get_backup_due(
+        &self,
+        request: Request<pb::GuestBackupRequest>,
+    ) -> Result<Response<pb::BackupDue>, Status> {
+        let guest = vmid(request.into_inner().vmid)?;
+        let d = self
+            .ctx
+            .backup
+            .due(guest.get())
+            .await
+            .map_err(|e| status::backup(&e))?;
+        Ok(Response::new(pb::BackupDue {
+            vmid: guest.get(),
+            due: d.due,
+            reason: d.reason,
+        }))
+    }
+
+    async fn run_restore_test(
+        &self,
+        request: Request<pb::GuestBackupRequest>,
+    ) -> Result<Response<pb::RestoreTestAccepted>, Status> {
+        let actor = operator(&request);
+        let guest = vmid(request.into_inner().vmid)?;
+        let result = crate::restore_test::start(&self.ctx.backup, guest.get()).await;
+        let detail = match &result {
+            Ok(a) if a.new_job => format!("restore-test queued (job {})", a.job_id),
+            Ok(a) => format!("joined restore-test job {} already under way", a.job_id),
+            Err(e) => format!("restore-test refused: {e}"),
+        };
+        self.audit(actor, "restore_test.start", format!("guest:{guest}"), detail)
+            .await;
+        let a = result.map_err(|e| status::restore_test(&e))?;
+        Ok(Response::new(pb::RestoreTestAccepted {
+            vmid: guest.get(),
+            job_id: a.job_id,
+            phase: "running".into(),
+            new_job: a.new_job,
+        }))
+    }
+
+    async fn get_restore_test_status(
+        &self,
+        request: Request<pb::GuestBackupRequest>,
+    ) -> Result<Response<pb::RestoreTestStatus>, Status> {
+        let guest = vmid(request.into_inner().vmid)?;
+        let s = crate::restore_test::status(&self.ctx.backup, guest.get())
+            .await
+            .map_err(|e| status::restore_test(&e))?;
+        Ok(Response::new(s))
+    }
+
+    async fn run_verify(
+        &self,
+        request: Request<pb::RunVerifyRequest>,
+    ) -> Result<Response<pb::VerifyAccepted>, Status> {
+        let actor = operator(&request);
+        let req = request.into_inner();
+        let guest = vmid(req.vmid)?;
+        let tier = (!req.tier.is_empty()).then_some(req.tier.as_str());
+        let result = self.ctx.backup.start_verify(guest.get(), tier).await;
+        let detail = match &result {
+            Ok(a) if a.new_job => format!("verify queued (job {})", a.job_id),
+            Ok(a) => format!("joined verify job {} already under way", a.job_id),
+            Err(e) => format!("verify refused: {e}"),
+        };
+        self.audit(actor, "verify.start", format!("guest:{guest}"), detail)
+            .await;
+        let a = result.map_err(|e| status::backup(&e))?;
+        Ok(Response::new(pb::VerifyAccepted {
+            vmid: guest.get(),
+            job_id: a.job_id,
+            phase: "running".into(),
+            new_job: a.new_job,
+        }))
+    }
+
+    async fn get_verify_status(
+        &self,
+        request: Request<pb::GuestBackupRequest>,
+    ) -> Result<Response<pb::VerifyStatus>, Status> {
+        let guest = vmid(request.into_inner().vmid)?;
+        let s = self
+            .ctx
+            .backup
+            .verify_status(guest.get())
+            .await
+            .map_err(|e| status::backup(&e))?;
+        Ok(Response::new(s))
     }
 }
 

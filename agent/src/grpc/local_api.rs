@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
 use super::status;
+use crate::backup::Trigger;
 use crate::context::AgentContext;
 use crate::guest_storage::guest_mounts;
 use crate::pve::{PveClient, PveError, Vmid, validate_snapshot_name};
@@ -242,6 +243,74 @@ impl pb::local_api_server::LocalApi for LocalApiService {
             snapshot: name,
             job_id,
         }))
+    }
+
+    async fn start_backup(
+        &self,
+        request: Request<pb::StartBackupRequest>,
+    ) -> Result<Response<pb::BackupAccepted>, Status> {
+        let vmid = self.caller(&request).await?;
+        let result = self
+            .ctx
+            .backup
+            .start(vmid.get(), Trigger::Controller, None)
+            .await;
+        let detail = match &result {
+            Ok(a) if a.new_job => format!("app-consistent backup queued (job {})", a.job_id),
+            Ok(a) => format!("joined backup job {} already under way", a.job_id),
+            Err(e) => format!("backup refused: {e}"),
+        };
+        self.audit(vmid, "guest.backup", detail).await;
+        let a = result.map_err(|e| status::backup(&e))?;
+        Ok(Response::new(pb::BackupAccepted {
+            vmid: vmid.get(),
+            job_id: a.job_id,
+            phase: "running".into(),
+            new_job: a.new_job,
+        }))
+    }
+
+    async fn get_backup_due(
+        &self,
+        request: Request<pb::GetBackupDueRequest>,
+    ) -> Result<Response<pb::BackupDue>, Status> {
+        let vmid = self.caller(&request).await?;
+        let d = self
+            .ctx
+            .backup
+            .due(vmid.get())
+            .await
+            .map_err(|e| status::backup(&e))?;
+        Ok(Response::new(pb::BackupDue {
+            vmid: vmid.get(),
+            due: d.due,
+            reason: d.reason,
+        }))
+    }
+
+    async fn get_backup_status(
+        &self,
+        request: Request<pb::GetBackupStatusRequest>,
+    ) -> Result<Response<pb::BackupStatus>, Status> {
+        let vmid = self.caller(&request).await?;
+        let s = self
+            .ctx
+            .backup
+            .status(vmid.get())
+            .await
+            .map_err(|e| status::backup(&e))?;
+        Ok(Response::new(s))
+    }
+
+    async fn get_restore_test_status(
+        &self,
+        request: Request<pb::GetRestoreTestStatusRequest>,
+    ) -> Result<Response<pb::RestoreTestStatus>, Status> {
+        let vmid = self.caller(&request).await?;
+        let s = crate::restore_test::status(&self.ctx.backup, vmid.get())
+            .await
+            .map_err(|e| status::restore_test(&e))?;
+        Ok(Response::new(s))
     }
 }
 

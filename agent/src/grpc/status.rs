@@ -6,7 +6,10 @@
 
 use tonic::Status;
 
+use crate::backup::BackupError;
 use crate::local_api_gateway::GatewaySlotError;
+use crate::pbs::PbsError;
+use crate::restore_test::RestoreTestError;
 use crate::pve::PveError;
 use crate::queue::QueueError;
 use crate::state::{AuditError, Interrupted, JobsError, JournalError, TokensError};
@@ -97,5 +100,60 @@ pub fn gateway(e: &GatewaySlotError) -> Status {
     match e {
         GatewaySlotError::Off => Status::failed_precondition(e.to_string()),
         GatewaySlotError::Rotate(source) => Status::internal(format!("{e}: {source}")),
+    }
+}
+
+/// PBS errors.
+pub fn pbs(e: &PbsError) -> Status {
+    match e {
+        PbsError::InvalidRequest(m) => Status::invalid_argument(m.clone()),
+        PbsError::Permission { .. } => Status::failed_precondition(format!(
+            "the agent's PBS token is not allowed: {e}"
+        )),
+        PbsError::Unauthorized { .. } => {
+            Status::unavailable("the agent cannot authenticate to the Proxmox Backup Server")
+        }
+        PbsError::Rejected { .. } => Status::failed_precondition(e.to_string()),
+        PbsError::Setup(_)
+        | PbsError::Transport { .. }
+        | PbsError::Server { .. }
+        | PbsError::Decode { .. } => Status::unavailable(e.to_string()),
+        PbsError::Timeout { .. } | PbsError::TaskDeadline { .. } => {
+            Status::deadline_exceeded(e.to_string())
+        }
+        PbsError::TaskFailed(_) => Status::aborted(e.to_string()),
+        PbsError::Cancelled { .. } => Status::cancelled(e.to_string()),
+    }
+}
+
+/// Backup, verify and status errors.
+pub fn backup(e: &BackupError) -> Status {
+    let text = crate::provision::chain(e);
+    match e {
+        BackupError::NoPve => Status::unavailable(text),
+        BackupError::NoPolicy(_)
+        | BackupError::NoPolicyForTier { .. }
+        | BackupError::NotPbs(_)
+        | BackupError::NoPbsApi
+        | BackupError::NoSnapshot { .. }
+        | BackupError::KeyMissing { .. } => Status::failed_precondition(text),
+        BackupError::UnknownTier(_) => Status::invalid_argument(text),
+        BackupError::Vzdump { .. }
+        | BackupError::LandedUnencrypted { .. }
+        | BackupError::WrongKey { .. }
+        | BackupError::NoArchive(_) => Status::aborted(text),
+        BackupError::Pve(p) => pve(p),
+        BackupError::Pbs(p) => pbs(p),
+        BackupError::Queue(q) => queue(q),
+        BackupError::History(h) => state(h),
+        BackupError::Jobs(j) => jobs(j),
+    }
+}
+
+/// Restore-test errors.
+pub fn restore_test(e: &RestoreTestError) -> Status {
+    match e {
+        RestoreTestError::NoPolicy(_) => Status::failed_precondition(e.to_string()),
+        RestoreTestError::Backup(b) => backup(b),
     }
 }

@@ -32,6 +32,7 @@
 //! `^[1-9][0-9]{2,8}$`, i.e. 100..=999999999).
 
 pub mod audit;
+pub mod backups;
 pub mod clock;
 pub mod idempotency;
 pub mod jobs;
@@ -48,6 +49,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 pub use self::audit::{Audit, AuditEntry, AuditError, ChainSummary, NewAuditEntry};
+pub use self::backups::{
+    BackupJobRow, BackupRunRow, Backups, BackupsError, RestoreTestRow, VerifyRow,
+};
 pub use self::clock::{Clock, FakeClock, SystemClock, Timestamp};
 pub use self::idempotency::{Claim, Idempotency, IdempotencyError};
 pub use self::jobs::{JobId, JobPhase, JobRecord, Jobs, JobsError};
@@ -232,6 +236,11 @@ impl StateDb {
     /// Job history of the per-guest work queue.
     pub fn jobs(&self) -> Jobs<'_> {
         Jobs::new(self)
+    }
+
+    /// Backup, restore-test and verify history.
+    pub fn backups(&self) -> Backups<'_> {
+        Backups::new(self)
     }
 
     /// Runs `f` on tokio's blocking pool with a clone of this handle, for use from async code:

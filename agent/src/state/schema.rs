@@ -105,6 +105,57 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX jobs_by_vmid ON jobs (vmid, created_at);
     CREATE INDEX jobs_by_time ON jobs (created_at);
     ",
+    // 2: backup, restore-test and verify history (the job phase lives in `jobs`).
+    r"
+    CREATE TABLE backup_jobs (
+        job_id      TEXT    PRIMARY KEY REFERENCES jobs (id),
+        vmid        INTEGER NOT NULL,
+        trigger     TEXT    NOT NULL CHECK (trigger IN ('controller', 'schedule', 'operator')),
+        consistency TEXT    NOT NULL CHECK (consistency IN ('app', 'crash'))
+    ) STRICT;
+
+    CREATE TABLE backup_runs (
+        job_id         TEXT    NOT NULL REFERENCES backup_jobs (job_id),
+        tier           TEXT    NOT NULL,
+        storage        TEXT    NOT NULL,
+        phase          TEXT    NOT NULL CHECK (phase IN ('running', 'done', 'failed')),
+        requested_mode TEXT    NOT NULL,
+        actual_mode    TEXT,
+        volid          TEXT,
+        upid           TEXT,
+        error          TEXT,
+        started_at     INTEGER NOT NULL,
+        finished_at    INTEGER,
+        PRIMARY KEY (job_id, tier)
+    ) STRICT;
+    CREATE INDEX backup_runs_by_volid ON backup_runs (volid);
+
+    CREATE TABLE restore_tests (
+        job_id       TEXT    PRIMARY KEY REFERENCES jobs (id),
+        vmid         INTEGER NOT NULL,
+        result       TEXT    CHECK (result IN ('pass', 'fail')),
+        detail       TEXT,
+        volid        TEXT,
+        tier         TEXT,
+        scratch_vmid INTEGER,
+        duration_ms  INTEGER,
+        started_at   INTEGER NOT NULL,
+        finished_at  INTEGER
+    ) STRICT;
+    CREATE INDEX restore_tests_by_vmid ON restore_tests (vmid, started_at);
+
+    CREATE TABLE verify_runs (
+        job_id      TEXT    PRIMARY KEY REFERENCES jobs (id),
+        vmid        INTEGER NOT NULL,
+        tier        TEXT    NOT NULL,
+        snapshot    TEXT,
+        state       TEXT    CHECK (state IN ('ok', 'failed', 'none')),
+        upid        TEXT,
+        error       TEXT,
+        started_at  INTEGER NOT NULL,
+        finished_at INTEGER
+    ) STRICT;
+    ",
 ];
 
 /// Schema version this code writes and understands.

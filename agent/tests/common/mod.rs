@@ -71,6 +71,7 @@ impl Agent {
                     &state_dir,
                     WaitOptions::default(),
                     Default::default(),
+                    Default::default(),
                 )
                 .await
                 .expect("agent context");

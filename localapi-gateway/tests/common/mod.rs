@@ -4,6 +4,12 @@
 //! The fake stands behind the gRPC seam only: two tokens map to guests 101 and 102, anything
 //! else is UNAUTHENTICATED (with the agent's wording), and every call is recorded so tests can
 //! show which requests never reached the agent.
+//!
+//! Backups: guest 101 has a backup policy, guest 102 has none (StartBackup and GetBackupDue
+//! answer FAILED_PRECONDITION for it). A backup job stays `running` until the test calls
+//! [`Fake::finish_backup`]; the status and restore-test replies carry operator detail (trigger,
+//! runs, volid, scratch guest, …) so tests can show it never reaches the guest.
+//! [`Fake::fail_next`] makes one RPC's next authenticated call fail with a chosen status.
 
 #![allow(dead_code)]
 // Each test binary uses a different part of the harness.
@@ -36,6 +42,9 @@ pub const BUSY_SNAPSHOT: &str = "busy";
 pub const FORBIDDEN_SNAPSHOT: &str = "forbidden";
 /// A snapshot name the fake holds until [`Fake::release_slow`] (for shutdown tests).
 pub const SLOW_SNAPSHOT: &str = "slow";
+/// When the fake's backup jobs start and finish (Unix seconds).
+pub const BACKUP_STARTED_AT: i64 = 1_795_401_000;
+pub const BACKUP_FINISHED_AT: i64 = 1_795_401_300;
 
 /// One call the fake received.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,6 +60,11 @@ pub struct Fake {
     calls: Arc<Mutex<Vec<Call>>>,
     snapshots: Arc<Mutex<HashMap<u32, Vec<String>>>>,
     slow_gate: Arc<tokio::sync::Semaphore>,
+    /// Per guest: how many backup jobs it had, and the newest.
+    backups: Arc<Mutex<HashMap<u32, (u32, pb::BackupStatus)>>>,
+    restore_tests: Arc<Mutex<HashMap<u32, pb::RestoreTestStatus>>>,
+    /// RPC name → the status its next authenticated call fails with.
+    failures: Arc<Mutex<HashMap<&'static str, (tonic::Code, String)>>>,
 }
 
 impl Default for Fake {
@@ -59,6 +73,9 @@ impl Default for Fake {
             calls: Arc::default(),
             snapshots: Arc::default(),
             slow_gate: Arc::new(tokio::sync::Semaphore::new(0)),
+            backups: Arc::default(),
+            restore_tests: Arc::default(),
+            failures: Arc::default(),
         }
     }
 }
@@ -82,6 +99,38 @@ impl Fake {
         self.slow_gate.add_permits(1);
     }
 
+    /// Makes the next authenticated call of `rpc` (e.g. "GetBackupStatus") fail with `code`.
+    pub fn fail_next(&self, rpc: &'static str, code: tonic::Code, message: &str) {
+        self.failures
+            .lock()
+            .unwrap()
+            .insert(rpc, (code, message.to_owned()));
+    }
+
+    /// Ends guest `vmid`'s running backup job: done, or failed with `error`.
+    pub fn finish_backup(&self, vmid: u32, error: Option<&str>) {
+        let mut backups = self.backups.lock().unwrap();
+        let (_, job) = backups.get_mut(&vmid).expect("the guest has a backup job");
+        assert_eq!(job.phase, "running", "only a running job can finish");
+        job.phase = if error.is_some() { "failed" } else { "done" }.into();
+        job.error = error.unwrap_or_default().to_owned();
+        job.finished_at = BACKUP_FINISHED_AT;
+        for run in &mut job.runs {
+            run.phase.clone_from(&job.phase);
+            run.actual_mode = "snapshot".into();
+            run.error.clone_from(&job.error);
+            run.volid = format!("local:backup/vzdump-lxc-{vmid}-2026_11_23-02_30_00.tar.zst");
+        }
+    }
+
+    /// What GetRestoreTestStatus answers for the status's guest from now on.
+    pub fn set_restore_test(&self, status: pb::RestoreTestStatus) {
+        self.restore_tests
+            .lock()
+            .unwrap()
+            .insert(status.vmid, status);
+    }
+
     fn guest<T>(&self, rpc: &'static str, req: &tonic::Request<T>) -> Result<u32, tonic::Status> {
         let authorization = req
             .metadata()
@@ -92,14 +141,28 @@ impl Fake {
             rpc,
             authorization: authorization.clone(),
         });
-        match authorization
+        let vmid = match authorization
             .as_deref()
             .and_then(|a| a.strip_prefix("Bearer "))
         {
-            Some(TOKEN_A) => Ok(VMID_A),
-            Some(TOKEN_B) => Ok(VMID_B),
-            _ => Err(tonic::Status::unauthenticated("unknown or revoked token")),
+            Some(TOKEN_A) => VMID_A,
+            Some(TOKEN_B) => VMID_B,
+            _ => return Err(tonic::Status::unauthenticated("unknown or revoked token")),
+        };
+        if let Some((code, message)) = self.failures.lock().unwrap().remove(rpc) {
+            return Err(tonic::Status::new(code, message));
         }
+        Ok(vmid)
+    }
+
+    /// The agent's refusal for a guest without a backup policy (guest 102 here).
+    fn require_policy(vmid: u32) -> Result<(), tonic::Status> {
+        if vmid == VMID_B {
+            return Err(tonic::Status::failed_precondition(format!(
+                "guest {vmid} has no backup policy"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -167,6 +230,111 @@ impl LocalApi for Fake {
             snapshot: name,
             job_id: format!("job-{vmid}-rollback"),
         }))
+    }
+
+    async fn start_backup(
+        &self,
+        req: tonic::Request<pb::StartBackupRequest>,
+    ) -> Result<tonic::Response<pb::BackupAccepted>, tonic::Status> {
+        let vmid = self.guest("StartBackup", &req)?;
+        Self::require_policy(vmid)?;
+        let mut backups = self.backups.lock().unwrap();
+        if let Some((_, job)) = backups.get(&vmid).filter(|(_, j)| j.phase == "running") {
+            return Ok(tonic::Response::new(pb::BackupAccepted {
+                vmid,
+                job_id: job.job_id.clone(),
+                phase: job.phase.clone(),
+                new_job: false,
+            }));
+        }
+        let count = backups.get(&vmid).map_or(0, |(n, _)| *n) + 1;
+        let job = pb::BackupStatus {
+            vmid,
+            phase: "running".into(),
+            job_id: format!("backup-{vmid}-{count}"),
+            error: String::new(),
+            trigger: "controller".into(),
+            consistency: "app".into(),
+            runs: vec![pb::BackupRun {
+                tier: "local".into(),
+                storage: "local".into(),
+                phase: "running".into(),
+                requested_mode: "snapshot".into(),
+                upid: format!(
+                    "UPID:pve:0000A1B2:00C3D4E5:6789ABCD:vzdump:{vmid}:felhom@pve!agent:"
+                ),
+                ..Default::default()
+            }],
+            started_at: BACKUP_STARTED_AT,
+            finished_at: 0,
+        };
+        let accepted = pb::BackupAccepted {
+            vmid,
+            job_id: job.job_id.clone(),
+            phase: job.phase.clone(),
+            new_job: true,
+        };
+        backups.insert(vmid, (count, job));
+        Ok(tonic::Response::new(accepted))
+    }
+
+    async fn get_backup_due(
+        &self,
+        req: tonic::Request<pb::GetBackupDueRequest>,
+    ) -> Result<tonic::Response<pb::BackupDue>, tonic::Status> {
+        let vmid = self.guest("GetBackupDue", &req)?;
+        Self::require_policy(vmid)?;
+        let backups = self.backups.lock().unwrap();
+        let (due, reason) = match backups.get(&vmid).map(|(_, j)| j.phase.as_str()) {
+            None => (true, "never backed up"),
+            Some("running") => (false, "a backup is running"),
+            Some("failed") => (true, "the last backup failed"),
+            Some(_) => (false, "next due 2026-11-24 02:30 UTC"),
+        };
+        Ok(tonic::Response::new(pb::BackupDue {
+            vmid,
+            due,
+            reason: reason.into(),
+        }))
+    }
+
+    async fn get_backup_status(
+        &self,
+        req: tonic::Request<pb::GetBackupStatusRequest>,
+    ) -> Result<tonic::Response<pb::BackupStatus>, tonic::Status> {
+        let vmid = self.guest("GetBackupStatus", &req)?;
+        let status = self
+            .backups
+            .lock()
+            .unwrap()
+            .get(&vmid)
+            .map(|(_, j)| j.clone())
+            .unwrap_or_else(|| pb::BackupStatus {
+                vmid,
+                phase: "idle".into(),
+                ..Default::default()
+            });
+        Ok(tonic::Response::new(status))
+    }
+
+    async fn get_restore_test_status(
+        &self,
+        req: tonic::Request<pb::GetRestoreTestStatusRequest>,
+    ) -> Result<tonic::Response<pb::RestoreTestStatus>, tonic::Status> {
+        let vmid = self.guest("GetRestoreTestStatus", &req)?;
+        let status = self
+            .restore_tests
+            .lock()
+            .unwrap()
+            .get(&vmid)
+            .cloned()
+            .unwrap_or_else(|| pb::RestoreTestStatus {
+                vmid,
+                phase: "idle".into(),
+                result: "none".into(),
+                ..Default::default()
+            });
+        Ok(tonic::Response::new(status))
     }
 }
 
@@ -423,6 +591,13 @@ pub async fn send(request: reqwest::RequestBuilder) -> Reply {
         headers,
         body,
     }
+}
+
+/// The status and exact body text of one request (for byte-for-byte payload checks).
+pub async fn send_text(request: reqwest::RequestBuilder) -> (u16, String) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
 }
 
 /// The failure envelope with `error`.

@@ -1,0 +1,89 @@
+//! The agent's own schedule: crash-consistent backups after the grace window, and
+//! self-restore-tests.
+//!
+//! Every `[backup] tick_secs`, for each guest with a policy:
+//! - backup: when the guest is due and has been for at least `grace_secs` (measured from the
+//!   slot it became due at, or, for a guest never backed up, from when this process first saw
+//!   it due), and no backup of the guest was attempted within the grace window, the agent backs
+//!   it up itself (trigger `schedule`, crash-consistent). The controller had its chance to
+//!   quiesce and call POST /backup; an attempt that failed is retried at most once per window.
+//! - restore-test: when [`crate::restore_test::is_due`] says so.
+//!
+//! Errors are logged and the guest is tried again next tick; one guest's trouble never stops
+//! the loop.
+
+use std::collections::HashMap;
+
+use tokio_util::sync::CancellationToken;
+
+use super::service::{BackupService, Trigger, chain};
+
+/// Runs until `shutdown` is cancelled.
+pub async fn run(svc: BackupService, shutdown: CancellationToken) {
+    let guests = svc.settings().guests();
+    if guests.is_empty() {
+        tracing::info!("no backup policies: the backup scheduler is idle");
+        return;
+    }
+    let tick = svc.settings().tick;
+    tracing::info!(guests = guests.len(), tick_secs = tick.as_secs(), "backup scheduler running");
+    let mut first_seen_due: HashMap<u32, i64> = HashMap::new();
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        for &vmid in &guests {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if let Err(e) = backup_tick(&svc, vmid, &mut first_seen_due).await {
+                tracing::warn!(vmid, error = %e, "scheduler: backup check failed");
+            }
+            match crate::restore_test::is_due(&svc, vmid, svc.now_secs()).await {
+                Ok(true) => match crate::restore_test::start(&svc, vmid).await {
+                    Ok(a) => tracing::info!(vmid, job = %a.job_id, "scheduler: restore-test started"),
+                    Err(e) => tracing::warn!(vmid, error = %chain(&e), "scheduler: cannot start restore-test"),
+                },
+                Ok(false) => {}
+                Err(e) => tracing::warn!(vmid, error = %chain(&e), "scheduler: restore-test check failed"),
+            }
+        }
+    }
+}
+
+async fn backup_tick(
+    svc: &BackupService,
+    vmid: u32,
+    first_seen_due: &mut HashMap<u32, i64>,
+) -> Result<(), String> {
+    let now = svc.now_secs();
+    let due = svc.due(vmid).await.map_err(|e| chain(&e))?;
+    if !due.due {
+        first_seen_due.remove(&vmid);
+        return Ok(());
+    }
+    let seen = *first_seen_due.entry(vmid).or_insert(now);
+    let since = due.since.unwrap_or(seen);
+    let grace = i64::try_from(svc.settings().grace.as_secs()).unwrap_or(i64::MAX);
+    if now.saturating_sub(since) < grace {
+        return Ok(());
+    }
+    let last = svc
+        .db()
+        .run(move |db| db.backups().last_backup_attempt(vmid))
+        .await
+        .map_err(|e| chain(&e))?;
+    if last.is_some_and(|t| now.saturating_sub(t.unix_millis().div_euclid(1000)) < grace) {
+        return Ok(());
+    }
+    let accepted = svc
+        .start(vmid, Trigger::Schedule, None)
+        .await
+        .map_err(|e| chain(&e))?;
+    tracing::info!(vmid, job = %accepted.job_id, reason = %due.reason,
+        "scheduler: controller did not back up within the grace window; backing up (crash-consistent)");
+    Ok(())
+}

@@ -1,0 +1,432 @@
+//! Self-restore-tests: a backup nobody has restored is a hope, not a backup.
+//!
+//! A test runs as a job on the *source* guest's queue (so no prune of that guest's backups runs
+//! underneath it) and as one journaled operation of kind [`KIND`] on a scratch guest:
+//! 1. pick the newest backup from the fastest surviving tier (local tiers before PBS; a tier
+//!    whose storage cannot be listed is skipped and named in the detail);
+//! 2. pick a scratch vmid: the first free vmid of `[backup] scratch_vmid_first..=last`;
+//! 3. `restore` it there (journaled as created *before* the POST, `unique=1`), `configure` it
+//!    (tag `felhom-scratch`, `onboot=0`, every network interface `link_down=1` so the copy
+//!    never answers on the customer's network), `start` it, and `health`-check it: it must stay
+//!    running for the settle time, and when the policy names a probe interface, that interface
+//!    must show up inside the guest;
+//! 4. always destroy the scratch guest again through the journal's compensation, pass or fail.
+//!
+//! The scratch tag is written by the agent and never trusted: only a guest this agent's
+//! journal records as created by a restore-test is ever destroyed. A guest someone else tagged
+//! `felhom-scratch` is left alone (its vmid is simply not free). A crash mid-test leaves an
+//! unfinished operation that start-up recovery compensates, destroying the scratch guest.
+
+use std::time::{Duration, Instant};
+
+use felhom_proto::agent::v1 as pb;
+use tokio_util::sync::CancellationToken;
+
+use crate::backup::service::{Accepted, BackupError, BackupService, chain, phase_word};
+use crate::backup::{Tier, TierKind};
+use crate::provision::{
+    JournalWriter, ProvisionError, compensate, pve_err, restore_new_guest, step,
+};
+use crate::pve::{ConfigUpdate, PveClient, Vmid};
+use crate::state::{JobId, OperationId, Timestamp};
+
+/// Journal operation kind of a restore-test (its vmid is the scratch guest's).
+pub const KIND: &str = "restore-test";
+/// Job kind in the queue and job history (on the source guest).
+pub const JOB_KIND: &str = "restore-test";
+/// The tag the agent gives its scratch guests (informational; never trusted).
+pub const SCRATCH_TAG: &str = "felhom-scratch";
+
+/// Why a restore-test could not be started or looked up (a test that ran and failed is a
+/// result, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreTestError {
+    #[error("Guest {0} has no backup policy")]
+    NoPolicy(u32),
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+}
+
+/// What the test restores.
+#[derive(Debug, Clone)]
+struct Source {
+    tier: Tier,
+    volid: String,
+}
+
+/// Starts a restore-test of `vmid` (or answers the one under way).
+pub async fn start(svc: &BackupService, vmid: u32) -> Result<Accepted, RestoreTestError> {
+    if svc.settings().policies_of(vmid).next().is_none() {
+        return Err(RestoreTestError::NoPolicy(vmid));
+    }
+    if let Some(job_id) = svc.active_job(vmid, JOB_KIND).await? {
+        return Ok(Accepted {
+            job_id,
+            new_job: false,
+        });
+    }
+    let this = svc.clone();
+    let handle = svc
+        .queue()
+        .submit(vmid, JOB_KIND, move |ctx| async move {
+            let job = ctx.id().clone();
+            run(&this, job, vmid).await.map_err(|e| chain(&e).into())
+        })
+        .await
+        .map_err(BackupError::from)?;
+    Ok(Accepted {
+        job_id: handle.id().to_string(),
+        new_job: true,
+    })
+}
+
+/// The job body. `Ok` carries the verdict as the job's result; `Err` only when the history
+/// itself cannot be written.
+async fn run(
+    svc: &BackupService,
+    job: JobId,
+    vmid: u32,
+) -> Result<Option<serde_json::Value>, BackupError> {
+    {
+        let job = job.clone();
+        svc.db()
+            .run(move |db| db.backups().start_restore_test(&job, vmid))
+            .await?;
+    }
+    let started = Instant::now();
+    let (pass, detail) = match test(svc, &job, vmid).await {
+        Ok(detail) => (true, detail),
+        Err(detail) => (false, detail),
+    };
+    let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(vmid, pass, %detail, ms, "restore-test finished");
+    {
+        let (job, detail) = (job.clone(), detail.clone());
+        svc.db()
+            .run(move |db| db.backups().finish_restore_test(&job, pass, &detail, ms))
+            .await?;
+    }
+    Ok(Some(serde_json::json!({
+        "result": if pass { "pass" } else { "fail" },
+        "detail": detail,
+    })))
+}
+
+/// Runs the test; `Ok(detail)` on pass, `Err(detail)` on fail.
+async fn test(svc: &BackupService, job: &JobId, vmid: u32) -> Result<String, String> {
+    let pve = svc.pve().map_err(|e| chain(&e))?.clone();
+    let (source, skipped) = pick_source(svc, &pve, vmid).await?;
+    let scratch = pick_scratch(svc, &pve).await?;
+    {
+        let (job, volid, tier) = (job.clone(), source.volid.clone(), source.tier.name.clone());
+        svc.db()
+            .run(move |db| {
+                db.backups()
+                    .restore_test_source(&job, &volid, &tier, Some(scratch.get()))
+            })
+            .await
+            .map_err(|e| chain(&e))?;
+    }
+    let journal = JournalWriter::new(svc.db().clone());
+    let op = journal
+        .begin(KIND, scratch.get())
+        .await
+        .map_err(|e| chain(&e))?;
+    let probe = svc.settings().probe_of(vmid).map(str::to_owned);
+    let outcome = steps(svc, &pve, &journal, op, scratch, &source, probe.as_deref()).await;
+    let what = format!(
+        "{} from tier '{}' into scratch guest {scratch}",
+        source.volid, source.tier.name
+    );
+    let reason = match &outcome {
+        Ok(_) => "restore-test finished: removing the scratch guest".to_owned(),
+        Err(e) => format!("restore-test failed: {}", chain(e)),
+    };
+    let cleanup = compensate(&pve, &journal, svc.wait(), op, Some(reason)).await;
+    let mut detail = match &outcome {
+        Ok(health) => format!("restored {what}; {health}"),
+        Err(e) => format!("restoring {what} failed: {}", chain(e)),
+    };
+    if !skipped.is_empty() {
+        detail.push_str(&format!("; skipped {}", skipped.join(", ")));
+    }
+    match cleanup {
+        Ok(()) => detail.push_str("; scratch guest destroyed"),
+        Err(e) => {
+            detail.push_str(&format!(
+                "; scratch guest {scratch} could NOT be destroyed: {}",
+                chain(&e)
+            ));
+            return Err(detail);
+        }
+    }
+    match outcome {
+        Ok(_) => Ok(detail),
+        Err(_) => Err(detail),
+    }
+}
+
+/// Local tiers restore faster than PBS; within a kind, configuration order.
+fn speed_rank(t: &Tier) -> u8 {
+    match t.kind {
+        TierKind::Local => 0,
+        TierKind::Pbs => 1,
+    }
+}
+
+async fn pick_source(
+    svc: &BackupService,
+    pve: &PveClient,
+    vmid: u32,
+) -> Result<(Source, Vec<String>), String> {
+    let settings = svc.settings();
+    let mut tiers: Vec<&Tier> = settings
+        .policies_of(vmid)
+        .map(|p| settings.tier(p.tier))
+        .collect();
+    tiers.sort_by_key(|t| speed_rank(t));
+    let guest = Vmid::new(vmid).map_err(|e| e.to_string())?;
+    let mut skipped = Vec::new();
+    for tier in tiers {
+        match pve.backup_volumes(&tier.storage, Some(guest)).await {
+            Ok(vols) => {
+                if let Some(v) = vols.into_iter().max_by_key(|v| v.ctime) {
+                    return Ok((
+                        Source {
+                            tier: tier.clone(),
+                            volid: v.volid,
+                        },
+                        skipped,
+                    ));
+                }
+            }
+            Err(e) => skipped.push(format!("tier '{}' (unreachable: {})", tier.name, chain(&e))),
+        }
+    }
+    let mut msg = format!("no backup of guest {vmid} on any tier to restore");
+    if !skipped.is_empty() {
+        msg.push_str(&format!("; skipped {}", skipped.join(", ")));
+    }
+    Err(msg)
+}
+
+/// The first vmid of the scratch range no guest uses (any guest: a foreign one tagged
+/// scratch is skipped like any other).
+async fn pick_scratch(svc: &BackupService, pve: &PveClient) -> Result<Vmid, String> {
+    let used: Vec<u32> = pve
+        .cluster_guests()
+        .await
+        .map_err(|e| format!("cannot list guests: {}", chain(&e)))?
+        .into_iter()
+        .map(|g| g.vmid)
+        .collect();
+    let range = svc.settings().scratch_vmids.clone();
+    let (first, last) = (*range.start(), *range.end());
+    range
+        .into_iter()
+        .find(|v| !used.contains(v))
+        .ok_or_else(|| format!("no free scratch vmid in {first}..{last}"))
+        .and_then(|v| Vmid::new(v).map_err(|e| e.to_string()))
+}
+
+/// `name=eth0,bridge=vmbr0,…` with `link_down=1` set (replacing any `link_down=`).
+pub fn with_link_down(net: &str) -> String {
+    let mut parts: Vec<&str> = net
+        .split(',')
+        .filter(|p| !p.is_empty() && !p.starts_with("link_down="))
+        .collect();
+    parts.push("link_down=1");
+    parts.join(",")
+}
+
+async fn steps(
+    svc: &BackupService,
+    pve: &PveClient,
+    journal: &JournalWriter,
+    op: OperationId,
+    scratch: Vmid,
+    source: &Source,
+    probe: Option<&str>,
+) -> Result<String, ProvisionError> {
+    let wait = svc.wait();
+    let cancel = CancellationToken::new();
+    let storage = svc.settings().scratch_storage.clone();
+    step(journal, pve, wait, &cancel, op, "restore", |s| {
+        restore_new_guest(pve, journal, s, scratch, &source.volid, &storage)
+    })
+    .await?;
+    step(journal, pve, wait, &cancel, op, "configure", |_| async move {
+        let config = pve.lxc_config(scratch).await.map_err(pve_err("configure"))?;
+        let mut update = ConfigUpdate::default();
+        update.set.insert("tags".into(), SCRATCH_TAG.into());
+        update.set.insert("onboot".into(), "0".into());
+        for (index, value) in &config.nets {
+            update.set.insert(format!("net{index}"), with_link_down(value));
+        }
+        pve.set_config(scratch, &update)
+            .await
+            .map_err(pve_err("configure"))?;
+        Ok(None)
+    })
+    .await?;
+    step(journal, pve, wait, &cancel, op, "start", |_| async move {
+        Ok(Some(pve.start(scratch).await.map_err(pve_err("start"))?))
+    })
+    .await?;
+    let settle = svc.settings().settle;
+    let mut health = String::new();
+    let h = &mut health;
+    step(journal, pve, wait, &cancel, op, "health", |_| async move {
+        *h = health_check(pve, scratch, settle, probe).await?;
+        Ok(None)
+    })
+    .await?;
+    Ok(health)
+}
+
+/// Why a started scratch guest is not healthy.
+#[derive(Debug, thiserror::Error)]
+enum Unhealthy {
+    #[error("scratch guest stopped {after_secs}s after start (status '{status}')")]
+    Stopped { after_secs: u64, status: String },
+    #[error("probe: interface '{0}' did not show up inside the guest")]
+    NoInterface(String),
+}
+
+async fn health_check(
+    pve: &PveClient,
+    scratch: Vmid,
+    settle: Duration,
+    probe: Option<&str>,
+) -> Result<String, ProvisionError> {
+    let begun = Instant::now();
+    let fail = |e: Unhealthy| ProvisionError::Invalid(e.to_string());
+    loop {
+        let status = pve.lxc_status(scratch).await.map_err(pve_err("health"))?;
+        if status.status != "running" {
+            return Err(fail(Unhealthy::Stopped {
+                after_secs: begun.elapsed().as_secs(),
+                status: status.status,
+            }));
+        }
+        if begun.elapsed() >= settle {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1).min(settle)).await;
+    }
+    let mut detail = format!("running for {}s", settle.as_secs());
+    if let Some(iface) = probe {
+        let found = pve
+            .lxc_interfaces(scratch)
+            .await
+            .map_err(pve_err("health"))?
+            .iter()
+            .any(|i| i.name == iface);
+        if !found {
+            return Err(fail(Unhealthy::NoInterface(iface.to_owned())));
+        }
+        detail.push_str(&format!("; interface {iface} present"));
+    }
+    Ok(detail)
+}
+
+/// The guest's newest restore-test, as the status RPCs answer it.
+pub async fn status(
+    svc: &BackupService,
+    vmid: u32,
+) -> Result<pb::RestoreTestStatus, RestoreTestError> {
+    let db = svc.db();
+    let latest = db
+        .run(move |db| db.backups().latest_restore_test(vmid))
+        .await
+        .map_err(BackupError::from)?;
+    let finished = db
+        .run(move |db| db.backups().latest_finished_restore_test(vmid))
+        .await
+        .map_err(BackupError::from)?;
+    let active = svc.active_job(vmid, JOB_KIND).await?;
+    let mut out = pb::RestoreTestStatus {
+        vmid,
+        phase: "idle".into(),
+        result: "none".into(),
+        ..Default::default()
+    };
+    if let Some(job) = &active {
+        out.phase = phase_word(crate::state::JobPhase::Running).into();
+        out.job_id = job.clone();
+    } else if latest.is_some() {
+        out.phase = "done".into();
+    }
+    if let Some(t) = finished {
+        out.last_run_at = secs(t.started_at);
+        out.result = t.result.unwrap_or_else(|| "none".into());
+        out.detail = t.detail.unwrap_or_default();
+        if active.is_none() {
+            out.job_id = t.job_id;
+        }
+        out.volid = t.volid.unwrap_or_default();
+        out.tier = t.tier.unwrap_or_default();
+        out.scratch_vmid = t.scratch_vmid.unwrap_or_default();
+        out.duration_ms = t.duration_ms.unwrap_or_default();
+    }
+    Ok(out)
+}
+
+fn secs(t: Timestamp) -> i64 {
+    t.unix_millis().div_euclid(1000)
+}
+
+/// Whether `vmid`'s restore-test is due at `now` by its schedule: the latest slot is newer
+/// than the last test, and there is a backup newer than the last test to try.
+pub async fn is_due(svc: &BackupService, vmid: u32, now: i64) -> Result<bool, RestoreTestError> {
+    let Some((schedule, _)) = svc.settings().restore_test_of(vmid) else {
+        return Ok(false);
+    };
+    let Some(slot) = schedule.latest_slot(now) else {
+        return Ok(false);
+    };
+    let last = svc
+        .db()
+        .run(move |db| db.backups().latest_restore_test(vmid))
+        .await
+        .map_err(BackupError::from)?
+        .map(|t| secs(t.started_at));
+    if last.is_some_and(|l| l >= slot) {
+        return Ok(false);
+    }
+    let pve = svc.pve()?;
+    let guest = Vmid::new(vmid).map_err(BackupError::from)?;
+    let mut newest: Option<i64> = None;
+    for p in svc.settings().policies_of(vmid) {
+        let tier = svc.settings().tier(p.tier);
+        match pve.backup_volumes(&tier.storage, Some(guest)).await {
+            Ok(vols) => {
+                let n = vols
+                    .iter()
+                    .map(|v| i64::try_from(v.ctime).unwrap_or(0))
+                    .max();
+                newest = newest.max(n);
+            }
+            // An unreachable tier does not make the test due; the others may.
+            Err(_) => {}
+        }
+    }
+    Ok(newest.is_some_and(|n| last.is_none_or(|l| n > l)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_down_is_added_once() {
+        assert_eq!(
+            with_link_down("name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=dhcp,type=veth"),
+            "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=dhcp,type=veth,link_down=1"
+        );
+        assert_eq!(
+            with_link_down("name=eth0,bridge=vmbr0,link_down=0"),
+            "name=eth0,bridge=vmbr0,link_down=1"
+        );
+    }
+}
