@@ -12,6 +12,15 @@
 //! through the agent's own operator RPCs (the code paths of `felhomctl token mint` and
 //! `felhomctl pins`), so `curl` against the guests' API works at once.
 //!
+//! A simulated Proxmox Backup Server runs too, linked to the simulator's `felhom-pbs` storage
+//! (see [`crate::pve::pbs_link`]): vzdumps to that storage land in its datastore `felhom`, the
+//! storage has a client encryption key (escrowed to `DIR/pbs-encryption-key.json`, 0600), and
+//! the agent gets a PBS token (`DIR/pbs-token`, 0600, `felhom-agent@pbs!agent` with
+//! `DatastoreReader`: list snapshots and verify). The agent config's `[pbs]` and `[backup]`
+//! sections back up guests 101 and 102 to a `local` tier (daily 02:30, restore-test Sundays
+//! 04:00) and an encrypted `offsite` PBS tier (Sundays 03:00); scratch guests 9900–9999 on
+//! `local-lvm`.
+//!
 //! Limits: loopback only; the state directory is deleted on exit only if devhost created it.
 
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -21,13 +30,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::pve::{PveSim, PveSimHandle, PveSimOptions};
+use crate::pbs::PbsSimHandle;
+use crate::pbs::fixture::{LINKED_AGENT_TOKEN, LINKED_DATASTORE};
+use crate::pve::PveSimHandle;
+use crate::pve::pbs_link::{LinkedOptions, LinkedSims};
 
 /// Argument that makes the devhost binary act as `felhom-agent`.
 pub const AGENT_ENTRY: &str = "__agent";
 
 /// The token the agent uses against the simulator.
 pub const AGENT_AUTHID: &str = "felhom-agent@pve!agent";
+
+/// The PVE storage backed by the simulated PBS (an encrypted `pbs` tier).
+pub const PBS_STORAGE: &str = "felhom-pbs";
 
 /// uid/gid the agent runs as when devhost is root.
 pub const UNPRIVILEGED_ID: u32 = 65534;
@@ -74,6 +89,12 @@ pub struct DevhostInfo {
     /// SHA-256 of its SubjectPublicKeyInfo, base64 (curl `--pinnedpubkey sha256//…`).
     pub local_api_pin_spki_sha256: String,
     pub guests: Vec<DemoGuest>,
+    /// The simulated Proxmox Backup Server, `https://127.0.0.1:PORT`.
+    pub pbs_url: String,
+    /// SHA-256 of its certificate, `aa:bb:…` (PBS's display form).
+    pub pbs_fingerprint: String,
+    /// The datastore behind the `felhom-pbs` storage.
+    pub pbs_datastore: String,
 }
 
 /// How to start a devhost; [`Default`] is what `felhom-devhost` does without flags.
@@ -92,6 +113,7 @@ pub struct DevhostOptions {
 pub struct Devhost {
     pub info: DevhostInfo,
     pve: Option<PveSimHandle>,
+    pbs: Option<PbsSimHandle>,
     agent: Child,
     /// The agent's config file, for restarts.
     config: PathBuf,
@@ -140,12 +162,20 @@ impl Devhost {
         // readable in it (files are 0600, the agent's own state dir 0700).
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
 
-        let pve = PveSim::start(PveSimOptions::default())
-            .await
-            .context("cannot start the simulated Proxmox VE")?;
+        let LinkedSims { pve, pbs, key } = LinkedSims::start(LinkedOptions {
+            storage: PBS_STORAGE.to_owned(),
+            encrypted: true,
+            ..LinkedOptions::default()
+        })
+        .await
+        .context("cannot start the simulated Proxmox VE and Backup Server")?;
+        let key = key.context("the linked storage got no encryption key")?;
         let token = pve
             .token(AGENT_AUTHID)
             .context("the fixture has no agent token")?;
+        let pbs_token = pbs
+            .token(LINKED_AGENT_TOKEN)
+            .context("the PBS fixture has no agent token")?;
 
         let agent_state = dir.join("agent-state");
         std::fs::create_dir_all(&agent_state)?;
@@ -155,6 +185,11 @@ impl Devhost {
         }
         let token_file = dir.join("pve-token");
         write_private(&token_file, &token, owner)?;
+        let pbs_token_file = dir.join("pbs-token");
+        write_private(&pbs_token_file, &pbs_token, owner)?;
+        // The escrow copy of the storage's key, as the agent's encrypted tier expects it.
+        let key_file = dir.join("pbs-encryption-key.json");
+        write_private(&key_file, &key.to_json(), owner)?;
         // Like /run/felhom from systemd's RuntimeDirectory: owned by the agent, which binds its
         // socket there; the (root) helper binds beside it.
         let run_dir = dir.join("run");
@@ -175,7 +210,18 @@ impl Devhost {
                  [agent]\nstate_dir = \"{state}\"\nsocket = \"{sock}\"\nhelper_socket = \"{helper}\"\n\
                  socket_group = \"\"\n\n\
                  [local_api]\nlisten = [\"127.0.0.1:{port}\"]\n\n\
-                 [local_api.storage_classes]\n\"local-lvm\" = \"fast\"\n\"local\" = \"slow\"\n",
+                 [local_api.storage_classes]\n\"local-lvm\" = \"fast\"\n\"local\" = \"slow\"\n\n\
+                 [pbs]\nendpoint = \"{pbs_url}\"\ndatastore = \"{datastore}\"\n\
+                 token_file = \"{pbs_token}\"\ntls_fingerprint = \"{pbs_fp}\"\n\n\
+                 [backup]\nscratch_vmid_first = 9900\nscratch_vmid_last = 9999\n\
+                 scratch_storage = \"local-lvm\"\n\n\
+                 [[backup.tiers]]\nname = \"local\"\nstorage = \"local\"\nkind = \"local\"\n\n\
+                 [[backup.tiers]]\nname = \"offsite\"\nstorage = \"{pbs_storage}\"\nkind = \"pbs\"\n\
+                 encrypted = true\nencryption_key_file = \"{key_file}\"\n\n\
+                 [[backup.policies]]\nvmids = [{guests}]\ntier = \"local\"\nschedule = \"daily 02:30\"\n\
+                 keep_last = 3\nkeep_daily = 7\nrestore_test = \"sun 04:00\"\nprobe_interface = \"eth0\"\n\n\
+                 [[backup.policies]]\nvmids = [{guests}]\ntier = \"offsite\"\nschedule = \"sun 03:00\"\n\
+                 keep_weekly = 4\nkeep_monthly = 6\n",
                 url = pve.url(),
                 node = pve.node(),
                 token = token_file.display(),
@@ -184,6 +230,17 @@ impl Devhost {
                 sock = agent_socket.display(),
                 helper = helper_socket.display(),
                 port = local_api_port,
+                pbs_url = pbs.url(),
+                datastore = LINKED_DATASTORE,
+                pbs_token = pbs_token_file.display(),
+                pbs_fp = pbs.fingerprint(),
+                pbs_storage = PBS_STORAGE,
+                key_file = key_file.display(),
+                guests = DEMO_GUESTS
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ),
             owner,
         )?;
@@ -247,6 +304,9 @@ impl Devhost {
             local_api_pin_sha256: local_api.pin_sha256,
             local_api_pin_spki_sha256: local_api.pin_spki_sha256,
             guests: local_api.guests,
+            pbs_url: pbs.url().to_owned(),
+            pbs_fingerprint: pbs.fingerprint().to_owned(),
+            pbs_datastore: LINKED_DATASTORE.to_owned(),
         };
         write_private(
             &dir.join("devhost.json"),
@@ -256,6 +316,7 @@ impl Devhost {
         Ok(Self {
             info,
             pve: Some(pve),
+            pbs: Some(pbs),
             agent,
             config,
             agent_exe: agent_exe.to_owned(),
@@ -305,7 +366,12 @@ impl Devhost {
         self.pve.as_ref().expect("present until stop")
     }
 
-    /// Stops the agent (SIGTERM, then SIGKILL after a grace period) and the simulator.
+    /// The simulated Proxmox Backup Server.
+    pub fn pbs(&self) -> &PbsSimHandle {
+        self.pbs.as_ref().expect("present until stop")
+    }
+
+    /// Stops the agent (SIGTERM, then SIGKILL after a grace period) and the simulators.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let pid = nix::unistd::Pid::from_raw(self.agent.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
@@ -323,6 +389,9 @@ impl Devhost {
         let helper_status = crate::devhost_helper::stop(&mut self.helper).await?;
         if let Some(pve) = self.pve.take() {
             pve.shutdown().await;
+        }
+        if let Some(pbs) = self.pbs.take() {
+            pbs.shutdown().await;
         }
         if !status.success() {
             bail!("the agent exited with {status}");

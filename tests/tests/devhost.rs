@@ -40,6 +40,27 @@ async fn devhost_serves_the_agent_and_stops_cleanly() {
     let info: DevhostInfo = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(info.pve_url.starts_with("https://127.0.0.1:"), "{info:?}");
     assert_eq!(info.pve_fingerprint.len(), 95);
+    assert!(info.pbs_url.starts_with("https://127.0.0.1:"), "{info:?}");
+    assert_ne!(info.pbs_url, info.pve_url);
+    assert_eq!(info.pbs_fingerprint.len(), 95);
+    assert_eq!(info.pbs_datastore, "felhom");
+    let mode = |name: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(state.join(name)).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode("pbs-token"), 0o600);
+    assert_eq!(mode("pbs-encryption-key.json"), 0o600);
+    let key: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("pbs-encryption-key.json")).unwrap())
+            .unwrap();
+    assert!(key["kdf"].is_null());
+    assert_eq!(key["fingerprint"].as_str().unwrap().len(), 95);
+    let config = std::fs::read_to_string(state.join("agent.toml")).unwrap();
+    assert!(
+        config.contains(&format!("[pbs]\nendpoint = \"{}\"", info.pbs_url)),
+        "{config}"
+    );
+    assert!(config.contains("encryption_key_file = "), "{config}");
     assert!(
         info.local_api_endpoint.starts_with("127.0.0.1:"),
         "{}",

@@ -87,6 +87,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         i.pve_url, i.pve_fingerprint
     );
     println!(
+        "  simulated PBS         {} datastore {} (fingerprint {}), behind storage {}",
+        i.pbs_url,
+        i.pbs_datastore,
+        i.pbs_fingerprint,
+        felhom_simhost::devhost::PBS_STORAGE
+    );
+    println!(
         "  agent                 pid {} as uid {}, socket {}",
         i.agent_pid,
         i.agent_uid,
