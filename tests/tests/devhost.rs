@@ -46,13 +46,18 @@ async fn devhost_serves_the_agent_and_stops_cleanly() {
     assert_eq!(info.pbs_datastore, "felhom");
     let mode = |name: &str| {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(state.join(name)).unwrap().permissions().mode() & 0o777
+        std::fs::metadata(state.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
     };
     assert_eq!(mode("pbs-token"), 0o600);
     assert_eq!(mode("pbs-encryption-key.json"), 0o600);
-    let key: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(state.join("pbs-encryption-key.json")).unwrap())
-            .unwrap();
+    let key: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(state.join("pbs-encryption-key.json")).unwrap(),
+    )
+    .unwrap();
     assert!(key["kdf"].is_null());
     assert_eq!(key["fingerprint"].as_str().unwrap().len(), 95);
     let config = std::fs::read_to_string(state.join("agent.toml")).unwrap();

@@ -58,9 +58,11 @@ async fn devhost_backs_felhom_pbs_with_an_encrypted_pbs_the_agent_token_can_read
         .to_owned();
     let mut finished = false;
     for _ in 0..1200 {
-        if pve.state().task(&upid).is_some_and(|t| {
-            t.state != felhom_simhost::pve::state::TaskState::Running
-        }) {
+        if pve
+            .state()
+            .task(&upid)
+            .is_some_and(|t| t.state != felhom_simhost::pve::state::TaskState::Running)
+        {
             finished = true;
             break;
         }

@@ -137,7 +137,10 @@ async fn linked_vzdump_creates_a_pbs_snapshot_visible_through_both_apis() {
         "INFO: creating Proxmox Backup Server archive '{dir}'"
     )));
     let run = log.iter().find(|l| l.starts_with("INFO: run: ")).unwrap();
-    assert!(run.contains("proxmox-backup-client backup --crypt-mode=none "), "{run}");
+    assert!(
+        run.contains("proxmox-backup-client backup --crypt-mode=none "),
+        "{run}"
+    );
     assert!(
         run.ends_with(&format!(
             "--repository {LINKED_BACKUP_USER}@127.0.0.1:{}:{LINKED_DATASTORE}",
@@ -260,7 +263,13 @@ async fn a_snapshot_forgotten_in_pbs_is_gone_from_the_pve_listing() {
             .forget_snapshot(LINKED_DATASTORE, BackupType::Ct, "102", time)
     );
     assert!(pve_backups(&sims.pve, 102).await.is_empty());
-    assert!(sims.pve.state().backups(STORAGE).iter().all(|b| b.vmid != 102));
+    assert!(
+        sims.pve
+            .state()
+            .backups(STORAGE)
+            .iter()
+            .all(|b| b.vmid != 102)
+    );
     sims.shutdown().await;
 }
 

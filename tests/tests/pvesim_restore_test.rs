@@ -219,12 +219,9 @@ async fn restoring_a_snapshot_pruned_in_pbs_fails_in_the_task() {
         .find(|s| s.backup_id == "102")
         .unwrap()
         .backup_time;
-    sims.pbs.state().forget_snapshot(
-        "felhom",
-        felhom_simhost::pbs::BackupType::Ct,
-        "102",
-        time,
-    );
+    sims.pbs
+        .state()
+        .forget_snapshot("felhom", felhom_simhost::pbs::BackupType::Ct, "102", time);
     let (status, _) = restore_scratch(&sims.pve, &volid).await;
     assert_eq!(
         status,
@@ -343,7 +340,10 @@ async fn a_foreign_scratch_guest_added_through_the_state_is_listed_with_its_tag(
     let again = sim
         .state()
         .add_guest(9901, GuestStatus::Stopped, BTreeMap::new());
-    assert_eq!(again, Err("CT 9901 already exists on node 'pve1'".to_owned()));
+    assert_eq!(
+        again,
+        Err("CT 9901 already exists on node 'pve1'".to_owned())
+    );
 }
 
 #[tokio::test]

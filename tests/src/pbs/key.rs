@@ -41,7 +41,9 @@ impl std::fmt::Debug for PbsKey {
 pub enum KeyError {
     #[error("Key file is not JSON: {0}")]
     Json(String),
-    #[error("Key file is protected by a passphrase (kdf is not null); the simulator only reads unprotected keys")]
+    #[error(
+        "Key file is protected by a passphrase (kdf is not null); the simulator only reads unprotected keys"
+    )]
     Protected,
     #[error("Key file 'data' is not base64 of 32 bytes")]
     Data,

@@ -18,8 +18,13 @@
 //! `crate::https`). Real PBS serves a self-signed `proxy.pem`; here the leaf is signed by a
 //! throwaway CA like PVE's, which a fingerprint pin does not see (it hashes the leaf only).
 //!
+//! The PVE simulator can write into a datastore here as vzdump to a `pbs` storage would
+//! (`crate::pve::pbs_link`); [`PbsFixture::linked_host`] is the matching seed, and
+//! [`key::PbsKey`] makes PBS client key files with PBS's fingerprint.
+//!
 //! Limits: one node; datastores are only their snapshot lists (no chunks, no backup/restore
-//! protocol, no prune/GC); no ticket login; ACLs without `NoAccess` overrides; 401s are not
+//! protocol, no GC; snapshots are removed only in process, [`PbsState::forget_snapshot`]); no
+//! ticket login; ACLs without `NoAccess` overrides; 401s are not
 //! delayed unless [`PbsSimOptions::unauthorized_delay`] says so (real PBS: 3 s).
 
 pub mod acl;

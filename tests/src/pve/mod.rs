@@ -13,6 +13,13 @@
 //! The node's root CLI (`pct create`, used by the `felhom-sim-pct` stand-in) is
 //! `POST /_sim/cli/pct-create`, authenticated with a `root@pam` token.
 //!
+//! # Backed by a PBS simulator
+//! [`PveSimOptions::pbs_link`] (or [`pbs_link::LinkedSims::start`], which starts both) makes
+//! the `pbs` storage `felhom-pbs` keep its backups in a running PBS simulator's datastore:
+//! vzdump writes snapshots there, the storage listing and prune go through it, restores read
+//! from it. [`SimState::set_pbs_encryption_key`] (or a fixture storage's `encryption_key`)
+//! gives such a storage a client encryption key. See [`pbs_link`].
+//!
 //! # The default fixture (`tests/fixtures/pve-default.json`)
 //! Node `pve1`; guests 101 `felhom-home` (running, unprivileged, `keyctl=1,nesting=1`, rootfs
 //! on local-lvm, `mp0` with `backup=0`), 102 `felhom-tunnel` (running), 103 `scratch`

@@ -30,7 +30,29 @@
 //!   `Datastore.AllocateSpace` on the target storage and the root-only options are checked;
 //!   task id is the vmid for a single guest, empty otherwise.
 //!
+//! - pve-manager `PVE/VZDump.pm` `exec_backup_task` (verified in several releases): the mode is
+//!   `stop` for a guest that is not running, else the requested one; when snapshot mode's
+//!   `prepare` dies with `mode failure - …` (pve-container: `some volumes do not support
+//!   snapshots`, i.e. an included volume on a storage without snapshots for raw volumes — dir,
+//!   NFS, CIFS, thick LVM), the log gets that text, `trying 'suspend' mode instead`, and
+//!   `backup mode: suspend`; `prepare` then runs again (its `CT Name`/`including mount point`
+//!   lines repeat) and the suspend rsync lines follow (`starting first sync …`, `suspending
+//!   guest`, `starting final sync …`, `resuming guest`, `guest is online again after …`) — the
+//!   order as field logs of real tasks show it.
+//! - Retention is [`super::prune`]; PBS storages are [`super::pbs_link`].
+//! - `PUT config`: `net*` is checked against pve-container's `$netconf_desc` with
+//!   `PVE::JSONSchema`'s texts (boolean type check accepts `1|true|yes|on|0|false|no|off`,
+//!   case-insensitive); `tags` is normalised like `PVE::GuestHelpers::get_unique_tags`
+//!   (split on `;`, `,`, space; deduplicated, sorted, joined with `;`).
+//!
 //! Inferred or from memory, not verified line by line:
+//! - The lxc-start lines of a failed `vzstart` task log (from field reports) and the exact
+//!   placement of `INFO: prune older backups with retention: …` (options sorted, joined by
+//!   `, `) before the snapshot cleanup.
+//! - The `proxmox-backup-client` texts for a restore with a missing or wrong key
+//!   (`missing key - manifest was created with key <fp>`, `wrong key - manifest's key <fp> does
+//!   not match provided key <fp>`), wrapped as `unable to restore CT <vmid> -
+//!   proxmox-backup-client failed: Error: …`.
 //! - `VM.Backup` is checked per guest inside the vzdump worker (the synchronous API code has
 //!   no such check; matches the field finding that authorization surfaces at task time); the
 //!   task then ends with `Permission check failed (/vms/<vmid>, VM.Backup)`.
@@ -1400,7 +1422,9 @@ pub fn vzdump(call: &Call, w: &mut World) -> Result<Value, ApiError> {
                         w.storage(sid).is_some_and(|st| storage_snapshots(&st.kind))
                     });
                     if !all_snap {
-                        log.push("INFO: mode failure - some volumes do not support snapshots".to_owned());
+                        log.push(
+                            "INFO: mode failure - some volumes do not support snapshots".to_owned(),
+                        );
                         log.push("INFO: trying 'suspend' mode instead".to_owned());
                         actual_mode = "suspend";
                     }
@@ -1425,11 +1449,19 @@ pub fn vzdump(call: &Call, w: &mut World) -> Result<Value, ApiError> {
                         log.push(format!("INFO: CT Name: {}", g.name()));
                         log.push("INFO: including mount point rootfs ('/') in backup".to_owned());
                         let pid = 10_000 + vmid;
-                        log.push(format!("INFO: starting first sync /proc/{pid}/root/ to {tmpdir}"));
-                        log.push("INFO: first sync finished - transferred 1.29G bytes in 11s".to_owned());
+                        log.push(format!(
+                            "INFO: starting first sync /proc/{pid}/root/ to {tmpdir}"
+                        ));
+                        log.push(
+                            "INFO: first sync finished - transferred 1.29G bytes in 11s".to_owned(),
+                        );
                         log.push("INFO: suspending guest".to_owned());
-                        log.push(format!("INFO: starting final sync /proc/{pid}/root/ to {tmpdir}"));
-                        log.push("INFO: final sync finished - transferred 0 bytes in 1s".to_owned());
+                        log.push(format!(
+                            "INFO: starting final sync /proc/{pid}/root/ to {tmpdir}"
+                        ));
+                        log.push(
+                            "INFO: final sync finished - transferred 0 bytes in 1s".to_owned(),
+                        );
                         log.push("INFO: resuming guest".to_owned());
                         log.push("INFO: guest is online again after 1 seconds".to_owned());
                         snapdir.clone_from(&tmpdir);
@@ -1463,8 +1495,13 @@ pub fn vzdump(call: &Call, w: &mut World) -> Result<Value, ApiError> {
                     t += 1;
                 };
                 if s.kind == "pbs" {
-                    let dir = volid.split_once(":backup/").map_or("", |(_, r)| r).to_owned();
-                    log.push(format!("INFO: creating Proxmox Backup Server archive '{dir}'"));
+                    let dir = volid
+                        .split_once(":backup/")
+                        .map_or("", |(_, r)| r)
+                        .to_owned();
+                    log.push(format!(
+                        "INFO: creating Proxmox Backup Server archive '{dir}'"
+                    ));
                     let crypt = match &key {
                         Some(_) => "--crypt-mode=encrypt --keyfd=14",
                         None => "--crypt-mode=none",
@@ -1481,7 +1518,10 @@ pub fn vzdump(call: &Call, w: &mut World) -> Result<Value, ApiError> {
                     ));
                     if let Some(k) = &key {
                         log.push("INFO: Using encryption key from file descriptor..".to_owned());
-                        log.push(format!("INFO: Encryption key fingerprint: {}", k.fingerprint()));
+                        log.push(format!(
+                            "INFO: Encryption key fingerprint: {}",
+                            k.fingerprint()
+                        ));
                     }
                     log.push("INFO: No previous manifest available.".to_owned());
                     log.push(format!(

@@ -123,10 +123,8 @@ pub(crate) fn attach(w: &mut World, link: PbsLink) {
             s.in_ns(None) && s.backup_type == btype && s.backup_id == id && s.backup_time == time
         });
         if !present {
-            link.pbs.add_snapshot(
-                &link.datastore,
-                snapshot_for(b, &owner, None, &b.config),
-            );
+            link.pbs
+                .add_snapshot(&link.datastore, snapshot_for(b, &owner, None, &b.config));
         }
     }
     w.pbs_links.push(link);
@@ -155,7 +153,14 @@ fn parse_utc(s: &str) -> Option<i64> {
         return None;
     }
     let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, se) = (n(0..4)?, n(5..7)?, n(8..10)?, n(11..13)?, n(14..16)?, n(17..19)?);
+    let (y, mo, d, h, mi, se) = (
+        n(0..4)?,
+        n(5..7)?,
+        n(8..10)?,
+        n(11..13)?,
+        n(14..16)?,
+        n(17..19)?,
+    );
     let y2 = if mo <= 2 { y - 1 } else { y };
     let era = y2.div_euclid(400);
     let yoe = y2 - era * 400;
@@ -391,7 +396,10 @@ mod tests {
     #[test]
     fn volids_parse_back_to_pbs_snapshot_parts() {
         let (t, id, time) = parse_volid("felhom-pbs:backup/ct/101/2026-06-09T14:18:33Z").unwrap();
-        assert_eq!((t, id.as_str(), time), (BackupType::Ct, "101", 1_781_014_713));
+        assert_eq!(
+            (t, id.as_str(), time),
+            (BackupType::Ct, "101", 1_781_014_713)
+        );
         assert!(parse_volid("local:backup/vzdump-lxc-101-2026_06_09-14_18_33.tar.zst").is_none());
     }
 }

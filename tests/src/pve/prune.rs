@@ -33,9 +33,8 @@ impl Keep {
         let mut keep = Keep::default();
         for part in text.split(',').filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').unwrap_or((part, ""));
-            let bad = |what: String| {
-                ApiError::param("prune-backups", format!("invalid format - {what}"))
-            };
+            let bad =
+                |what: String| ApiError::param("prune-backups", format!("invalid format - {what}"));
             let n = || {
                 v.parse::<u64>()
                     .map_err(|_| bad(format!("value '{v}' for {k} is not a valid integer")))
@@ -95,6 +94,9 @@ pub struct Candidate {
     pub protected: bool,
 }
 
+/// The selection period of a backup time (`%Y/%m/%d`, …).
+type PeriodOf = fn(i64) -> String;
+
 /// The ids of `group`'s backups that `keep` removes.
 pub fn removals(group: &[Candidate], keep: &Keep) -> Vec<String> {
     if keep.keeps_everything() {
@@ -104,7 +106,7 @@ pub fn removals(group: &[Candidate], keep: &Keep) -> Vec<String> {
     list.sort_by_key(|c| std::cmp::Reverse(c.time));
     // None: unmarked; Some(true): keep (or protected); Some(false): remove.
     let mut marks: Vec<Option<bool>> = list.iter().map(|c| c.protected.then_some(true)).collect();
-    let periods: [(u64, fn(i64) -> String); 6] = [
+    let periods: [(u64, PeriodOf); 6] = [
         (keep.last, |_| String::new()),
         (keep.hourly, |t| {
             let (y, m, d, h, _, _) = civil(t);
@@ -141,8 +143,8 @@ pub fn removals(group: &[Candidate], keep: &Keep) -> Vec<String> {
             .map(period)
             .collect();
         let mut included = std::collections::BTreeSet::new();
-        for j in 0..list.len() {
-            if marks[j].is_some() {
+        for (j, mark) in marks.iter_mut().enumerate() {
+            if mark.is_some() {
                 continue;
             }
             let p = period(j);
@@ -150,13 +152,13 @@ pub fn removals(group: &[Candidate], keep: &Keep) -> Vec<String> {
                 continue;
             }
             if included.contains(&p) {
-                marks[j] = Some(false);
+                *mark = Some(false);
             } else {
                 if included.len() as u64 >= *count {
                     break;
                 }
                 included.insert(p);
-                marks[j] = Some(true);
+                *mark = Some(true);
             }
         }
     }

@@ -368,7 +368,12 @@ impl SimState {
         let mut w = self.lock();
         match w.storage(storage) {
             Some(s) if s.kind == "pbs" => {}
-            Some(s) => return Err(format!("storage '{storage}' is of type {}, not pbs", s.kind)),
+            Some(s) => {
+                return Err(format!(
+                    "storage '{storage}' is of type {}, not pbs",
+                    s.kind
+                ));
+            }
             None => return Err(format!("storage '{storage}' does not exist")),
         }
         match key {
