@@ -97,9 +97,16 @@ pub struct DevhostInfo {
     pub pbs_datastore: String,
 }
 
-/// How to start a devhost; [`Default`] is what `felhom-devhost` does without flags.
+/// How to start a devhost; [`Default`] is what `felhom-devhost` does without flags, except
+/// that `felhom-devhost` sets [`DevhostOptions::backup_schedules`].
 #[derive(Debug, Clone, Default)]
 pub struct DevhostOptions {
+    /// Let the agent act on the backup schedules by itself: a self-restore-test Sundays 04:00
+    /// and crash-consistent backups one hour after a missed slot. Off (tests): the same tiers
+    /// and policies, but no `restore_test` and the longest `grace_secs` (7 days), so the agent
+    /// never starts a backup or restore-test on its own — the fixture's June PBS backup of 101
+    /// would otherwise make both due at the scheduler's first tick.
+    pub backup_schedules: bool,
     /// Port of the guests' local API on 127.0.0.1 (0: a free port).
     pub local_api_port: u16,
     /// Program run with [`AGENT_ENTRY`] as the agent; `None`: this executable (the
@@ -213,13 +220,13 @@ impl Devhost {
                  [local_api.storage_classes]\n\"local-lvm\" = \"fast\"\n\"local\" = \"slow\"\n\n\
                  [pbs]\nendpoint = \"{pbs_url}\"\ndatastore = \"{datastore}\"\n\
                  token_file = \"{pbs_token}\"\ntls_fingerprint = \"{pbs_fp}\"\n\n\
-                 [backup]\nscratch_vmid_first = 9900\nscratch_vmid_last = 9999\n\
+                 [backup]\n{grace}scratch_vmid_first = 9900\nscratch_vmid_last = 9999\n\
                  scratch_storage = \"local-lvm\"\n\n\
                  [[backup.tiers]]\nname = \"local\"\nstorage = \"local\"\nkind = \"local\"\n\n\
                  [[backup.tiers]]\nname = \"offsite\"\nstorage = \"{pbs_storage}\"\nkind = \"pbs\"\n\
                  encrypted = true\nencryption_key_file = \"{key_file}\"\n\n\
                  [[backup.policies]]\nvmids = [{guests}]\ntier = \"local\"\nschedule = \"daily 02:30\"\n\
-                 keep_last = 3\nkeep_daily = 7\nrestore_test = \"sun 04:00\"\nprobe_interface = \"eth0\"\n\n\
+                 keep_last = 3\nkeep_daily = 7\n{restore_test}probe_interface = \"eth0\"\n\n\
                  [[backup.policies]]\nvmids = [{guests}]\ntier = \"offsite\"\nschedule = \"sun 03:00\"\n\
                  keep_weekly = 4\nkeep_monthly = 6\n",
                 url = pve.url(),
@@ -236,6 +243,16 @@ impl Devhost {
                 pbs_fp = pbs.fingerprint(),
                 pbs_storage = PBS_STORAGE,
                 key_file = key_file.display(),
+                grace = if options.backup_schedules {
+                    ""
+                } else {
+                    "# Quiet agent (tests): never back up on its own.\ngrace_secs = 604800\n"
+                },
+                restore_test = if options.backup_schedules {
+                    "restore_test = \"sun 04:00\"\n"
+                } else {
+                    ""
+                },
                 guests = DEMO_GUESTS
                     .iter()
                     .map(u32::to_string)

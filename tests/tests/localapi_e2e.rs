@@ -30,6 +30,7 @@ impl Host {
             local_api_port: 0,
             agent_program: Some(env!("CARGO_BIN_EXE_felhom-devhost").into()),
             agent_env: Vec::new(),
+            backup_schedules: false,
         };
         let devhost = Devhost::start_with(&dir.path().join("dh"), &options)
             .await

@@ -71,6 +71,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         &dir,
         &DevhostOptions {
             local_api_port: args.local_api_port,
+            backup_schedules: true,
             ..Default::default()
         },
     )
