@@ -281,3 +281,24 @@ fn restore_test_status_of_a_guest_never_tested_is_idle() {
         "guest         101\nphase         idle\nresult        none\n"
     );
 }
+
+#[test]
+fn verify_on_a_local_tier_is_refused_with_the_agents_reason() {
+    let host = Host::start();
+    let run = host.ctl(&[
+        "verify", "run", "--vmid", "101", "--tier", "local", "--wait",
+    ]);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert_eq!(
+        run.stderr,
+        "felhomctl: FAILED_PRECONDITION: Tier 'local' is not a PBS tier\n"
+    );
+    assert_eq!(run.stdout, "");
+}
+
+#[test]
+fn verify_status_of_a_guest_never_verified_is_idle() {
+    let host = Host::start();
+    let run = host.ctl(&["verify", "status", "--vmid", "101"]);
+    assert_eq!(run.success(), "guest    101\nphase    idle\n");
+}
