@@ -415,6 +415,51 @@ mod tests {
         command().debug_assert();
     }
 
+    fn action(args: &[&str]) -> Action {
+        let matches = command()
+            .try_get_matches_from(std::iter::once("felhomctl").chain(args.iter().copied()))
+            .expect("valid arguments");
+        let (group, sub) = matches.subcommand().expect("a subcommand");
+        let (name, args) = sub.subcommand().expect("a nested subcommand");
+        backup_action(group, name, args)
+    }
+
+    #[test]
+    fn backup_subcommands_map_to_their_actions() {
+        assert_eq!(
+            action(&[
+                "backup", "now", "--vmid", "101", "--tier", "offsite", "--wait"
+            ]),
+            Action::BackupNow {
+                vmid: 101,
+                tier: Some("offsite".into())
+            }
+        );
+        assert_eq!(
+            action(&["backup", "list"]),
+            Action::BackupList { vmid: None }
+        );
+        assert_eq!(
+            action(&["restore-test", "run", "--vmid", "101"]),
+            Action::RestoreTestRun { vmid: 101 }
+        );
+        assert_eq!(
+            action(&["verify", "status", "--vmid", "101", "--json"]),
+            Action::VerifyStatus { vmid: 101 }
+        );
+    }
+
+    #[test]
+    fn status_commands_need_a_vmid_and_take_no_wait() {
+        let err = command()
+            .try_get_matches_from(["felhomctl", "backup", "status"])
+            .expect_err("--vmid is required");
+        assert!(err.to_string().contains("--vmid <N>"), "{err}");
+        command()
+            .try_get_matches_from(["felhomctl", "backup", "status", "--vmid", "101", "--wait"])
+            .expect_err("status has no --wait");
+    }
+
     #[test]
     fn shortcuts_do_not_shadow_builtin_subcommands() {
         for s in SHORTCUTS {
