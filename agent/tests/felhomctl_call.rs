@@ -101,7 +101,7 @@ fn unknown_method_lists_the_known_methods() {
     assert_eq!(run.code, 2, "{run:?}");
     assert_eq!(
         run.stderr,
-        "felhomctl: service felhom.agent.v1.Agent has no method `Reboot`; methods: Selftest, ListGuests, ListTasks, ListJobs, ListOperations, AuditTail, AuditVerify, MintGuestToken, RotateGuestToken, RevokeGuestToken, ListGuestTokens, ProvisionGuest, GetLocalApiPins, RotateLocalApiCertificate\n"
+        "felhomctl: service felhom.agent.v1.Agent has no method `Reboot`; methods: Selftest, ListGuests, ListTasks, ListJobs, ListOperations, AuditTail, AuditVerify, MintGuestToken, RotateGuestToken, RevokeGuestToken, ListGuestTokens, ProvisionGuest, GetLocalApiPins, RotateLocalApiCertificate, BackupNow, GetBackupStatus, ListBackups, GetBackupDue, RunRestoreTest, GetRestoreTestStatus, RunVerify, GetVerifyStatus\n"
     );
 }
 

@@ -9,7 +9,9 @@
 //!   socket, permission denied, nobody listening) into operator-readable errors.
 //! - [`Session::list`], [`Session::describe`], [`Session::call`] are `list`, `describe` and
 //!   `call`; [`shortcut`] holds the friendly reads (`felhomctl selftest`), one table row each;
-//!   [`token`] is `felhomctl token mint|rotate|revoke --vmid N`.
+//!   [`token`] is `felhomctl token mint|rotate|revoke --vmid N`; [`backup`] is `felhomctl
+//!   backup now|list|status|due`, `restore-test run|status` and `verify run|status`, whose
+//!   `--wait` follows a job to its end (`wait`).
 //! - [`CtlError::exit`] maps every error to a documented exit code ([`Exit`]).
 //!
 //! Limits: only reflection v1 is spoken (both felhom servers serve v1 and v1alpha; grpcurl
@@ -18,6 +20,7 @@
 //! operator reading a report should not have to know which fields were omitted. Request JSON is
 //! strict: unknown fields and unknown enum values are errors.
 
+pub mod backup;
 mod call;
 mod cli;
 mod connect;
@@ -27,6 +30,7 @@ mod reflection;
 pub mod shortcut;
 mod symbols;
 pub mod token;
+mod wait;
 
 use std::path::{Path, PathBuf};
 
@@ -107,6 +111,21 @@ pub enum CtlError {
     Reflection { detail: String },
     #[error("response of {method} lacks field `{field}` needed for the table")]
     ResponseShape { method: String, field: String },
+    #[error("{method} answered unexpected {field} `{value}`")]
+    UnexpectedValue {
+        method: String,
+        field: String,
+        value: String,
+    },
+    #[error(
+        "{kind} job {job} of guest {vmid} ended, but job {newest} replaced it before its result was read; see `felhomctl jobs`"
+    )]
+    JobReplaced {
+        kind: &'static str,
+        vmid: u32,
+        job: String,
+        newest: String,
+    },
     #[error("gRPC transport failed")]
     Transport(#[source] tonic::transport::Error),
     #[error("cannot write output")]
@@ -129,6 +148,8 @@ impl CtlError {
             | CtlError::ReadRequest { .. } => Exit::Usage,
             CtlError::Reflection { .. }
             | CtlError::ResponseShape { .. }
+            | CtlError::UnexpectedValue { .. }
+            | CtlError::JobReplaced { .. }
             | CtlError::Transport(_)
             | CtlError::Output(_) => Exit::Failed,
         }

@@ -419,7 +419,7 @@ fn cell(value: Option<&Value>, style: Style) -> Option<String> {
 }
 
 /// Left-aligned columns, one space apart; the last column is not padded.
-fn render(rows: &[Vec<String>]) -> String {
+pub(super) fn render(rows: &[Vec<String>]) -> String {
     let columns = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
