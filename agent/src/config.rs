@@ -24,8 +24,8 @@ use serde::Deserialize;
 
 use crate::backup::{BackupSettings, RawBackup};
 use crate::context::StorageClass;
-use crate::pbs::{PbsClientConfig, PbsToken};
 use crate::paths;
+use crate::pbs::{PbsClientConfig, PbsToken};
 use crate::pve::{ApiToken, CertFingerprint, PveClientConfig, TlsTrust};
 use felhom_localapi_gateway::Limits;
 
@@ -297,8 +297,15 @@ impl Config {
             key: e.key,
             message: e.message,
         })?;
-        if backup.tiers.iter().any(|t| t.kind == crate::backup::TierKind::Pbs) && pbs.is_none() {
-            tracing::info!("no [pbs] section: PBS tiers back up, but verify and snapshot detail are off");
+        if backup
+            .tiers
+            .iter()
+            .any(|t| t.kind == crate::backup::TierKind::Pbs)
+            && pbs.is_none()
+        {
+            tracing::info!(
+                "no [pbs] section: PBS tiers back up, but verify and snapshot detail are off"
+            );
         }
         Ok(Config {
             proxmox,
@@ -442,7 +449,10 @@ fn endpoint_and_trust(
         ));
     }
     if url.host_str().is_none() {
-        return Err(invalid(&key("endpoint"), format!("'{endpoint}' has no host")));
+        return Err(invalid(
+            &key("endpoint"),
+            format!("'{endpoint}' has no host"),
+        ));
     }
     if url.path() != "/" || url.query().is_some() || !url.username().is_empty() {
         return Err(invalid(
@@ -450,16 +460,23 @@ fn endpoint_and_trust(
             format!("give only scheme, host and port, e.g. {example}"),
         ));
     }
-    let trust = match (tls_fingerprint, ca_file, insecure_skip_verify.unwrap_or(false)) {
+    let trust = match (
+        tls_fingerprint,
+        ca_file,
+        insecure_skip_verify.unwrap_or(false),
+    ) {
         (Some(fp), None, false) => TlsTrust::Pinned(
-            CertFingerprint::parse(&fp).map_err(|e| invalid(&key("tls_fingerprint"), e.to_string()))?,
+            CertFingerprint::parse(&fp)
+                .map_err(|e| invalid(&key("tls_fingerprint"), e.to_string()))?,
         ),
         (None, Some(ca), false) => TlsTrust::CaFile(ca),
         (None, None, true) => TlsTrust::InsecureSkipVerify,
         (None, None, false) => {
             return Err(invalid(
                 &key("tls_fingerprint"),
-                format!("set one of tls_fingerprint ({fingerprint_hint}), ca_file, or insecure_skip_verify (loopback only)"),
+                format!(
+                    "set one of tls_fingerprint ({fingerprint_hint}), ca_file, or insecure_skip_verify (loopback only)"
+                ),
             ));
         }
         _ => {
@@ -505,11 +522,13 @@ fn validate_pbs(
     let datastore = raw.datastore.ok_or(ConfigError::Missing {
         key: "pbs.datastore".into(),
     })?;
-    crate::pbs::validate_datastore(&datastore).map_err(|e| invalid("pbs.datastore", e.to_string()))?;
+    crate::pbs::validate_datastore(&datastore)
+        .map_err(|e| invalid("pbs.datastore", e.to_string()))?;
     let namespace = match raw.namespace {
         Some(ns) if ns.is_empty() => None,
         Some(ns) => {
-            crate::pbs::validate_namespace(&ns).map_err(|e| invalid("pbs.namespace", e.to_string()))?;
+            crate::pbs::validate_namespace(&ns)
+                .map_err(|e| invalid("pbs.namespace", e.to_string()))?;
             Some(ns)
         }
         None => None,
@@ -522,10 +541,10 @@ fn validate_pbs(
     )?;
     let token = PbsToken::parse(&text).map_err(|e| invalid(&key, e.to_string()))?;
     // Timeouts follow [proxmox]: both are the host's own management APIs.
-    let (request_timeout, connect_timeout) = proxmox.map_or(
-        (Duration::from_secs(15), Duration::from_secs(5)),
-        |p| (p.client.request_timeout, p.client.connect_timeout),
-    );
+    let (request_timeout, connect_timeout) = proxmox
+        .map_or((Duration::from_secs(15), Duration::from_secs(5)), |p| {
+            (p.client.request_timeout, p.client.connect_timeout)
+        });
     Ok(Some(PbsSettings {
         client: PbsClientConfig {
             endpoint: url,
@@ -549,7 +568,10 @@ fn read_secret(
 ) -> Result<(String, String), ConfigError> {
     let (key, path) = match (file, env.var("CREDENTIALS_DIRECTORY")) {
         (Some(p), _) => (file_key.to_owned(), p.to_owned()),
-        (None, Some(dir)) => (format!("credential {credential}"), Path::new(&dir).join(credential)),
+        (None, Some(dir)) => (
+            format!("credential {credential}"),
+            Path::new(&dir).join(credential),
+        ),
         (None, None) => {
             return Err(ConfigError::Missing {
                 key: format!("{file_key} (or the systemd credential '{credential}')"),

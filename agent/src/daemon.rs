@@ -18,11 +18,11 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
-use crate::config::Config;
 use crate::backup::service::PbsTarget;
+use crate::config::Config;
 use crate::context::{AgentContext, BackupSetup, ContextError};
-use crate::pbs::{PbsClient, PbsError};
 use crate::grpc;
+use crate::pbs::{PbsClient, PbsError};
 use crate::pve::{PveClient, PveError, WaitOptions};
 
 /// Why the daemon could not start or stopped with an error.
@@ -125,7 +125,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         .await
     {
         Ok(0) => {}
-        Ok(n) => tracing::warn!(rows = n, "closed backup/restore-test/verify records a previous run left open"),
+        Ok(n) => tracing::warn!(
+            rows = n,
+            "closed backup/restore-test/verify records a previous run left open"
+        ),
         Err(e) => tracing::error!(error = %e, "cannot close unfinished backup records"),
     }
     let queue = ctx.queue.clone();

@@ -196,12 +196,20 @@ impl JournalWriter {
         write_call!(self, |j| j.step_started(op, name, None))
     }
 
-    pub(crate) async fn record_upid(&self, step: StepRef, upid: &Upid) -> Result<(), ProvisionError> {
+    pub(crate) async fn record_upid(
+        &self,
+        step: StepRef,
+        upid: &Upid,
+    ) -> Result<(), ProvisionError> {
         let upid = upid.as_str().to_owned();
         write_call!(self, |j| j.record_upid(step, &upid))
     }
 
-    pub(crate) async fn record_created(&self, step: StepRef, r: Resource) -> Result<(), ProvisionError> {
+    pub(crate) async fn record_created(
+        &self,
+        step: StepRef,
+        r: Resource,
+    ) -> Result<(), ProvisionError> {
         write_call!(self, |j| j.record_created(step, &r))
     }
 
@@ -209,7 +217,11 @@ impl JournalWriter {
         write_call!(self, |j| j.step_done(step))
     }
 
-    pub(crate) async fn step_failed(&self, step: StepRef, error: String) -> Result<(), ProvisionError> {
+    pub(crate) async fn step_failed(
+        &self,
+        step: StepRef,
+        error: String,
+    ) -> Result<(), ProvisionError> {
         write_call!(self, |j| j.step_failed(step, &error))
     }
 
@@ -221,7 +233,11 @@ impl JournalWriter {
         write_call!(self, |j| j.begin_compensation(op, &reason))
     }
 
-    pub(crate) async fn record_removed(&self, op: OperationId, r: Resource) -> Result<(), ProvisionError> {
+    pub(crate) async fn record_removed(
+        &self,
+        op: OperationId,
+        r: Resource,
+    ) -> Result<(), ProvisionError> {
         write_call!(self, |j| j.record_removed(op, &r))
     }
 
@@ -233,7 +249,11 @@ impl JournalWriter {
         write_call!(self, |j| j.mark_compensated(op))
     }
 
-    pub(crate) async fn mark_failed(&self, op: OperationId, error: String) -> Result<(), ProvisionError> {
+    pub(crate) async fn mark_failed(
+        &self,
+        op: OperationId,
+        error: String,
+    ) -> Result<(), ProvisionError> {
         write_call!(self, |j| j.mark_failed(op, &error))
     }
 

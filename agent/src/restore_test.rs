@@ -255,19 +255,32 @@ async fn steps(
         restore_new_guest(pve, journal, s, scratch, &source.volid, &storage)
     })
     .await?;
-    step(journal, pve, wait, &cancel, op, "configure", |_| async move {
-        let config = pve.lxc_config(scratch).await.map_err(pve_err("configure"))?;
-        let mut update = ConfigUpdate::default();
-        update.set.insert("tags".into(), SCRATCH_TAG.into());
-        update.set.insert("onboot".into(), "0".into());
-        for (index, value) in &config.nets {
-            update.set.insert(format!("net{index}"), with_link_down(value));
-        }
-        pve.set_config(scratch, &update)
-            .await
-            .map_err(pve_err("configure"))?;
-        Ok(None)
-    })
+    step(
+        journal,
+        pve,
+        wait,
+        &cancel,
+        op,
+        "configure",
+        |_| async move {
+            let config = pve
+                .lxc_config(scratch)
+                .await
+                .map_err(pve_err("configure"))?;
+            let mut update = ConfigUpdate::default();
+            update.set.insert("tags".into(), SCRATCH_TAG.into());
+            update.set.insert("onboot".into(), "0".into());
+            for (index, value) in &config.nets {
+                update
+                    .set
+                    .insert(format!("net{index}"), with_link_down(value));
+            }
+            pve.set_config(scratch, &update)
+                .await
+                .map_err(pve_err("configure"))?;
+            Ok(None)
+        },
+    )
     .await?;
     step(journal, pve, wait, &cancel, op, "start", |_| async move {
         Ok(Some(pve.start(scratch).await.map_err(pve_err("start"))?))
@@ -399,16 +412,13 @@ pub async fn is_due(svc: &BackupService, vmid: u32, now: i64) -> Result<bool, Re
     let mut newest: Option<i64> = None;
     for p in svc.settings().policies_of(vmid) {
         let tier = svc.settings().tier(p.tier);
-        match pve.backup_volumes(&tier.storage, Some(guest)).await {
-            Ok(vols) => {
-                let n = vols
-                    .iter()
-                    .map(|v| i64::try_from(v.ctime).unwrap_or(0))
-                    .max();
-                newest = newest.max(n);
-            }
-            // An unreachable tier does not make the test due; the others may.
-            Err(_) => {}
+        // An unreachable tier does not make the test due; the others may.
+        if let Ok(vols) = pve.backup_volumes(&tier.storage, Some(guest)).await {
+            let n = vols
+                .iter()
+                .map(|v| i64::try_from(v.ctime).unwrap_or(0))
+                .max();
+            newest = newest.max(n);
         }
     }
     Ok(newest.is_some_and(|n| last.is_none_or(|l| n > l)))

@@ -70,10 +70,10 @@ pub fn evaluate(policies: &[PolicyState<'_>], now: i64, running_job: Option<&str
                 }
             }
             (Some(newest), _) => {
-                if let Some(n) = p.schedule.next_slot(now.max(newest)) {
-                    if next.is_none_or(|(t, _)| n < t) {
-                        next = Some((n, i));
-                    }
+                if let Some(n) = p.schedule.next_slot(now.max(newest))
+                    && next.is_none_or(|(t, _)| n < t)
+                {
+                    next = Some((n, i));
                 }
             }
         }
@@ -117,7 +117,10 @@ mod tests {
     use chrono::{Local, TimeZone as _};
 
     fn at(d: u32, h: u32, m: u32) -> i64 {
-        Local.with_ymd_and_hms(2026, 11, d, h, m, 0).unwrap().timestamp()
+        Local
+            .with_ymd_and_hms(2026, 11, d, h, m, 0)
+            .unwrap()
+            .timestamp()
     }
 
     fn daily() -> Schedule {
@@ -128,7 +131,11 @@ mod tests {
     fn a_guest_never_backed_up_is_due() {
         let s = daily();
         let d = evaluate(
-            &[PolicyState { tier: "local", schedule: &s, newest_backup: None }],
+            &[PolicyState {
+                tier: "local",
+                schedule: &s,
+                newest_backup: None,
+            }],
             at(23, 12, 0),
             None,
         );
@@ -141,26 +148,47 @@ mod tests {
     fn a_backup_older_than_the_latest_slot_is_due_since_that_slot() {
         let s = daily();
         let d = evaluate(
-            &[PolicyState { tier: "local", schedule: &s, newest_backup: Some(at(22, 2, 31)) }],
+            &[PolicyState {
+                tier: "local",
+                schedule: &s,
+                newest_backup: Some(at(22, 2, 31)),
+            }],
             at(23, 12, 0),
             None,
         );
         assert!(d.due);
         assert_eq!(d.since, Some(at(23, 2, 30)));
-        assert!(d.reason.starts_with("'daily 02:30' backup to tier 'local' due since 2026-11-23 02:30"), "{}", d.reason);
+        assert!(
+            d.reason
+                .starts_with("'daily 02:30' backup to tier 'local' due since 2026-11-23 02:30"),
+            "{}",
+            d.reason
+        );
     }
 
     #[test]
     fn a_fresh_backup_is_not_due_and_names_the_next_slot() {
         let s = daily();
         let d = evaluate(
-            &[PolicyState { tier: "local", schedule: &s, newest_backup: Some(at(23, 2, 31)) }],
+            &[PolicyState {
+                tier: "local",
+                schedule: &s,
+                newest_backup: Some(at(23, 2, 31)),
+            }],
             at(23, 12, 0),
             None,
         );
         assert!(!d.due);
-        assert!(d.reason.starts_with("next due 2026-11-24 02:30"), "{}", d.reason);
-        assert!(d.reason.ends_with("('daily 02:30' to tier 'local')"), "{}", d.reason);
+        assert!(
+            d.reason.starts_with("next due 2026-11-24 02:30"),
+            "{}",
+            d.reason
+        );
+        assert!(
+            d.reason.ends_with("('daily 02:30' to tier 'local')"),
+            "{}",
+            d.reason
+        );
     }
 
     #[test]
@@ -169,8 +197,16 @@ mod tests {
         let w: Schedule = "sun 03:00".parse().unwrap();
         let d = evaluate(
             &[
-                PolicyState { tier: "local", schedule: &s, newest_backup: Some(at(23, 2, 31)) },
-                PolicyState { tier: "offsite", schedule: &w, newest_backup: None },
+                PolicyState {
+                    tier: "local",
+                    schedule: &s,
+                    newest_backup: Some(at(23, 2, 31)),
+                },
+                PolicyState {
+                    tier: "offsite",
+                    schedule: &w,
+                    newest_backup: None,
+                },
             ],
             at(23, 12, 0),
             None,
@@ -184,7 +220,11 @@ mod tests {
     fn a_running_backup_makes_the_guest_not_due() {
         let s = daily();
         let d = evaluate(
-            &[PolicyState { tier: "local", schedule: &s, newest_backup: None }],
+            &[PolicyState {
+                tier: "local",
+                schedule: &s,
+                newest_backup: None,
+            }],
             at(23, 12, 0),
             Some("j-1"),
         );

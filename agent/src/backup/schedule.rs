@@ -254,8 +254,14 @@ mod tests {
     fn unsupported_parts_are_named() {
         let e = |t: &str| t.parse::<Schedule>().unwrap_err().to_string();
         assert_eq!(e(""), "schedule '': is empty");
-        assert_eq!(e("dialy 02:30"), "schedule 'dialy 02:30': 'dialy' is not a weekday list");
-        assert_eq!(e("daily 25:00"), "schedule 'daily 25:00': hour '25' is not 0..23");
+        assert_eq!(
+            e("dialy 02:30"),
+            "schedule 'dialy 02:30': 'dialy' is not a weekday list"
+        );
+        assert_eq!(
+            e("daily 25:00"),
+            "schedule 'daily 25:00': hour '25' is not 0..23"
+        );
         assert_eq!(
             e("daily 02:30:15"),
             "schedule 'daily 02:30:15': seconds '15' are not supported (use 00)"
@@ -264,17 +270,32 @@ mod tests {
             e("2026-*-01 02:00"),
             "schedule '2026-*-01 02:00': date '2026-*-01' is not supported (only *-*-*)"
         );
-        assert_eq!(e("daily 02:30 now"), "schedule 'daily 02:30 now': 'now' is not understood");
-        assert_eq!(e("hourly 02:30"), "schedule 'hourly 02:30': 'hourly' takes no time");
+        assert_eq!(
+            e("daily 02:30 now"),
+            "schedule 'daily 02:30 now': 'now' is not understood"
+        );
+        assert_eq!(
+            e("hourly 02:30"),
+            "schedule 'hourly 02:30': 'hourly' takes no time"
+        );
     }
 
     #[test]
     fn slots_are_found_around_a_time() {
         // Tests run with TZ unset or UTC in CI; compute expectations in local time anyway.
         let s: Schedule = "daily 02:30".parse().unwrap();
-        let base = Local.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap().timestamp();
-        let today = Local.with_ymd_and_hms(2026, 11, 23, 2, 30, 0).unwrap().timestamp();
-        let tomorrow = Local.with_ymd_and_hms(2026, 11, 24, 2, 30, 0).unwrap().timestamp();
+        let base = Local
+            .with_ymd_and_hms(2026, 11, 23, 12, 0, 0)
+            .unwrap()
+            .timestamp();
+        let today = Local
+            .with_ymd_and_hms(2026, 11, 23, 2, 30, 0)
+            .unwrap()
+            .timestamp();
+        let tomorrow = Local
+            .with_ymd_and_hms(2026, 11, 24, 2, 30, 0)
+            .unwrap()
+            .timestamp();
         assert_eq!(s.latest_slot(base), Some(today));
         assert_eq!(s.latest_slot(today), Some(today));
         assert_eq!(s.next_slot(base), Some(tomorrow));
@@ -285,8 +306,14 @@ mod tests {
     fn weekday_schedules_skip_other_days() {
         let s: Schedule = "sun 04:00".parse().unwrap();
         // 2026-11-23 is a Monday; the latest Sunday 04:00 is the day before.
-        let base = Local.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap().timestamp();
-        let sunday = Local.with_ymd_and_hms(2026, 11, 22, 4, 0, 0).unwrap().timestamp();
+        let base = Local
+            .with_ymd_and_hms(2026, 11, 23, 12, 0, 0)
+            .unwrap()
+            .timestamp();
+        let sunday = Local
+            .with_ymd_and_hms(2026, 11, 22, 4, 0, 0)
+            .unwrap()
+            .timestamp();
         assert_eq!(s.latest_slot(base), Some(sunday));
         assert_eq!(s.next_slot(base), Some(sunday + 7 * 86_400));
     }

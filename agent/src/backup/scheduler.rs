@@ -26,7 +26,11 @@ pub async fn run(svc: BackupService, shutdown: CancellationToken) {
         return;
     }
     let tick = svc.settings().tick;
-    tracing::info!(guests = guests.len(), tick_secs = tick.as_secs(), "backup scheduler running");
+    tracing::info!(
+        guests = guests.len(),
+        tick_secs = tick.as_secs(),
+        "backup scheduler running"
+    );
     let mut first_seen_due: HashMap<u32, i64> = HashMap::new();
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -44,11 +48,17 @@ pub async fn run(svc: BackupService, shutdown: CancellationToken) {
             }
             match crate::restore_test::is_due(&svc, vmid, svc.now_secs()).await {
                 Ok(true) => match crate::restore_test::start(&svc, vmid).await {
-                    Ok(a) => tracing::info!(vmid, job = %a.job_id, "scheduler: restore-test started"),
-                    Err(e) => tracing::warn!(vmid, error = %chain(&e), "scheduler: cannot start restore-test"),
+                    Ok(a) => {
+                        tracing::info!(vmid, job = %a.job_id, "scheduler: restore-test started")
+                    }
+                    Err(e) => {
+                        tracing::warn!(vmid, error = %chain(&e), "scheduler: cannot start restore-test")
+                    }
                 },
                 Ok(false) => {}
-                Err(e) => tracing::warn!(vmid, error = %chain(&e), "scheduler: restore-test check failed"),
+                Err(e) => {
+                    tracing::warn!(vmid, error = %chain(&e), "scheduler: restore-test check failed")
+                }
             }
         }
     }

@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::due::{self, Due, PolicyState};
 use super::settings::{BackupSettings, KeyFileError, Policy, Tier, TierKind, check_key_file};
-pub(crate) use crate::provision::chain;
 use crate::pbs::{BackupType, PbsClient, PbsError, PbsUpid, VerifyRequest, VerifyState};
+pub(crate) use crate::provision::chain;
 use crate::pve::{PveClient, PveError, Upid, Vmid, VzdumpRequest, WaitOptions};
 use crate::queue::{GuestQueue, QueueError};
 use crate::state::{BackupsError, JobId, JobPhase, JobsError, StateDb, Timestamp};
@@ -74,6 +74,8 @@ pub enum BackupError {
     UnknownTier(String),
     #[error("Tier '{0}' is not a PBS tier")]
     NotPbs(String),
+    #[error("Guest {0} has no backup policy on a PBS tier; only PBS snapshots can be verified")]
+    NoPbsTier(u32),
     #[error("The PBS API is not configured ([pbs] endpoint); cannot verify")]
     NoPbsApi,
     #[error("Guest {vmid} has no snapshot on tier '{tier}' to verify")]
@@ -315,13 +317,12 @@ impl BackupService {
                     .settings
                     .tier_named(name)
                     .ok_or_else(|| BackupError::UnknownTier(name.to_owned()))?;
-                let p = policies
-                    .iter()
-                    .find(|p| p.tier == index)
-                    .ok_or_else(|| BackupError::NoPolicyForTier {
+                let p = policies.iter().find(|p| p.tier == index).ok_or_else(|| {
+                    BackupError::NoPolicyForTier {
                         vmid,
                         tier: name.to_owned(),
-                    })?;
+                    }
+                })?;
                 vec![p.clone()]
             }
             None => {
@@ -556,14 +557,14 @@ impl BackupService {
                 snapshot: snap.snapshot_path(),
             });
         }
-        if let (Some(expected), Some(found)) = (expected_fp, snap.key_fingerprint.as_deref()) {
-            if !expected.eq_ignore_ascii_case(found) {
-                return Err(BackupError::WrongKey {
-                    tier: tier.name.clone(),
-                    found: found.to_owned(),
-                    expected: expected.to_owned(),
-                });
-            }
+        if let (Some(expected), Some(found)) = (expected_fp, snap.key_fingerprint.as_deref())
+            && !expected.eq_ignore_ascii_case(found)
+        {
+            return Err(BackupError::WrongKey {
+                tier: tier.name.clone(),
+                found: found.to_owned(),
+                expected: expected.to_owned(),
+            });
         }
         Ok(())
     }
@@ -589,11 +590,7 @@ impl BackupService {
         out.error = record.error.unwrap_or_default();
         out.started_at = record.started_at.map_or(0, unix_secs);
         out.finished_at = record.finished_at.map_or(0, unix_secs);
-        let detail = self
-            .inner
-            .db
-            .run(move |db| db.backups().job(&id))
-            .await?;
+        let detail = self.inner.db.run(move |db| db.backups().job(&id)).await?;
         if let Some(d) = detail {
             out.trigger = d.trigger;
             out.consistency = d.consistency;
@@ -697,7 +694,7 @@ impl BackupService {
                 .map(|p| settings.tier(p.tier))
                 .find(|t| t.kind == TierKind::Pbs)
                 .cloned()
-                .ok_or_else(|| BackupError::NoPolicy(vmid))?,
+                .ok_or(BackupError::NoPbsTier(vmid))?,
         };
         if self.inner.pbs.is_none() {
             return Err(BackupError::NoPbsApi);
@@ -924,19 +921,25 @@ mod tests {
 
     #[test]
     fn the_actual_mode_is_read_from_the_task_log() {
-        let l = log(&["INFO: starting new backup job: vzdump 101 --mode snapshot", "INFO: backup mode: stop"]);
+        let l = log(&[
+            "INFO: starting new backup job: vzdump 101 --mode snapshot",
+            "INFO: backup mode: stop",
+        ]);
         assert_eq!(actual_mode(&l).as_deref(), Some("stop"));
         assert_eq!(actual_mode(&log(&["INFO: nothing"])), None);
     }
 
     #[test]
     fn the_archive_is_read_from_the_task_log() {
-        let l = log(&["INFO: creating vzdump archive '/var/lib/vz/dump/vzdump-lxc-101-2026_11_23-02_30_00.tar.zst'"]);
+        let l = log(&[
+            "INFO: creating vzdump archive '/var/lib/vz/dump/vzdump-lxc-101-2026_11_23-02_30_00.tar.zst'",
+        ]);
         assert_eq!(
             archive_volid("local", &l).as_deref(),
             Some("local:backup/vzdump-lxc-101-2026_11_23-02_30_00.tar.zst")
         );
-        let l = log(&["INFO: creating Proxmox Backup Server archive 'ct/101/2026-11-23T02:30:00Z'"]);
+        let l =
+            log(&["INFO: creating Proxmox Backup Server archive 'ct/101/2026-11-23T02:30:00Z'"]);
         assert_eq!(
             archive_volid("felhom-pbs", &l).as_deref(),
             Some("felhom-pbs:backup/ct/101/2026-11-23T02:30:00Z")
@@ -949,7 +952,10 @@ mod tests {
             pbs_volid_time("felhom-pbs:backup/ct/101/2026-11-23T02:30:00Z"),
             Some(1_795_401_000)
         );
-        assert_eq!(pbs_volid_time("local:backup/vzdump-lxc-101-x.tar.zst"), None);
+        assert_eq!(
+            pbs_volid_time("local:backup/vzdump-lxc-101-x.tar.zst"),
+            None
+        );
     }
 
     #[test]
@@ -963,7 +969,10 @@ mod tests {
             permission: None,
             log_tail: Vec::new(),
         }));
-        let l = log(&["INFO: starting", "ERROR: Backup of VM 101 failed - CT is locked (snapshot)"]);
+        let l = log(&[
+            "INFO: starting",
+            "ERROR: Backup of VM 101 failed - CT is locked (snapshot)",
+        ]);
         assert_eq!(
             vzdump_error("local", e, &l).to_string(),
             "vzdump to tier 'local' failed: ERROR: Backup of VM 101 failed - CT is locked (snapshot) (job errors)"

@@ -191,13 +191,17 @@ impl BackupSettings {
 
     /// The guest's restore-test schedule (its first policy that has one) and probe.
     pub fn restore_test_of(&self, vmid: u32) -> Option<(&Schedule, Option<&str>)> {
-        self.policies_of(vmid)
-            .find_map(|p| p.restore_test.as_ref().map(|s| (s, p.probe_interface.as_deref())))
+        self.policies_of(vmid).find_map(|p| {
+            p.restore_test
+                .as_ref()
+                .map(|s| (s, p.probe_interface.as_deref()))
+        })
     }
 
     /// The probe interface configured for a guest, if any.
     pub fn probe_of(&self, vmid: u32) -> Option<&str> {
-        self.policies_of(vmid).find_map(|p| p.probe_interface.as_deref())
+        self.policies_of(vmid)
+            .find_map(|p| p.probe_interface.as_deref())
     }
 
     pub(crate) fn validate(raw: RawBackup) -> Result<Self, SettingsError> {
@@ -328,7 +332,10 @@ impl BackupSettings {
                 ("keep_monthly", p.keep_monthly),
             ] {
                 if v == Some(0) {
-                    return Err(bad(key(k), "must be at least 1 (leave it out to not keep by this rule)"));
+                    return Err(bad(
+                        key(k),
+                        "must be at least 1 (leave it out to not keep by this rule)",
+                    ));
                 }
             }
             if let Some(iface) = &p.probe_interface {
@@ -349,7 +356,10 @@ impl BackupSettings {
             }
             for vmid in p.vmids {
                 if !(100..=999_999_999).contains(&vmid) {
-                    return Err(bad(key("vmids"), format!("{vmid} is not a vmid (100..999999999)")));
+                    return Err(bad(
+                        key("vmids"),
+                        format!("{vmid} is not a vmid (100..999999999)"),
+                    ));
                 }
                 if (first..=last).contains(&vmid) {
                     return Err(bad(
@@ -421,9 +431,10 @@ pub fn check_key_file(path: &Path) -> Result<KeyFileInfo, KeyFileError> {
         path: path.to_owned(),
         reason: reason.into(),
     };
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|_| shape("not JSON"))?;
-    let obj = value.as_object().ok_or_else(|| shape("not a JSON object"))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|_| shape("not JSON"))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| shape("not a JSON object"))?;
     if !obj.contains_key("kdf") {
         return Err(shape("no 'kdf' field"));
     }
@@ -488,10 +499,9 @@ mod tests {
 
     #[test]
     fn an_encrypted_tier_without_key_file_is_refused() {
-        let e = parse(
-            "[[tiers]]\nname = \"o\"\nstorage = \"pbs\"\nkind = \"pbs\"\nencrypted = true\n",
-        )
-        .unwrap_err();
+        let e =
+            parse("[[tiers]]\nname = \"o\"\nstorage = \"pbs\"\nkind = \"pbs\"\nencrypted = true\n")
+                .unwrap_err();
         assert_eq!(
             e.to_string(),
             "backup.tiers[0].encryption_key_file: is required when encrypted = true (the escrowed PBS client key)"
@@ -504,7 +514,10 @@ mod tests {
             "{TIERS}\n[[policies]]\nvmids = [101]\ntier = \"cloud\"\nschedule = \"daily\"\n"
         ))
         .unwrap_err();
-        assert_eq!(e.to_string(), "backup.policies[0].tier: no tier is named 'cloud'");
+        assert_eq!(
+            e.to_string(),
+            "backup.policies[0].tier: no tier is named 'cloud'"
+        );
     }
 
     #[test]
@@ -568,7 +581,10 @@ mod tests {
         std::fs::write(&junk, "{\"data\":\"x\"}").unwrap();
         assert_eq!(
             check_key_file(&junk).unwrap_err().to_string(),
-            format!("{} is not a PBS client key file (no 'kdf' field)", junk.display())
+            format!(
+                "{} is not a PBS client key file (no 'kdf' field)",
+                junk.display()
+            )
         );
     }
 }

@@ -632,8 +632,13 @@ impl pb::agent_server::Agent for AgentService {
             Ok(a) => format!("joined restore-test job {} already under way", a.job_id),
             Err(e) => format!("restore-test refused: {e}"),
         };
-        self.audit(actor, "restore_test.start", format!("guest:{guest}"), detail)
-            .await;
+        self.audit(
+            actor,
+            "restore_test.start",
+            format!("guest:{guest}"),
+            detail,
+        )
+        .await;
         let a = result.map_err(|e| status::restore_test(&e))?;
         Ok(Response::new(pb::RestoreTestAccepted {
             vmid: guest.get(),

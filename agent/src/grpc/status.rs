@@ -9,9 +9,9 @@ use tonic::Status;
 use crate::backup::BackupError;
 use crate::local_api_gateway::GatewaySlotError;
 use crate::pbs::PbsError;
-use crate::restore_test::RestoreTestError;
 use crate::pve::PveError;
 use crate::queue::QueueError;
+use crate::restore_test::RestoreTestError;
 use crate::state::{AuditError, Interrupted, JobsError, JournalError, TokensError};
 
 /// Proxmox VE errors.
@@ -107,9 +107,9 @@ pub fn gateway(e: &GatewaySlotError) -> Status {
 pub fn pbs(e: &PbsError) -> Status {
     match e {
         PbsError::InvalidRequest(m) => Status::invalid_argument(m.clone()),
-        PbsError::Permission { .. } => Status::failed_precondition(format!(
-            "the agent's PBS token is not allowed: {e}"
-        )),
+        PbsError::Permission { .. } => {
+            Status::failed_precondition(format!("the agent's PBS token is not allowed: {e}"))
+        }
         PbsError::Unauthorized { .. } => {
             Status::unavailable("the agent cannot authenticate to the Proxmox Backup Server")
         }
@@ -134,6 +134,7 @@ pub fn backup(e: &BackupError) -> Status {
         BackupError::NoPolicy(_)
         | BackupError::NoPolicyForTier { .. }
         | BackupError::NotPbs(_)
+        | BackupError::NoPbsTier(_)
         | BackupError::NoPbsApi
         | BackupError::NoSnapshot { .. }
         | BackupError::KeyMissing { .. } => Status::failed_precondition(text),

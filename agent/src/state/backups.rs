@@ -118,7 +118,9 @@ fn restore_row(row: &Row<'_>) -> rusqlite::Result<RestoreTestRow> {
         volid: row.get(4)?,
         tier: row.get(5)?,
         scratch_vmid: row.get(6)?,
-        duration_ms: row.get::<_, Option<i64>>(7)?.map(|d| u64::try_from(d).unwrap_or(0)),
+        duration_ms: row
+            .get::<_, Option<i64>>(7)?
+            .map(|d| u64::try_from(d).unwrap_or(0)),
         started_at: row.get(8)?,
         finished_at: row.get(9)?,
     })
@@ -388,7 +390,11 @@ impl<'db> Backups<'db> {
     }
 
     /// The verify ended: `Ok(state read back)` or why it could not run.
-    pub fn finish_verify(&self, job: &JobId, outcome: Result<&str, &str>) -> Result<(), BackupsError> {
+    pub fn finish_verify(
+        &self,
+        job: &JobId,
+        outcome: Result<&str, &str>,
+    ) -> Result<(), BackupsError> {
         let now = self.db.now();
         let (state, error) = match outcome {
             Ok(s) => (Some(s), None),
@@ -457,11 +463,19 @@ mod tests {
         let b = db.backups();
         b.record_job(&id, 101, "controller", "app").unwrap();
         b.start_run(&id, "local", "local", "snapshot").unwrap();
-        b.run_upid(&id, "local", "UPID:pve1:1:2:3:vzdump:101:x@pve!y:").unwrap();
-        b.finish_run(&id, "local", Some("stop"), Ok("local:backup/vzdump-lxc-101-x.tar.zst"))
+        b.run_upid(&id, "local", "UPID:pve1:1:2:3:vzdump:101:x@pve!y:")
             .unwrap();
-        b.start_run(&id, "offsite", "felhom-pbs", "snapshot").unwrap();
-        b.finish_run(&id, "offsite", None, Err("job errors")).unwrap();
+        b.finish_run(
+            &id,
+            "local",
+            Some("stop"),
+            Ok("local:backup/vzdump-lxc-101-x.tar.zst"),
+        )
+        .unwrap();
+        b.start_run(&id, "offsite", "felhom-pbs", "snapshot")
+            .unwrap();
+        b.finish_run(&id, "offsite", None, Err("job errors"))
+            .unwrap();
         let job = b.job(id.as_str()).unwrap().unwrap();
         assert_eq!(job.trigger, "controller");
         assert_eq!(job.runs.len(), 2);
@@ -471,7 +485,10 @@ mod tests {
         let off = job.runs.iter().find(|r| r.tier == "offsite").unwrap();
         assert_eq!(off.phase, "failed");
         assert_eq!(off.error.as_deref(), Some("job errors"));
-        assert_eq!(b.latest_job_id(101, "backup").unwrap().as_deref(), Some(id.as_str()));
+        assert_eq!(
+            b.latest_job_id(101, "backup").unwrap().as_deref(),
+            Some(id.as_str())
+        );
         assert_eq!(b.archives_of(101).unwrap().len(), 1);
     }
 
@@ -486,6 +503,9 @@ mod tests {
         let t = b.latest_restore_test(101).unwrap().unwrap();
         assert_eq!(t.result.as_deref(), Some("fail"));
         assert_eq!(t.detail.as_deref(), Some("agent restarted"));
-        assert_eq!(b.latest_finished_restore_test(101).unwrap().unwrap().job_id, id.as_str());
+        assert_eq!(
+            b.latest_finished_restore_test(101).unwrap().unwrap().job_id,
+            id.as_str()
+        );
     }
 }
