@@ -198,6 +198,7 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("pbs", "insecure_skip_verify", Kind::Bool),
     ("backup", "tick_secs", Kind::Int),
     ("backup", "grace_secs", Kind::Int),
+    ("backup", "restore_test_settle_secs", Kind::Int),
 ];
 
 /// Validated Proxmox VE connection settings (the token already read).

@@ -138,6 +138,11 @@ impl JobContext {
     pub async fn shutdown_signal(&self) {
         self.shutdown.cancelled().await;
     }
+
+    /// The shutdown signal as a token, for waits that take one (e.g. waiting on a Proxmox task).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
 }
 
 /// A submitted job.

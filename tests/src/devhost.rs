@@ -155,7 +155,14 @@ impl Devhost {
 
     /// [`Devhost::start`] with `options`.
     pub async fn start_with(dir: &Path, options: &DevhostOptions) -> anyhow::Result<Self> {
-        let local_api_port = options.local_api_port;
+        // A fixed port in the config, so the gateway keeps its address across agent restarts
+        // (port 0 would give every restart a new one, and devhost.json would go stale).
+        let local_api_port = match options.local_api_port {
+            0 => std::net::TcpListener::bind(("127.0.0.1", 0))?
+                .local_addr()?
+                .port(),
+            p => p,
+        };
         let root = nix::unistd::geteuid().is_root();
         let agent_uid = if root {
             UNPRIVILEGED_ID

@@ -11,10 +11,9 @@ use std::time::Duration;
 use felhom_agent::ctl::token::{self, TokenAction};
 use felhom_agent::ctl::{self, CtlError};
 use felhom_simhost::devhost::{Devhost, DevhostOptions};
+use felhom_simhost::pinned::{pinned_client, pinned_tls};
 use felhom_simhost::pve::fixture::GuestStatus;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName};
 use sha2::{Digest, Sha256};
 
 /// A running devhost with its temporary directory (removed after the devhost stops).
@@ -62,79 +61,6 @@ impl Host {
     async fn stop(mut self) {
         self.devhost.take().unwrap().stop().await.unwrap();
     }
-}
-
-/// Accepts exactly the certificate whose DER SHA-256 is `pin` (what in-guest clients do);
-/// chain and name are not checked, the handshake signature is.
-#[derive(Debug)]
-struct LeafPin {
-    pin: String,
-    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for LeafPin {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if hex::encode(Sha256::digest(end_entity.as_ref())) == self.pin {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-fn pinned_tls(pin: &str) -> rustls::ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let algorithms = provider.signature_verification_algorithms;
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(LeafPin {
-            pin: pin.to_owned(),
-            algorithms,
-        }))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    config
-}
-
-fn pinned_client(pin: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(pinned_tls(pin))
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
 }
 
 /// A pinned TLS connection to the gateway.

@@ -102,6 +102,8 @@ pub enum BackupError {
         found: String,
         expected: String,
     },
+    #[error("Agent shut down before the backup to tier '{0}' started")]
+    ShutDown(String),
     #[error("Cannot tell which archive vzdump wrote to tier '{0}'")]
     NoArchive(String),
     #[error("Proxmox VE call failed")]
@@ -350,7 +352,7 @@ impl BackupService {
             .queue
             .submit(vmid, KIND_BACKUP, move |ctx| async move {
                 let job = ctx.id().clone();
-                this.run_job(job, vmid, trigger, chosen)
+                this.run_job(job, vmid, trigger, chosen, ctx.shutdown_token())
                     .await
                     .map(|()| None)
                     .map_err(|e| chain(&e).into())
@@ -371,6 +373,7 @@ impl BackupService {
         vmid: u32,
         trigger: Trigger,
         policies: Vec<Policy>,
+        shutdown: CancellationToken,
     ) -> Result<(), BackupError> {
         {
             let job = job.clone();
@@ -397,7 +400,11 @@ impl BackupService {
                     .run(move |db| db.backups().start_run(&job, &name, &storage, mode))
                     .await?;
             }
-            let result = self.run_one(&job, vmid, trigger, p, &tier).await;
+            if shutdown.is_cancelled() {
+                errors.push(BackupError::ShutDown(tier.name.clone()));
+                continue;
+            }
+            let result = self.run_one(&job, vmid, trigger, p, &tier, &shutdown).await;
             let (job2, name) = (job.clone(), tier.name.clone());
             match result {
                 Ok((actual, volid)) => {
@@ -446,6 +453,7 @@ impl BackupService {
         trigger: Trigger,
         policy: &Policy,
         tier: &Tier,
+        shutdown: &CancellationToken,
     ) -> Result<(Option<String>, String), (Option<String>, BackupError)> {
         let expected_fp = match &tier.encryption_key_file {
             Some(path) => match check_key_file(path) {
@@ -489,9 +497,9 @@ impl BackupService {
                 .await
                 .map_err(|e| (None, e.into()))?;
         }
-        let waited = pve
-            .wait_task(&upid, &self.inner.wait, &CancellationToken::new())
-            .await;
+        // On agent shutdown stop waiting (the task goes on in Proxmox; its archive still counts
+        // for due-ness, read from the storage), so the shutdown is not held up for hours.
+        let waited = pve.wait_task(&upid, &self.inner.wait, shutdown).await;
         let log = pve.task_log_tail(&upid, 2000).await.unwrap_or_default();
         let actual = actual_mode(&log);
         if let Err(e) = waited {

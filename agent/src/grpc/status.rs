@@ -142,6 +142,7 @@ pub fn backup(e: &BackupError) -> Status {
         BackupError::Vzdump { .. }
         | BackupError::LandedUnencrypted { .. }
         | BackupError::WrongKey { .. }
+        | BackupError::ShutDown(_)
         | BackupError::NoArchive(_) => Status::aborted(text),
         BackupError::Pve(p) => pve(p),
         BackupError::Pbs(p) => pbs(p),

@@ -1,0 +1,452 @@
+//! Backups and self-restore-tests end to end, as a guest's controller sees them: a pinned
+//! HTTPS client → the gateway embedded in the real agent (started by [`Devhost`]) → LocalApi →
+//! the simulated Proxmox VE linked to the simulated PBS. Restore-tests and faults are started
+//! the way an operator or the world would (Agent RPCs, simulator faults, SIGKILL).
+
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use felhom_proto::agent::v1::agent_client::AgentClient;
+use felhom_proto::agent::v1::{GuestBackupRequest, ListOperationsRequest};
+use felhom_simhost::devhost::{Devhost, DevhostOptions};
+use felhom_simhost::pinned::pinned_client;
+use felhom_simhost::pve::fixture::GuestStatus;
+use serde_json::Value;
+use tonic::transport::Channel;
+
+/// Scratch guests are restored into this range (devhost's default `[backup]`).
+const SCRATCH: std::ops::RangeInclusive<u32> = 9900..=9999;
+/// A short settle time so restore-tests finish quickly.
+const FAST: [(&str, &str); 1] = [("FELHOM_AGENT_BACKUP_RESTORE_TEST_SETTLE_SECS", "1")];
+
+struct Host {
+    devhost: Option<Devhost>,
+    _dir: tempfile::TempDir,
+}
+
+impl Host {
+    async fn start(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let options = DevhostOptions {
+            agent_program: Some(env!("CARGO_BIN_EXE_felhom-devhost").into()),
+            agent_env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..DevhostOptions::default()
+        };
+        let devhost = Devhost::start_with(&dir.path().join("dh"), &options)
+            .await
+            .unwrap();
+        Self {
+            devhost: Some(devhost),
+            _dir: dir,
+        }
+    }
+
+    fn dh(&self) -> &Devhost {
+        self.devhost.as_ref().unwrap()
+    }
+
+    fn dh_mut(&mut self) -> &mut Devhost {
+        self.devhost.as_mut().unwrap()
+    }
+
+    fn token(&self, vmid: u32) -> String {
+        let guest = self.dh().info.guests.iter().find(|g| g.vmid == vmid);
+        guest.unwrap().token.clone()
+    }
+
+    /// `GET path` as guest `vmid`'s controller: the envelope's `data` (status must be 200).
+    async fn get(&self, vmid: u32, path: &str) -> Value {
+        let (status, body) = self.send(vmid, reqwest::Method::GET, path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        data(&body)
+    }
+
+    async fn send(&self, vmid: u32, method: reqwest::Method, path: &str) -> (u16, String) {
+        let url = format!("https://{}{path}", self.dh().info.local_api_endpoint);
+        let mut req = pinned_client(&self.dh().info.local_api_pin_sha256)
+            .request(method.clone(), url)
+            .bearer_auth(self.token(vmid));
+        if method == reqwest::Method::POST {
+            req = req.header("content-type", "application/json").body("{}");
+        }
+        // After an agent restart its gateway listens a moment after its socket: retry connects.
+        let mut tries = 0;
+        let response = loop {
+            match req.try_clone().unwrap().send().await {
+                Ok(r) => break r,
+                Err(e) if e.is_connect() && tries < 600 => tries += 1,
+                Err(e) => panic!("{method} {path}: {e:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    async fn agent(&self) -> AgentClient<Channel> {
+        AgentClient::new(
+            felhom_agent::ctl::unix_channel(&self.dh().info.agent_socket)
+                .await
+                .unwrap(),
+        )
+    }
+
+    fn scratch_guests(&self) -> Vec<u32> {
+        self.dh().pve().state().with(|w| {
+            w.guests
+                .keys()
+                .copied()
+                .filter(|v| SCRATCH.contains(v))
+                .collect()
+        })
+    }
+
+    async fn stop(mut self) {
+        self.devhost.take().unwrap().stop().await.unwrap();
+    }
+}
+
+fn data(body: &str) -> Value {
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    assert_eq!(v["ok"], true, "{body}");
+    v["data"].clone()
+}
+
+/// Polls `f` every 200 ms for up to three minutes until it answers `Some`.
+async fn until<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..900 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{what} did not happen within three minutes");
+}
+
+/// Polls GET /backup/status until its phase is final; returns the data.
+async fn backup_final(h: &Host, vmid: u32) -> Value {
+    until("backup to finish", || async {
+        let s = h.get(vmid, "/backup/status").await;
+        matches!(s["phase"].as_str(), Some("done" | "failed")).then_some(s)
+    })
+    .await
+}
+
+/// Polls GET /restore-test/status until a finished test is reported.
+async fn restore_test_final(h: &Host, vmid: u32) -> Value {
+    until("restore-test to finish", || async {
+        let s = h.get(vmid, "/restore-test/status").await;
+        (s["phase"] == "done").then_some(s)
+    })
+    .await
+}
+
+async fn run_restore_test(h: &Host, vmid: u32) -> String {
+    let accepted = h
+        .agent()
+        .await
+        .run_restore_test(GuestBackupRequest { vmid })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(accepted.new_job);
+    accepted.job_id
+}
+
+/// Waits until the agent has no unfinished journaled operation.
+async fn wait_journal_quiet(h: &Host) {
+    until("journal to be quiet", || async {
+        let ops = h
+            .agent()
+            .await
+            .list_operations(ListOperationsRequest {
+                unfinished_only: true,
+                limit: 100,
+            })
+            .await
+            .ok()?
+            .into_inner();
+        ops.operations.is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quiesce_loop_due_backup_status_done_keeps_one_job_id() {
+    let h = Host::start(&[]).await;
+    let due = h.get(102, "/backup/due").await;
+    assert_eq!(
+        due,
+        serde_json::json!({"vmid": 102, "due": true, "reason": "never backed up"})
+    );
+
+    let (status, body) = h.send(102, reqwest::Method::POST, "/backup").await;
+    assert_eq!(status, 202, "{body}");
+    let accepted = data(&body);
+    assert_eq!(accepted["vmid"], 102);
+    assert_eq!(accepted["phase"], "running");
+    let job = accepted["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(job.len(), 36, "a UUID: {job}");
+
+    let done = backup_final(&h, 102).await;
+    assert_eq!(
+        done,
+        serde_json::json!({"vmid": 102, "phase": "done", "job_id": job, "error": ""})
+    );
+    let due = h.get(102, "/backup/due").await;
+    assert_eq!(due["due"], false, "{due}");
+    assert!(
+        due["reason"].as_str().unwrap().starts_with("next due "),
+        "{due}"
+    );
+
+    // The operator view records it as app-consistent, to both tiers, mode read from the log.
+    let detail = h
+        .agent()
+        .await
+        .get_backup_status(GuestBackupRequest { vmid: 102 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(detail.trigger, "controller");
+    assert_eq!(detail.consistency, "app");
+    let tiers: Vec<&str> = detail.runs.iter().map(|r| r.tier.as_str()).collect();
+    assert_eq!(tiers, ["local", "offsite"]);
+    for run in &detail.runs {
+        assert_eq!(run.phase, "done", "{run:?}");
+        assert_eq!(run.requested_mode, "snapshot");
+        assert!(!run.actual_mode.is_empty(), "{run:?}");
+        assert!(run.volid.contains(":backup/"), "{run:?}");
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_post_while_a_backup_runs_joins_it() {
+    let h = Host::start(&[]).await;
+    h.dh().pve().faults().hang_next_tasks("vzdump", 1);
+    let (status, body) = h.send(102, reqwest::Method::POST, "/backup").await;
+    assert_eq!(status, 202, "{body}");
+    let first = data(&body)["job_id"].clone();
+    let (status, body) = h.send(102, reqwest::Method::POST, "/backup").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(data(&body)["job_id"], first);
+    let due = h.get(102, "/backup/due").await;
+    assert_eq!(due["due"], false, "{due}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_vzdump_ends_failed_with_the_tasks_error() {
+    let h = Host::start(&[]).await;
+    h.dh().pve().faults().fail_next_tasks("vzdump", 2, None);
+    let (status, body) = h.send(102, reqwest::Method::POST, "/backup").await;
+    assert_eq!(status, 202, "{body}");
+    let job = data(&body)["job_id"].clone();
+    let failed = backup_final(&h, 102).await;
+    assert_eq!(failed["phase"], "failed", "{failed}");
+    assert_eq!(failed["job_id"], job);
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("vzdump to tier 'local' failed: ERROR: Backup of VM 102 failed"),
+        "{error}"
+    );
+    assert!(error.contains("(job errors)"), "{error}");
+    // Still due: nothing was backed up.
+    assert_eq!(h.get(102, "/backup/due").await["due"], true);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_encryption_key_fails_the_encrypted_tier_closed() {
+    let h = Host::start(&[]).await;
+    let key = h._dir.path().join("dh").join("pbs-encryption-key.json");
+    std::fs::remove_file(&key).unwrap();
+    let (status, body) = h.send(102, reqwest::Method::POST, "/backup").await;
+    assert_eq!(status, 202, "{body}");
+    let failed = backup_final(&h, 102).await;
+    assert_eq!(failed["phase"], "failed", "{failed}");
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("Refusing to back up to tier 'offsite': it is configured as encrypted but its key is not usable: cannot read "),
+        "{error}"
+    );
+    // Nothing reached the PBS datastore for 102; the local tier still got its backup.
+    let pbs = h.dh().pbs().state().snapshots(&h.dh().info.pbs_datastore);
+    assert!(pbs.iter().all(|s| s.backup_id != "102"), "{pbs:?}");
+    let detail = h
+        .agent()
+        .await
+        .get_backup_status(GuestBackupRequest { vmid: 102 })
+        .await
+        .unwrap()
+        .into_inner();
+    let local = detail.runs.iter().find(|r| r.tier == "local").unwrap();
+    assert_eq!(local.phase, "done");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_the_grace_window_the_agent_backs_up_by_itself_crash_consistent() {
+    let h = Host::start(&[
+        ("FELHOM_AGENT_BACKUP_GRACE_SECS", "1"),
+        ("FELHOM_AGENT_BACKUP_TICK_SECS", "1"),
+    ])
+    .await;
+    let done = until("the scheduler's backup", || async {
+        let s = h.get(102, "/backup/status").await;
+        (s["phase"] == "done").then_some(s)
+    })
+    .await;
+    assert_eq!(done["error"], "");
+    let detail = h
+        .agent()
+        .await
+        .get_backup_status(GuestBackupRequest { vmid: 102 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(detail.trigger, "schedule");
+    assert_eq!(detail.consistency, "crash");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_passing_restore_test_leaves_no_scratch_guest() {
+    let h = Host::start(&FAST).await;
+    let before = h.get(101, "/restore-test/status").await;
+    assert_eq!(
+        before,
+        serde_json::json!({"vmid": 101, "phase": "idle", "result": "none"})
+    );
+    let job = run_restore_test(&h, 101).await;
+    let after = restore_test_final(&h, 101).await;
+    assert_eq!(after["result"], "pass", "{after}");
+    let detail = after["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("restored felhom-pbs:backup/ct/101/"),
+        "{detail}"
+    );
+    assert!(detail.contains("into scratch guest 9900"), "{detail}");
+    assert!(detail.contains("interface eth0 present"), "{detail}");
+    assert!(detail.ends_with("; scratch guest destroyed"), "{detail}");
+    assert!(
+        after["last_run_at"].as_str().unwrap().ends_with('Z'),
+        "{after}"
+    );
+    assert_eq!(h.scratch_guests(), Vec::<u32>::new());
+    let op = h
+        .agent()
+        .await
+        .get_restore_test_status(GuestBackupRequest { vmid: 101 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(op.job_id, job);
+    assert_eq!(op.scratch_vmid, 9900);
+    assert_eq!(op.tier, "offsite");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scratch_guest_that_fails_to_start_fails_the_test_and_is_destroyed() {
+    let h = Host::start(&FAST).await;
+    h.dh().pve().faults().fail_next_tasks("vzstart", 1, None);
+    run_restore_test(&h, 101).await;
+    let after = restore_test_final(&h, 101).await;
+    assert_eq!(after["result"], "fail", "{after}");
+    let detail = after["detail"].as_str().unwrap();
+    assert!(detail.contains("Step start failed"), "{detail}");
+    assert!(detail.ends_with("; scratch guest destroyed"), "{detail}");
+    assert_eq!(h.scratch_guests(), Vec::<u32>::new());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_tagged_scratch_by_someone_else_is_never_destroyed() {
+    let mut h = Host::start(&FAST).await;
+    let mut config = BTreeMap::new();
+    config.insert("hostname".to_owned(), "not-ours".to_owned());
+    config.insert("tags".to_owned(), "felhom-scratch".to_owned());
+    config.insert(
+        "rootfs".to_owned(),
+        "local-lvm:vm-9900-disk-0,size=1G".to_owned(),
+    );
+    h.dh()
+        .pve()
+        .state()
+        .add_guest(9900, GuestStatus::Stopped, config)
+        .unwrap();
+    run_restore_test(&h, 101).await;
+    let after = restore_test_final(&h, 101).await;
+    assert_eq!(after["result"], "pass", "{after}");
+    assert!(
+        after["detail"]
+            .as_str()
+            .unwrap()
+            .contains("into scratch guest 9901"),
+        "{after}"
+    );
+    assert_eq!(h.scratch_guests(), vec![9900]);
+    // Nor by start-up recovery.
+    h.dh_mut().restart_agent(&FAST).await.unwrap();
+    wait_journal_quiet(&h).await;
+    assert_eq!(h.scratch_guests(), vec![9900]);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_mid_restore_test_leaves_no_scratch_guest_after_restart() {
+    let mut h = Host::start(&FAST).await;
+    // Journal writes of a restore-test: 1 begin, 2 restore started, 3 guest recorded, 4 restore
+    // UPID, 5 restore done, 6-7 configure, 8 start started, 9 start UPID, 10 start done,
+    // 11 health started. Crash points cover "restore in flight", "guest restored but not yet
+    // configured", "start in flight" and "running, health check under way".
+    let mut exercised = 0;
+    for n in [3u32, 4, 6, 9, 11] {
+        let failpoint = format!("journal:{n}");
+        let mut env = FAST.to_vec();
+        env.push(("FELHOM_AGENT_FAILPOINT", failpoint.as_str()));
+        h.dh_mut().restart_agent(&env).await.unwrap();
+        run_restore_test(&h, 101).await;
+        let exited = h
+            .dh_mut()
+            .wait_agent_exit(Duration::from_secs(120))
+            .await
+            .unwrap();
+        assert!(exited.is_some(), "write {n}: the agent did not die");
+        exercised += 1;
+        h.dh_mut().restart_agent(&FAST).await.unwrap();
+        wait_journal_quiet(&h).await;
+        assert_eq!(
+            h.scratch_guests(),
+            Vec::<u32>::new(),
+            "crash after journal write {n}"
+        );
+        let status = h.get(101, "/restore-test/status").await;
+        assert_eq!(status["result"], "fail", "write {n}: {status}");
+        assert_eq!(
+            status["detail"], "interrupted by an agent restart",
+            "write {n}: {status}"
+        );
+        let locked: Vec<u32> = h.dh().pve().state().with(|w| {
+            w.guests
+                .iter()
+                .filter(|(_, g)| g.config.contains_key("lock"))
+                .map(|(v, _)| *v)
+                .collect()
+        });
+        assert_eq!(locked, Vec::<u32>::new(), "write {n}: locks left");
+    }
+    println!("restore-test crash points exercised: {exercised}");
+    h.stop().await;
+}
