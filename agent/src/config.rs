@@ -750,6 +750,84 @@ mod tests {
         Config::from_toml(text, Path::new("/etc/felhom/agent.toml"), &env)
     }
 
+    /// The example config with its `[pbs]` and `[backup]` examples uncommented (token and key
+    /// paths pointed at the fixture), so the shipped example stays loadable.
+    fn example_uncommented(f: &Fixture) -> String {
+        let example = include_str!("../../packaging/agent.example.toml");
+        let mut out = String::new();
+        let mut in_backup = false;
+        for line in example.lines() {
+            if line.starts_with('[') {
+                in_backup = line.starts_with("[pbs]") || line.starts_with("[backup]");
+            }
+            let live = match line.strip_prefix("# ") {
+                Some(rest)
+                    if in_backup
+                        && (rest.starts_with("[[")
+                            || rest.split_once(" = ").is_some_and(|(k, _)| {
+                                !k.contains(' ') && !k.starts_with('`')
+                            })) =>
+                {
+                    rest
+                }
+                _ => line,
+            };
+            out.push_str(live);
+            out.push('\n');
+        }
+        out.replace("/etc/felhom/pve-token", &f.token_path())
+            .replace("/etc/felhom/pbs-token", &f.dir.path().join("pbs-token").display().to_string())
+            .replace("tls_fingerprint = \"AA:BB:…\"", &format!("tls_fingerprint = \"{FP}\""))
+            .replace("# token_file = ", "token_file = ")
+    }
+
+    #[test]
+    fn the_shipped_example_loads_with_its_backup_sections_enabled() {
+        let f = Fixture::new();
+        std::fs::write(
+            f.dir.path().join("pbs-token"),
+            format!("felhom-agent@pbs!agent:{SECRET}\n"),
+        )
+        .unwrap();
+        let cfg = load(&example_uncommented(&f), &[]).unwrap();
+        let pbs = cfg.pbs.expect("[pbs] configured");
+        assert_eq!(pbs.datastore, "felhom");
+        assert_eq!(pbs.client.token.authid(), "felhom-agent@pbs!agent");
+        assert_eq!(cfg.backup.tiers.len(), 2);
+        assert_eq!(cfg.backup.policies.len(), 4);
+        assert_eq!(cfg.backup.grace, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn a_pbs_section_without_datastore_names_the_key() {
+        let f = Fixture::new();
+        let err = load(
+            &f.toml(&format!(
+                "tls_fingerprint = \"{FP}\"\n[pbs]\nendpoint = \"https://192.0.2.20:8007\"\ntls_fingerprint = \"{FP}\"\n"
+            )),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "pbs.datastore: is required");
+    }
+
+    #[test]
+    fn a_backup_policy_error_names_its_key() {
+        let f = Fixture::new();
+        let err = load(
+            &f.toml(&format!(
+                "tls_fingerprint = \"{FP}\"\n[[backup.tiers]]\nname = \"local\"\nstorage = \"local\"\nkind = \"local\"\n\
+                 [[backup.policies]]\nvmids = [101]\ntier = \"local\"\nschedule = \"daily\"\nmode = \"fast\"\n"
+            )),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "backup.policies[0].mode: 'fast' is not snapshot, suspend or stop"
+        );
+    }
+
     #[test]
     fn a_complete_file_loads_with_defaults() {
         let f = Fixture::new();
