@@ -764,9 +764,9 @@ mod tests {
                 Some(rest)
                     if in_backup
                         && (rest.starts_with("[[")
-                            || rest.split_once(" = ").is_some_and(|(k, _)| {
-                                !k.contains(' ') && !k.starts_with('`')
-                            })) =>
+                            || rest
+                                .split_once(" = ")
+                                .is_some_and(|(k, _)| !k.contains(' ') && !k.starts_with('`'))) =>
                 {
                     rest
                 }
@@ -776,8 +776,14 @@ mod tests {
             out.push('\n');
         }
         out.replace("/etc/felhom/pve-token", &f.token_path())
-            .replace("/etc/felhom/pbs-token", &f.dir.path().join("pbs-token").display().to_string())
-            .replace("tls_fingerprint = \"AA:BB:…\"", &format!("tls_fingerprint = \"{FP}\""))
+            .replace(
+                "/etc/felhom/pbs-token",
+                &f.dir.path().join("pbs-token").display().to_string(),
+            )
+            .replace(
+                "tls_fingerprint = \"AA:BB:…\"",
+                &format!("tls_fingerprint = \"{FP}\""),
+            )
             .replace("# token_file = ", "token_file = ")
     }
 

@@ -3,9 +3,8 @@
 //! LocalApi messages carry times as Unix seconds (`int64`, 0 = "not yet"); LOCAL-API.md shows
 //! them as RFC 3339 in UTC with whole seconds and a `Z`, e.g. `2026-11-23T04:00:12Z`. The range
 //! accepted is 1970-01-01T00:00:01Z ..= 9999-12-31T23:59:59Z: RFC 3339 has four-digit years, and
-//! a negative time from the agent is a broken agent, not a test that ran before 1970. The gateway
-//! has no calendar crate for this one conversion (Howard Hinnant's `civil_from_days`, the same
-//! algorithm the agent's state clock uses).
+//! a negative time from the agent is a broken agent, not a test that ran before 1970. The calendar
+//! arithmetic is chrono's.
 
 /// The last second RFC 3339 can write: 9999-12-31T23:59:59Z.
 pub const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
@@ -25,29 +24,8 @@ pub fn rfc3339_utc(secs: i64) -> Result<Option<String>, TimestampError> {
     if !(1..=MAX_UNIX_SECONDS).contains(&secs) {
         return Err(TimestampError::OutOfRange(secs));
     }
-    let days = secs / 86_400;
-    let sod = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    Ok(Some(format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )))
-}
-
-/// Proleptic Gregorian (year, month, day) of the day `days` (≥ 0) after 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    let t = chrono::DateTime::from_timestamp(secs, 0).ok_or(TimestampError::OutOfRange(secs))?;
+    Ok(Some(t.format("%Y-%m-%dT%H:%M:%SZ").to_string()))
 }
 
 #[cfg(test)]

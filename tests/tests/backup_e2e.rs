@@ -28,8 +28,15 @@ struct Host {
 
 impl Host {
     async fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_with(env, false).await
+    }
+
+    /// `schedules`: devhost's own `[backup]` with the restore-test schedule (what the
+    /// `felhom-devhost` binary runs), instead of the quiet one tests get by default.
+    async fn start_with(env: &[(&str, &str)], schedules: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let options = DevhostOptions {
+            backup_schedules: schedules,
             agent_program: Some(env!("CARGO_BIN_EXE_felhom-devhost").into()),
             agent_env: env
                 .iter()
@@ -448,5 +455,40 @@ async fn sigkill_mid_restore_test_leaves_no_scratch_guest_after_restart() {
         assert_eq!(locked, Vec::<u32>::new(), "write {n}: locks left");
     }
     println!("restore-test crash points exercised: {exercised}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_scheduler_runs_a_due_restore_test_by_itself() {
+    // devhost's schedule: restore-tests Sundays 04:00. Guest 101 has a PBS backup from June and
+    // was never tested, so the latest Sunday slot makes it due at the first tick. Backups are
+    // kept out of the way with the longest grace window.
+    let mut env = FAST.to_vec();
+    env.push(("FELHOM_AGENT_BACKUP_TICK_SECS", "1"));
+    env.push(("FELHOM_AGENT_BACKUP_GRACE_SECS", "604800"));
+    let h = Host::start_with(&env, true).await;
+    let after = restore_test_final(&h, 101).await;
+    assert_eq!(after["result"], "pass", "{after}");
+    assert_eq!(h.scratch_guests(), Vec::<u32>::new());
+    // Tested since the newest backup: not due again, so no second test starts.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let jobs = h
+        .agent()
+        .await
+        .list_jobs(felhom_proto::agent::v1::ListJobsRequest {
+            vmid: 101,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let tests = jobs
+        .jobs
+        .iter()
+        .filter(|j| j.kind == "restore-test")
+        .count();
+    assert_eq!(tests, 1, "{jobs:?}");
+    // Guest 102 has no backup at all: nothing to test, so no test was started.
+    assert_eq!(h.get(102, "/restore-test/status").await["phase"], "idle");
     h.stop().await;
 }
