@@ -59,6 +59,7 @@ pub async fn start(svc: &BackupService, vmid: u32) -> Result<Accepted, RestoreTe
     if svc.settings().policies_of(vmid).next().is_none() {
         return Err(RestoreTestError::NoPolicy(vmid));
     }
+    let _guard = svc.start_guard().await;
     if let Some(job_id) = svc.active_job(vmid, JOB_KIND).await? {
         return Ok(Accepted {
             job_id,

@@ -492,3 +492,75 @@ async fn the_scheduler_runs_a_due_restore_test_by_itself() {
     assert_eq!(h.get(102, "/restore-test/status").await["phase"], "idle");
     h.stop().await;
 }
+
+/// POSTs /backup as guest `vmid` and waits for that job to end done.
+async fn backup_done(h: &Host, vmid: u32) {
+    let (status, body) = h.send(vmid, reqwest::Method::POST, "/backup").await;
+    assert_eq!(status, 202, "{body}");
+    let job = data(&body)["job_id"].clone();
+    let done = backup_final(h, vmid).await;
+    assert_eq!(done["job_id"], job);
+    assert_eq!(done["phase"], "done", "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_guest_is_backed_up_in_stop_mode_and_both_modes_are_recorded() {
+    let h = Host::start(&[]).await;
+    h.dh().pve().state().with(|w| {
+        w.guests.get_mut(&102).unwrap().status = GuestStatus::Stopped;
+    });
+    backup_done(&h, 102).await;
+    let detail = h
+        .agent()
+        .await
+        .get_backup_status(GuestBackupRequest { vmid: 102 })
+        .await
+        .unwrap()
+        .into_inner();
+    for run in &detail.runs {
+        assert_eq!(run.requested_mode, "snapshot", "{run:?}");
+        assert_eq!(run.actual_mode, "stop", "{run:?}");
+    }
+    // The history is shown with the archives, too.
+    let list = h
+        .agent()
+        .await
+        .list_backups(felhom_proto::agent::v1::ListBackupsRequest { vmid: 102 })
+        .await
+        .unwrap()
+        .into_inner();
+    let ours: Vec<_> = list
+        .backups
+        .iter()
+        .filter(|b| b.job_id == detail.job_id)
+        .collect();
+    assert_eq!(ours.len(), 2, "{list:#?}");
+    for b in ours {
+        assert_eq!(
+            (b.requested_mode.as_str(), b.actual_mode.as_str()),
+            ("snapshot", "stop")
+        );
+        assert_eq!(b.consistency, "app");
+        assert_eq!(b.encrypted, b.tier == "offsite", "{b:?}");
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_keeps_the_policys_last_backups_on_the_tier() {
+    // devhost's local policy: keep_last = 3, keep_daily = 7 (all of today's count as one day).
+    let h = Host::start(&[]).await;
+    for _ in 0..4 {
+        backup_done(&h, 102).await;
+    }
+    let list = h
+        .agent()
+        .await
+        .list_backups(felhom_proto::agent::v1::ListBackupsRequest { vmid: 102 })
+        .await
+        .unwrap()
+        .into_inner();
+    let local = list.backups.iter().filter(|b| b.tier == "local").count();
+    assert_eq!(local, 3, "{list:#?}");
+    h.stop().await;
+}

@@ -179,6 +179,28 @@ async fn a_damaged_pbs_snapshot_verifies_as_failed_through_the_agent() {
         .find(|b| b.storage == "felhom-pbs")
         .unwrap();
     assert_eq!(pbs.verify_state, "failed", "{list:#?}");
+
+    // The operator's view: `felhomctl verify run --vmid 102 --wait` (not on a terminal) prints
+    // the final status, with no progress line, and exits 1.
+    let mut out = Vec::new();
+    let exit = felhom_agent::ctl::backup::run(
+        &host.info.agent_socket,
+        &felhom_agent::ctl::backup::Action::VerifyRun {
+            vmid: 102,
+            tier: None,
+        },
+        felhom_agent::ctl::backup::Options {
+            wait: true,
+            ..Default::default()
+        },
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(exit, felhom_agent::ctl::Exit::NotOk, "{text}");
+    assert!(text.contains("failed"), "{text}");
+    assert!(!text.contains('\r'), "{text}");
     host.stop().await.unwrap();
 }
 

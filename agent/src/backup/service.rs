@@ -220,6 +220,11 @@ impl BackupService {
         &self.inner.queue
     }
 
+    /// Held while checking for a job under way and queueing a new one.
+    pub(crate) async fn start_guard(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.start_lock.lock().await
+    }
+
     pub(crate) fn wait(&self) -> &WaitOptions {
         &self.inner.wait
     }
