@@ -134,6 +134,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         i.agent_socket.display()
     );
     println!(
+        "  cargo run -q -p felhom-agent --bin felhomctl -- --socket {} backup now --vmid 102 --wait",
+        i.agent_socket.display()
+    );
+    println!(
+        "  cargo run -q -p felhom-agent --bin felhomctl -- --socket {} restore-test run --vmid 102 --wait",
+        i.agent_socket.display()
+    );
+    println!(
         "  grpcurl -plaintext -authority localhost -unix {} list",
         i.agent_socket.display()
     );
