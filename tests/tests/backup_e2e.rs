@@ -564,3 +564,24 @@ async fn retention_keeps_the_policys_last_backups_on_the_tier() {
     assert_eq!(local, 3, "{list:#?}");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_tier_is_named_but_does_not_stop_the_due_answer() {
+    let h = Host::start(&[]).await;
+    backup_done(&h, 102).await;
+    h.dh().pve().faults().http_error(
+        "/nodes/pve1/storage/felhom-pbs/content",
+        1,
+        500,
+        Some("pbs: error fetching datastores - 503 Service Unavailable"),
+    );
+    let due = h.get(102, "/backup/due").await;
+    assert_eq!(due["due"], false, "{due}");
+    let reason = due["reason"].as_str().unwrap();
+    assert!(reason.starts_with("next due "), "{reason}");
+    assert!(
+        reason.contains("; tier 'offsite' cannot be checked ("),
+        "{reason}"
+    );
+    h.stop().await;
+}

@@ -267,25 +267,33 @@ impl BackupService {
     }
 
     /// Newest backup (unix seconds) of `vmid` on each of its policies' tiers, read from the
-    /// storages.
-    async fn newest_backups(&self, vmid: u32) -> Result<Vec<Option<i64>>, BackupError> {
+    /// storages; a storage that cannot be listed gives its error.
+    async fn newest_backups(
+        &self,
+        vmid: u32,
+    ) -> Result<Vec<Result<Option<i64>, PveError>>, BackupError> {
         let pve = self.pve()?;
         let guest = Vmid::new(vmid)?;
         let mut out = Vec::new();
         for p in self.inner.settings.policies_of(vmid) {
             let tier = self.inner.settings.tier(p.tier);
-            let vols = pve.backup_volumes(&tier.storage, Some(guest)).await?;
             out.push(
-                vols.iter()
-                    .filter(|v| v.vmid.is_none_or(|x| x == u64::from(vmid)))
-                    .map(|v| i64::try_from(v.ctime).unwrap_or(i64::MAX))
-                    .max(),
+                pve.backup_volumes(&tier.storage, Some(guest))
+                    .await
+                    .map(|vols| {
+                        vols.iter()
+                            .filter(|v| v.vmid.is_none_or(|x| x == u64::from(vmid)))
+                            .map(|v| i64::try_from(v.ctime).unwrap_or(i64::MAX))
+                            .max()
+                    }),
             );
         }
         Ok(out)
     }
 
-    /// Whether `vmid`'s backup is due, and why.
+    /// Whether `vmid`'s backup is due, and why. A tier whose storage cannot be listed is left
+    /// out of the verdict and named in the reason (an offline PBS must not stop the local
+    /// tier's loop); when no tier can be listed, the error is the answer.
     pub async fn due(&self, vmid: u32) -> Result<Due, BackupError> {
         let policies: Vec<&Policy> = self.inner.settings.policies_of(vmid).collect();
         if policies.is_empty() {
@@ -293,16 +301,34 @@ impl BackupService {
         }
         let running = self.active_job(vmid, KIND_BACKUP).await?;
         let newest = self.newest_backups(vmid).await?;
-        let states: Vec<PolicyState<'_>> = policies
-            .iter()
-            .zip(newest)
-            .map(|(p, newest_backup)| PolicyState {
-                tier: &self.inner.settings.tier(p.tier).name,
-                schedule: &p.schedule,
-                newest_backup,
-            })
-            .collect();
-        Ok(due::evaluate(&states, self.now_secs(), running.as_deref()))
+        let mut states: Vec<PolicyState<'_>> = Vec::new();
+        let mut index: Vec<usize> = Vec::new();
+        let mut unreachable: Vec<(usize, PveError)> = Vec::new();
+        for (i, (p, n)) in policies.iter().zip(newest).enumerate() {
+            match n {
+                Ok(newest_backup) => {
+                    index.push(i);
+                    states.push(PolicyState {
+                        tier: &self.inner.settings.tier(p.tier).name,
+                        schedule: &p.schedule,
+                        newest_backup,
+                    });
+                }
+                Err(e) => unreachable.push((i, e)),
+            }
+        }
+        if states.is_empty() {
+            let (_, e) = unreachable.remove(0);
+            return Err(e.into());
+        }
+        let mut d = due::evaluate(&states, self.now_secs(), running.as_deref());
+        d.due_policies = d.due_policies.iter().map(|&i| index[i]).collect();
+        for (i, e) in &unreachable {
+            let tier = &self.inner.settings.tier(policies[*i].tier).name;
+            d.reason
+                .push_str(&format!("; tier '{tier}' cannot be checked ({})", chain(e)));
+        }
+        Ok(d)
     }
 
     /// Starts a backup of `vmid` (or answers the one under way). `tier`: only that tier; else
