@@ -12,6 +12,10 @@
 //!    must show up inside the guest;
 //! 4. always destroy the scratch guest again through the journal's compensation, pass or fail.
 //!
+//! Restore-tests run one at a time per host (different guests' tests queue behind each other):
+//! that keeps two tests from picking the same free scratch vmid, and bounds what scratch guests
+//! cost the host.
+//!
 //! The scratch tag is written by the agent and never trusted: only a guest this agent's
 //! journal records as created by a restore-test is ever destroyed. A guest someone else tagged
 //! `felhom-scratch` is left alone (its vmid is simply not free). A crash mid-test leaves an
@@ -116,6 +120,8 @@ async fn run(
 /// Runs the test; `Ok(detail)` on pass, `Err(detail)` on fail.
 async fn test(svc: &BackupService, job: &JobId, vmid: u32) -> Result<String, String> {
     let pve = svc.pve().map_err(|e| chain(&e))?.clone();
+    // From picking the scratch vmid to destroying the scratch guest: one test at a time.
+    let _one_at_a_time = svc.restore_guard().await;
     let (source, skipped) = pick_source(svc, &pve, vmid).await?;
     let scratch = pick_scratch(svc, &pve).await?;
     {

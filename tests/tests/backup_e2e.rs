@@ -585,3 +585,16 @@ async fn an_unreachable_tier_is_named_but_does_not_stop_the_due_answer() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_guests_restore_tests_at_once_both_pass() {
+    let h = Host::start(&FAST).await;
+    backup_done(&h, 102).await;
+    let (a, b) = tokio::join!(run_restore_test(&h, 101), run_restore_test(&h, 102));
+    assert_ne!(a, b);
+    let (r101, r102) = tokio::join!(restore_test_final(&h, 101), restore_test_final(&h, 102));
+    assert_eq!(r101["result"], "pass", "{r101}");
+    assert_eq!(r102["result"], "pass", "{r102}");
+    assert_eq!(h.scratch_guests(), Vec::<u32>::new());
+    h.stop().await;
+}

@@ -102,6 +102,8 @@ pub enum BackupError {
         found: String,
         expected: String,
     },
+    #[error("PBS did not record the result of verify task {0} on the snapshot")]
+    VerifyNotRecorded(String),
     #[error("Agent shut down before the backup to tier '{0}' started")]
     ShutDown(String),
     #[error("Cannot tell which archive vzdump wrote to tier '{0}'")]
@@ -167,6 +169,9 @@ struct Inner {
     wait: WaitOptions,
     /// Serializes "is a job of this kind already under way? else queue one".
     start_lock: tokio::sync::Mutex<()>,
+    /// One restore-test at a time per host: two would pick the same free scratch vmid, and
+    /// scratch guests cost the host real memory and disk.
+    restore_lock: tokio::sync::Mutex<()>,
 }
 
 fn unix_secs(t: Timestamp) -> i64 {
@@ -200,6 +205,7 @@ impl BackupService {
                 queue,
                 wait,
                 start_lock: tokio::sync::Mutex::new(()),
+                restore_lock: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -223,6 +229,11 @@ impl BackupService {
     /// Held while checking for a job under way and queueing a new one.
     pub(crate) async fn start_guard(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.inner.start_lock.lock().await
+    }
+
+    /// Held for the whole of a restore-test (see `Inner::restore_lock`).
+    pub(crate) async fn restore_guard(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.restore_lock.lock().await
     }
 
     pub(crate) fn wait(&self) -> &WaitOptions {
@@ -833,18 +844,31 @@ impl BackupService {
         }
         // The task ends with an error when the verify found damage; the verdict we report is
         // the snapshot's verification state, read back either way.
-        if let Err(e) = target
+        match target
             .client
             .wait_task(&upid, &self.inner.wait, &CancellationToken::new())
             .await
         {
-            tracing::info!(vmid, %upid, error = %chain(&e), "PBS verify task ended with an error");
+            Ok(_) => {}
+            // Damage found: the verdict is in the snapshot's state, read below.
+            Err(PbsError::TaskFailed(f)) => {
+                tracing::info!(vmid, %upid, error = %f.exitstatus, "PBS verify task reports damage");
+            }
+            // Not finished or not known: an older verify's state must not pass for this one.
+            Err(e) => return Err(e.into()),
         }
         let after = target.guest_snapshots(vmid).await?;
-        Ok(after
+        let snap = after
             .iter()
             .find(|s| s.backup_time == newest.backup_time)
-            .map_or(VerifyState::None, |s| s.verify_state))
+            .ok_or_else(|| BackupError::NoSnapshot {
+                vmid,
+                tier: tier.name.clone(),
+            })?;
+        match &snap.verify_upid {
+            Some(u) if u.to_string() == upid.to_string() => Ok(snap.verify_state),
+            _ => Err(BackupError::VerifyNotRecorded(upid.to_string())),
+        }
     }
 
     /// The guest's newest verify job.

@@ -143,6 +143,7 @@ pub fn backup(e: &BackupError) -> Status {
         | BackupError::LandedUnencrypted { .. }
         | BackupError::WrongKey { .. }
         | BackupError::ShutDown(_)
+        | BackupError::VerifyNotRecorded(_)
         | BackupError::NoArchive(_) => Status::aborted(text),
         BackupError::Pve(p) => pve(p),
         BackupError::Pbs(p) => pbs(p),
