@@ -344,8 +344,9 @@ async fn steps(
     vmid: Vmid,
     req: &ProvisionRequest,
 ) -> Result<(), ProvisionError> {
+    let restore = new_guest_restore(vmid, &req.archive, &req.storage);
     step(journal, pve, wait, cancel, op, "restore", |s| {
-        restore_new_guest(pve, journal, s, vmid, &req.archive, &req.storage)
+        restore_new_guest(pve, journal, s, &restore)
     })
     .await?;
     step(
@@ -399,26 +400,9 @@ async fn steps(
     Ok(())
 }
 
-/// The body of a `restore` step: refuses an existing vmid, records the guest as created
-/// *before* the restore POST (so a crash cannot orphan it), and un-records it when Proxmox
-/// refused the request outright (nothing was created). `unique=1` gives the copy new MACs.
-pub(crate) async fn restore_new_guest(
-    pve: &PveClient,
-    journal: &JournalWriter,
-    s: StepRef,
-    vmid: Vmid,
-    archive: &str,
-    storage: &str,
-) -> Result<Option<Upid>, ProvisionError> {
-    let op = s.operation;
-    match pve.lxc_status(vmid).await {
-        Err(PveError::GuestNotFound { .. }) => {}
-        Ok(_) => return Err(ProvisionError::AlreadyExists(vmid.get())),
-        Err(e) => return Err(pve_err("restore")(e)),
-    }
-    let guest = Resource::Guest { vmid: vmid.get() };
-    journal.record_created(s, guest.clone()).await?;
-    let restore = RestoreRequest {
+/// A restore of `archive` into a new guest `vmid`, not started, with new MACs (`unique=1`).
+pub(crate) fn new_guest_restore(vmid: Vmid, archive: &str, storage: &str) -> RestoreRequest {
+    RestoreRequest {
         vmid,
         archive: archive.to_owned(),
         storage: storage.to_owned(),
@@ -428,8 +412,35 @@ pub(crate) async fn restore_new_guest(
         hostname: None,
         memory_mib: None,
         cores: None,
-    };
-    match pve.restore_lxc(&restore).await {
+        onboot: None,
+        tags: None,
+    }
+}
+
+/// The body of a `restore` step: refuses an existing vmid, records the guest as created
+/// *before* the restore POST (so a crash cannot orphan it), and un-records it when Proxmox
+/// refused the request outright (nothing was created). Never overwrites (`force` is refused).
+pub(crate) async fn restore_new_guest(
+    pve: &PveClient,
+    journal: &JournalWriter,
+    s: StepRef,
+    restore: &RestoreRequest,
+) -> Result<Option<Upid>, ProvisionError> {
+    if restore.force {
+        return Err(ProvisionError::Invalid(
+            "a new guest's restore must not overwrite (force)".into(),
+        ));
+    }
+    let op = s.operation;
+    let vmid = restore.vmid;
+    match pve.lxc_status(vmid).await {
+        Err(PveError::GuestNotFound { .. }) => {}
+        Ok(_) => return Err(ProvisionError::AlreadyExists(vmid.get())),
+        Err(e) => return Err(pve_err("restore")(e)),
+    }
+    let guest = Resource::Guest { vmid: vmid.get() };
+    journal.record_created(s, guest.clone()).await?;
+    match pve.restore_lxc(restore).await {
         Ok(upid) => Ok(Some(upid)),
         // Proxmox refused the request itself: nothing was created.
         Err(
@@ -585,6 +596,29 @@ pub async fn recover(pve: Option<&PveClient>, db: &StateDb, wait: &WaitOptions) 
             tracing::error!(operation = %op.id, error = %chain(&e), "recovery failed; left for an operator");
         }
     }
+}
+
+/// Resolves the unfinished operations of one `kind` the way start-up recovery does, for a
+/// caller that knows none of them is still being worked on (the restore-test lock). Returns
+/// how many were resolved; one that still cannot be resolved is logged and left.
+pub(crate) async fn recover_kind(
+    pve: &PveClient,
+    db: &StateDb,
+    wait: &WaitOptions,
+    kind: &str,
+) -> Result<usize, ProvisionError> {
+    let journal = JournalWriter::new(db.clone());
+    let ops = db.run(|db| db.journal().unfinished()).await?;
+    let mut resolved = 0;
+    for op in ops.iter().filter(|op| op.kind == kind) {
+        match recover_one(pve, &journal, wait, op).await {
+            Ok(()) => resolved += 1,
+            Err(e) => {
+                tracing::warn!(operation = %op.id, kind, error = %chain(&e), "still cannot resolve an unfinished operation; trying again later");
+            }
+        }
+    }
+    Ok(resolved)
 }
 
 async fn recover_one(

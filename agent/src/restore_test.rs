@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backup::service::{Accepted, BackupError, BackupService, chain, phase_word};
 use crate::backup::{Tier, TierKind};
 use crate::provision::{
-    JournalWriter, ProvisionError, compensate, pve_err, restore_new_guest, step,
+    JournalWriter, ProvisionError, compensate, new_guest_restore, pve_err, restore_new_guest, step,
 };
 use crate::pve::{ConfigUpdate, PveClient, Vmid};
 use crate::state::{JobId, OperationId, Timestamp};
@@ -49,6 +49,8 @@ pub enum RestoreTestError {
     NoPolicy(u32),
     #[error(transparent)]
     Backup(#[from] BackupError),
+    #[error("Cannot read the journal for scratch guests left behind: {0}")]
+    Cleanup(String),
 }
 
 /// What the test restores.
@@ -75,7 +77,9 @@ pub async fn start(svc: &BackupService, vmid: u32) -> Result<Accepted, RestoreTe
         .queue()
         .submit(vmid, JOB_KIND, move |ctx| async move {
             let job = ctx.id().clone();
-            run(&this, job, vmid).await.map_err(|e| chain(&e).into())
+            run(&this, job, vmid, ctx.shutdown_token())
+                .await
+                .map_err(|e| chain(&e).into())
         })
         .await
         .map_err(BackupError::from)?;
@@ -85,12 +89,23 @@ pub async fn start(svc: &BackupService, vmid: u32) -> Result<Accepted, RestoreTe
     })
 }
 
-/// The job body. `Ok` carries the verdict as the job's result; `Err` only when the history
-/// itself cannot be written.
+/// How a test ended.
+#[derive(Debug)]
+enum Verdict {
+    Pass(String),
+    Fail(String),
+    /// The agent is shutting down: the scratch guest (if any) is left to start-up recovery,
+    /// which destroys it through the journal; the record is closed at that start too.
+    Interrupted,
+}
+
+/// The job body. `Ok` carries the verdict as the job's result; `Err` when the history itself
+/// cannot be written or the agent shut down mid-test.
 async fn run(
     svc: &BackupService,
     job: JobId,
     vmid: u32,
+    shutdown: CancellationToken,
 ) -> Result<Option<serde_json::Value>, BackupError> {
     {
         let job = job.clone();
@@ -99,9 +114,16 @@ async fn run(
             .await?;
     }
     let started = Instant::now();
-    let (pass, detail) = match test(svc, &job, vmid).await {
-        Ok(detail) => (true, detail),
-        Err(detail) => (false, detail),
+    let (pass, detail) = match test(svc, &job, vmid, &shutdown).await {
+        Verdict::Pass(detail) => (true, detail),
+        Verdict::Fail(detail) => (false, detail),
+        Verdict::Interrupted => {
+            tracing::warn!(
+                vmid,
+                "restore-test interrupted by agent shutdown; the next start removes its scratch guest"
+            );
+            return Err(BackupError::Interrupted("restore-test"));
+        }
     };
     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     tracing::info!(vmid, pass, %detail, ms, "restore-test finished");
@@ -117,11 +139,32 @@ async fn run(
     })))
 }
 
-/// Runs the test; `Ok(detail)` on pass, `Err(detail)` on fail.
-async fn test(svc: &BackupService, job: &JobId, vmid: u32) -> Result<String, String> {
-    let pve = svc.pve().map_err(|e| chain(&e))?.clone();
+/// Runs the test.
+async fn test(
+    svc: &BackupService,
+    job: &JobId,
+    vmid: u32,
+    shutdown: &CancellationToken,
+) -> Verdict {
     // From picking the scratch vmid to destroying the scratch guest: one test at a time.
-    let _one_at_a_time = svc.restore_guard().await;
+    let _one_at_a_time = tokio::select! {
+        guard = svc.restore_guard() => guard,
+        () = shutdown.cancelled() => return Verdict::Interrupted,
+    };
+    match test_locked(svc, job, vmid, shutdown).await {
+        Ok(v) => v,
+        Err(detail) => Verdict::Fail(detail),
+    }
+}
+
+/// The test under the restore lock; `Err(detail)` when it failed before any scratch guest.
+async fn test_locked(
+    svc: &BackupService,
+    job: &JobId,
+    vmid: u32,
+    shutdown: &CancellationToken,
+) -> Result<Verdict, String> {
+    let pve = svc.pve().map_err(|e| chain(&e))?.clone();
     let (source, skipped) = pick_source(svc, &pve, vmid).await?;
     let scratch = pick_scratch(svc, &pve).await?;
     {
@@ -134,13 +177,29 @@ async fn test(svc: &BackupService, job: &JobId, vmid: u32) -> Result<String, Str
             .await
             .map_err(|e| chain(&e))?;
     }
+    if shutdown.is_cancelled() {
+        return Ok(Verdict::Interrupted);
+    }
     let journal = JournalWriter::new(svc.db().clone());
     let op = journal
         .begin(KIND, scratch.get())
         .await
         .map_err(|e| chain(&e))?;
     let probe = svc.settings().probe_of(vmid).map(str::to_owned);
-    let outcome = steps(svc, &pve, &journal, op, scratch, &source, probe.as_deref()).await;
+    let run = Run {
+        svc,
+        pve: &pve,
+        journal: &journal,
+        op,
+        scratch,
+        shutdown,
+    };
+    let outcome = run.steps(&source, probe.as_deref()).await;
+    if outcome.is_err() && shutdown.is_cancelled() {
+        // Destroying now would race the restore task Proxmox is still running and hold the
+        // shutdown up; the unfinished operation is compensated at the next start instead.
+        return Ok(Verdict::Interrupted);
+    }
     let what = format!(
         "{} from tier '{}' into scratch guest {scratch}",
         source.volid, source.tier.name
@@ -158,19 +217,33 @@ async fn test(svc: &BackupService, job: &JobId, vmid: u32) -> Result<String, Str
         detail.push_str(&format!("; skipped {}", skipped.join(", ")));
     }
     match cleanup {
-        Ok(()) => detail.push_str("; scratch guest destroyed"),
+        Ok(()) => detail.push_str("; no scratch guest left"),
         Err(e) => {
             detail.push_str(&format!(
-                "; scratch guest {scratch} could NOT be destroyed: {}",
+                "; scratch guest {scratch} could NOT be destroyed yet (retried every scheduler tick): {}",
                 chain(&e)
             ));
-            return Err(detail);
+            return Ok(Verdict::Fail(detail));
         }
     }
-    match outcome {
-        Ok(_) => Ok(detail),
-        Err(_) => Err(detail),
-    }
+    Ok(match outcome {
+        Ok(_) => Verdict::Pass(detail),
+        Err(_) => Verdict::Fail(detail),
+    })
+}
+
+/// Finishes removing scratch guests earlier tests could not destroy (for example while a
+/// Proxmox task still held them), through their journaled operations exactly as start-up
+/// recovery would. Skipped while a test runs: its own operation stays unfinished until it
+/// has cleaned up after itself. Returns how many operations were resolved.
+pub async fn clean_up_leftovers(svc: &BackupService) -> Result<usize, RestoreTestError> {
+    let Some(_no_test_running) = svc.try_restore_guard() else {
+        return Ok(0);
+    };
+    let pve = svc.pve()?;
+    crate::provision::recover_kind(pve, svc.db(), svc.wait(), KIND)
+        .await
+        .map_err(|e| RestoreTestError::Cleanup(chain(&e)))
 }
 
 /// Local tiers restore faster than PBS; within a kind, configuration order.
@@ -246,62 +319,81 @@ pub fn with_link_down(net: &str) -> String {
     parts.join(",")
 }
 
-async fn steps(
-    svc: &BackupService,
-    pve: &PveClient,
-    journal: &JournalWriter,
+/// One test's journaled operation on its scratch guest.
+struct Run<'a> {
+    svc: &'a BackupService,
+    pve: &'a PveClient,
+    journal: &'a JournalWriter,
     op: OperationId,
     scratch: Vmid,
-    source: &Source,
-    probe: Option<&str>,
-) -> Result<String, ProvisionError> {
-    let wait = svc.wait();
-    let cancel = CancellationToken::new();
-    let storage = svc.settings().scratch_storage.clone();
-    step(journal, pve, wait, &cancel, op, "restore", |s| {
-        restore_new_guest(pve, journal, s, scratch, &source.volid, &storage)
-    })
-    .await?;
-    step(
-        journal,
-        pve,
-        wait,
-        &cancel,
-        op,
-        "configure",
-        |_| async move {
-            let config = pve
-                .lxc_config(scratch)
-                .await
-                .map_err(pve_err("configure"))?;
-            let mut update = ConfigUpdate::default();
-            update.set.insert("tags".into(), SCRATCH_TAG.into());
-            update.set.insert("onboot".into(), "0".into());
-            for (index, value) in &config.nets {
-                update
-                    .set
-                    .insert(format!("net{index}"), with_link_down(value));
-            }
-            pve.set_config(scratch, &update)
-                .await
-                .map_err(pve_err("configure"))?;
+    shutdown: &'a CancellationToken,
+}
+
+impl Run<'_> {
+    async fn steps(&self, source: &Source, probe: Option<&str>) -> Result<String, ProvisionError> {
+        let Run {
+            svc,
+            pve,
+            journal,
+            op,
+            scratch,
+            shutdown,
+        } = *self;
+        let wait = svc.wait();
+        // Task waits end at agent shutdown; the journal then leaves the rest to recovery.
+        let cancel = shutdown.clone();
+        let storage = svc.settings().scratch_storage.clone();
+        // Marked scratch and kept from starting at boot from the moment it exists (given options
+        // win over the archive's), so a host reboot before `configure` cannot start a copy of the
+        // customer's guest.
+        let mut restore = new_guest_restore(scratch, &source.volid, &storage);
+        restore.onboot = Some(false);
+        restore.tags = Some(SCRATCH_TAG.into());
+        step(journal, pve, wait, &cancel, op, "restore", |s| {
+            restore_new_guest(pve, journal, s, &restore)
+        })
+        .await?;
+        step(
+            journal,
+            pve,
+            wait,
+            &cancel,
+            op,
+            "configure",
+            |_| async move {
+                let config = pve
+                    .lxc_config(scratch)
+                    .await
+                    .map_err(pve_err("configure"))?;
+                let mut update = ConfigUpdate::default();
+                update.set.insert("tags".into(), SCRATCH_TAG.into());
+                update.set.insert("onboot".into(), "0".into());
+                for (index, value) in &config.nets {
+                    update
+                        .set
+                        .insert(format!("net{index}"), with_link_down(value));
+                }
+                pve.set_config(scratch, &update)
+                    .await
+                    .map_err(pve_err("configure"))?;
+                Ok(None)
+            },
+        )
+        .await?;
+        step(journal, pve, wait, &cancel, op, "start", |_| async move {
+            Ok(Some(pve.start(scratch).await.map_err(pve_err("start"))?))
+        })
+        .await?;
+        let settle = svc.settings().settle;
+        let mut health = String::new();
+        let h = &mut health;
+        step(journal, pve, wait, &cancel, op, "health", |_| async move {
+            *h = health_check(pve, scratch, settle, probe, shutdown).await?;
             Ok(None)
-        },
-    )
-    .await?;
-    step(journal, pve, wait, &cancel, op, "start", |_| async move {
-        Ok(Some(pve.start(scratch).await.map_err(pve_err("start"))?))
-    })
-    .await?;
-    let settle = svc.settings().settle;
-    let mut health = String::new();
-    let h = &mut health;
-    step(journal, pve, wait, &cancel, op, "health", |_| async move {
-        *h = health_check(pve, scratch, settle, probe).await?;
-        Ok(None)
-    })
-    .await?;
-    Ok(health)
+        })
+        .await?;
+        Ok(health)
+    }
 }
 
 /// Why a started scratch guest is not healthy.
@@ -311,6 +403,8 @@ enum Unhealthy {
     Stopped { after_secs: u64, status: String },
     #[error("probe: interface '{0}' did not show up inside the guest")]
     NoInterface(String),
+    #[error("health check interrupted by agent shutdown")]
+    ShutDown,
 }
 
 async fn health_check(
@@ -318,6 +412,7 @@ async fn health_check(
     scratch: Vmid,
     settle: Duration,
     probe: Option<&str>,
+    shutdown: &CancellationToken,
 ) -> Result<String, ProvisionError> {
     let begun = Instant::now();
     let fail = |e: Unhealthy| ProvisionError::Invalid(e.to_string());
@@ -332,7 +427,10 @@ async fn health_check(
         if begun.elapsed() >= settle {
             break;
         }
-        tokio::time::sleep(Duration::from_secs(1).min(settle)).await;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1).min(settle)) => {}
+            () = shutdown.cancelled() => return Err(fail(Unhealthy::ShutDown)),
+        }
     }
     let mut detail = format!("running for {}s", settle.as_secs());
     if let Some(iface) = probe {

@@ -357,6 +357,13 @@ impl Devhost {
         Ok(())
     }
 
+    /// Asks the agent to stop (SIGTERM, what systemd sends) without waiting for it.
+    pub fn terminate_agent(&self) -> anyhow::Result<()> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.agent.id())?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        Ok(())
+    }
+
     /// Waits (up to `timeout`) for the agent to exit by itself; `None` if it is still running.
     pub async fn wait_agent_exit(
         &mut self,

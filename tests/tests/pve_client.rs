@@ -214,6 +214,8 @@ async fn vzdump_and_restore_round_trip_keeps_the_features() {
             hostname: Some("restored".into()),
             memory_mib: Some(1024),
             cores: Some(1),
+            onboot: Some(false),
+            tags: Some("restored-copy".into()),
         })
         .await
         .unwrap();
@@ -224,6 +226,11 @@ async fn vzdump_and_restore_round_trip_keeps_the_features() {
         "{cfg:?}"
     );
     assert_eq!(cfg.hostname.as_deref(), Some("restored"));
+    // Given options win over the archive's (which has onboot=1, tags felhom;home).
+    assert_eq!(cfg.tags, vec!["restored-copy".to_owned()]);
+    let onboot = cfg.other.get("onboot");
+    let onboot = onboot.and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()));
+    assert_eq!(onboot, Some(0), "{cfg:?}");
 }
 
 #[tokio::test]

@@ -131,6 +131,40 @@ async fn unique_restore_gives_a_new_proxmox_mac() {
     assert_ne!(mac, "BC:24:11:00:90:00");
 }
 
+/// pve-container's `sanitize_and_merge_config`: given options win over the archive's, except
+/// that with `unique=1` the archive's `netN` (with a new MAC) replaces a given `netN`.
+#[tokio::test]
+async fn given_options_win_over_the_archive_except_nets_under_unique() {
+    let sim = start().await;
+    let a = post(
+        &sim,
+        AGENT,
+        "/nodes/pve1/lxc",
+        &[
+            ("vmid", "123"),
+            ("ostemplate", GOLDEN),
+            ("restore", "1"),
+            ("storage", "local-lvm"),
+            ("unique", "1"),
+            ("onboot", "0"),
+            ("tags", "copy"),
+            ("net0", "name=eth9,bridge=vmbr0,type=veth"),
+        ],
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.reason);
+    let upid = a.data().as_str().unwrap().to_owned();
+    assert_eq!(wait_task(&sim, AGENT, &upid).await["exitstatus"], "OK");
+    let config = sim.state().guest(123).unwrap().config;
+    assert_eq!(config["onboot"], "0");
+    assert_eq!(config["tags"], "copy");
+    assert!(
+        config["net0"].starts_with("name=eth0,"),
+        "{}",
+        config["net0"]
+    );
+}
+
 #[tokio::test]
 async fn guest_is_locked_create_while_restoring() {
     let sim = start().await;

@@ -7,7 +7,9 @@
 //!   it due), and no backup of the guest was attempted within the grace window, the agent backs
 //!   it up itself (trigger `schedule`, crash-consistent). The controller had its chance to
 //!   quiesce and call POST /backup; an attempt that failed is retried at most once per window.
-//! - restore-test: when [`crate::restore_test::is_due`] says so.
+//! - restore-test: when [`crate::restore_test::is_due`] says so; and, before the guests, any
+//!   scratch guest an earlier test could not destroy is removed (see
+//!   [`crate::restore_test::clean_up_leftovers`]).
 //!
 //! Errors are logged and the guest is tried again next tick; one guest's trouble never stops
 //! the loop.
@@ -38,6 +40,16 @@ pub async fn run(svc: BackupService, shutdown: CancellationToken) {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = interval.tick() => {}
+        }
+        match crate::restore_test::clean_up_leftovers(&svc).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                operations = n,
+                "scheduler: removed scratch guests earlier restore-tests left"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %chain(&e), "scheduler: cannot clean up after earlier restore-tests")
+            }
         }
         for &vmid in &guests {
             if shutdown.is_cancelled() {

@@ -106,6 +106,8 @@ pub enum BackupError {
     VerifyNotRecorded(String),
     #[error("Agent shut down before the backup to tier '{0}' started")]
     ShutDown(String),
+    #[error("Agent shut down during the {0}; the next start cleans up after it")]
+    Interrupted(&'static str),
     #[error("Cannot tell which archive vzdump wrote to tier '{0}'")]
     NoArchive(String),
     #[error("Proxmox VE call failed")]
@@ -229,6 +231,11 @@ impl BackupService {
     /// Held while checking for a job under way and queueing a new one.
     pub(crate) async fn start_guard(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.inner.start_lock.lock().await
+    }
+
+    /// The restore-test lock if no test holds it now.
+    pub(crate) fn try_restore_guard(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        self.inner.restore_lock.try_lock().ok()
     }
 
     /// Held for the whole of a restore-test (see `Inner::restore_lock`).
@@ -762,7 +769,7 @@ impl BackupService {
             .queue
             .submit(vmid, KIND_VERIFY, move |ctx| async move {
                 let job = ctx.id().clone();
-                this.run_verify(job, vmid, tier)
+                this.run_verify(job, vmid, tier, ctx.shutdown_token())
                     .await
                     .map(|()| None)
                     .map_err(|e| chain(&e).into())
@@ -774,7 +781,13 @@ impl BackupService {
         })
     }
 
-    async fn run_verify(&self, job: JobId, vmid: u32, tier: Tier) -> Result<(), BackupError> {
+    async fn run_verify(
+        &self,
+        job: JobId,
+        vmid: u32,
+        tier: Tier,
+        shutdown: CancellationToken,
+    ) -> Result<(), BackupError> {
         {
             let (job, name) = (job.clone(), tier.name.clone());
             self.inner
@@ -782,7 +795,8 @@ impl BackupService {
                 .run(move |db| db.backups().start_verify(&job, vmid, &name))
                 .await?;
         }
-        let result = self.verify_newest(&job, vmid, &tier).await;
+        // At agent shutdown the wait ends (PBS finishes the verify; its state shows in lists).
+        let result = self.verify_newest(&job, vmid, &tier, &shutdown).await;
         let j = job.clone();
         match &result {
             Ok(state) => {
@@ -809,6 +823,7 @@ impl BackupService {
         job: &JobId,
         vmid: u32,
         tier: &Tier,
+        shutdown: &CancellationToken,
     ) -> Result<VerifyState, BackupError> {
         let target = self.inner.pbs.as_ref().ok_or(BackupError::NoPbsApi)?;
         let id = vmid.to_string();
@@ -846,7 +861,7 @@ impl BackupService {
         // the snapshot's verification state, read back either way.
         match target
             .client
-            .wait_task(&upid, &self.inner.wait, &CancellationToken::new())
+            .wait_task(&upid, &self.inner.wait, shutdown)
             .await
         {
             Ok(_) => {}

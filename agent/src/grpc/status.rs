@@ -143,6 +143,7 @@ pub fn backup(e: &BackupError) -> Status {
         | BackupError::LandedUnencrypted { .. }
         | BackupError::WrongKey { .. }
         | BackupError::ShutDown(_)
+        | BackupError::Interrupted(_)
         | BackupError::VerifyNotRecorded(_)
         | BackupError::NoArchive(_) => Status::aborted(text),
         BackupError::Pve(p) => pve(p),
@@ -158,5 +159,6 @@ pub fn restore_test(e: &RestoreTestError) -> Status {
     match e {
         RestoreTestError::NoPolicy(_) => Status::failed_precondition(e.to_string()),
         RestoreTestError::Backup(b) => backup(b),
+        RestoreTestError::Cleanup(_) => Status::internal(e.to_string()),
     }
 }

@@ -119,6 +119,10 @@ pub struct RestoreRequest {
     pub hostname: Option<String>,
     pub memory_mib: Option<u64>,
     pub cores: Option<u32>,
+    /// `onboot`: given options take precedence over the archive's configuration.
+    pub onboot: Option<bool>,
+    /// `tags` (`;`-separated), replacing the archive's.
+    pub tags: Option<String>,
 }
 
 /// `POST /nodes/{node}/vzdump` for one guest.
@@ -338,6 +342,12 @@ impl PveClient {
         }
         if let Some(c) = req.cores {
             f.push(("cores", c.to_string()));
+        }
+        if let Some(b) = req.onboot {
+            f.push(("onboot", if b { "1" } else { "0" }.into()));
+        }
+        if let Some(t) = &req.tags {
+            f.push(("tags", t.clone()));
         }
         self.post_upid(&self.node_path("lxc"), f).await
     }

@@ -493,6 +493,9 @@ pub fn create(call: &Call, w: &mut World) -> Result<Value, ApiError> {
                 Err(e)
             };
             let mut conf = BTreeMap::new();
+            // sanitize_and_merge_config: with `unique`, the archive's netN (with a new MAC)
+            // replaces a given netN; every other given option wins over the archive's.
+            let mut archive_wins: Vec<String> = Vec::new();
             if let Some(archive) = archive {
                 let linked = super::pbs_link::link_of(w, backup_storage(&ostemplate)).is_some();
                 let snapshot = super::pbs_link::snapshot_of(w, &ostemplate);
@@ -611,6 +614,7 @@ pub fn create(call: &Call, w: &mut World) -> Result<Value, ApiError> {
                         .filter(|k| is_indexed(k, &["net"]))
                         .cloned()
                         .collect();
+                    archive_wins.clone_from(&keys);
                     for k in keys {
                         let mac = w.new_hwaddr();
                         let spec = conf.get(&k).cloned().unwrap_or_default();
@@ -654,7 +658,7 @@ pub fn create(call: &Call, w: &mut World) -> Result<Value, ApiError> {
                 );
                 let _ = mac;
             }
-            for (k, v) in &config {
+            for (k, v) in config.iter().filter(|(k, _)| !archive_wins.contains(k)) {
                 let value = if k == "rootfs" || is_indexed(k, &["mp"]) {
                     new_volume(v, vmid, &storage)
                 } else if is_indexed(k, &["net"]) && net_field(v, "hwaddr").is_none() {
