@@ -5,12 +5,18 @@
 //! 1. pick the newest backup from the fastest surviving tier (local tiers before PBS; a tier
 //!    whose storage cannot be listed is skipped and named in the detail);
 //! 2. pick a scratch vmid: the first free vmid of `[backup] scratch_vmid_first..=last`;
-//! 3. `restore` it there (journaled as created *before* the POST, `unique=1`), `configure` it
-//!    (tag `felhom-scratch`, `onboot=0`, every network interface `link_down=1` so the copy
-//!    never answers on the customer's network), `start` it, and `health`-check it: it must stay
-//!    running for the settle time, and when the policy names a probe interface, that interface
-//!    must show up inside the guest;
+//! 3. `restore` it there (journaled as created *before* the POST, `unique=1`, with `onboot=0`
+//!    and tag `felhom-scratch` given in the POST, which win over the archive's), `configure`
+//!    it (every network interface `link_down=1` so the copy never answers on the customer's
+//!    network), `start` it, and `health`-check it: it must stay running for the settle time,
+//!    and when the policy names a probe interface, that interface must show up inside the
+//!    guest;
 //! 4. always destroy the scratch guest again through the journal's compensation, pass or fail.
+//!    A removal that fails (e.g. a lock) is retried by the scheduler through the journal.
+//!
+//! Agent shutdown ends a test at once (task waits and the settle time are cancelled); the
+//! scratch guest is then left to start-up recovery rather than destroyed racing the restore
+//! task Proxmox may still be running.
 //!
 //! Restore-tests run one at a time per host (different guests' tests queue behind each other):
 //! that keeps two tests from picking the same free scratch vmid, and bounds what scratch guests

@@ -248,3 +248,93 @@ async fn the_agents_restore_test_passes_and_leaves_no_scratch_guest() {
     assert!(host.pve().state().guest(r.scratch_vmid).is_none());
     host.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_tier_is_named_and_the_other_tiers_are_still_listed() {
+    let (_dir, host) = start().await;
+    let mut agent = client(&host).await;
+    // Guest 101 has a PBS snapshot in the fixture; a backup now adds one on each tier.
+    agent
+        .backup_now(BackupNowRequest {
+            vmid: 101,
+            tier: String::new(),
+        })
+        .await
+        .unwrap();
+    let status = until("the backup job to end", || {
+        let mut agent = agent.clone();
+        async move {
+            let s = agent
+                .get_backup_status(GuestBackupRequest { vmid: 101 })
+                .await
+                .unwrap()
+                .into_inner();
+            matches!(s.phase.as_str(), "done" | "failed").then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(status.phase, "done", "{status:#?}");
+    let full = agent
+        .list_backups(ListBackupsRequest { vmid: 101 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(full.unreachable.is_empty(), "{full:#?}");
+    let local = full.backups.iter().filter(|b| b.tier == "local").count();
+    assert!(local > 0, "{full:#?}");
+    assert!(
+        full.backups.iter().any(|b| b.tier == "offsite"),
+        "{full:#?}"
+    );
+
+    let outage = "pbs: error fetching datastores - 503 Service Unavailable";
+    let fault = |count| {
+        host.pve().faults().http_error(
+            "/nodes/pve1/storage/felhom-pbs/content",
+            count,
+            500,
+            Some(outage),
+        );
+    };
+    fault(1);
+    let partial = agent
+        .list_backups(ListBackupsRequest { vmid: 101 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        partial.backups.iter().filter(|b| b.tier == "local").count(),
+        local,
+        "{partial:#?}"
+    );
+    assert!(
+        partial.backups.iter().all(|b| b.tier != "offsite"),
+        "{partial:#?}"
+    );
+    assert_eq!(partial.unreachable.len(), 1, "{partial:#?}");
+    let line = &partial.unreachable[0];
+    assert!(
+        line.starts_with("tier 'offsite' (storage felhom-pbs): ") && line.contains(outage),
+        "{line}"
+    );
+
+    // The operator's view: the local rows, a warning naming the tier, exit 1.
+    fault(1);
+    let mut out = Vec::new();
+    let exit = felhom_agent::ctl::backup::run(
+        &host.info.agent_socket,
+        &felhom_agent::ctl::backup::Action::BackupList { vmid: Some(101) },
+        felhom_agent::ctl::backup::Options::default(),
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(exit, felhom_agent::ctl::Exit::NotOk, "{text}");
+    assert!(text.contains("local:backup/vzdump-lxc-101-"), "{text}");
+    assert!(
+        text.contains("warning: not listed, tier 'offsite' (storage felhom-pbs): "),
+        "{text}"
+    );
+    host.stop().await.unwrap();
+}

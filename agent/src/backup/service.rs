@@ -669,14 +669,17 @@ impl BackupService {
         Ok(out)
     }
 
-    /// Backups of `vmid` (or of every guest with a policy) on every tier, newest first.
-    pub async fn list(&self, vmid: Option<u32>) -> Result<Vec<pb::BackupEntry>, BackupError> {
+    /// Backups of `vmid` (or of every guest with a policy) on every tier, newest first. A tier
+    /// that cannot be listed is named in `unreachable` and the others are still answered: an
+    /// offsite outage must not hide the local backups from an operator.
+    pub async fn list(&self, vmid: Option<u32>) -> Result<pb::ListBackupsResponse, BackupError> {
         let pve = self.pve()?;
         let guests = match vmid {
             Some(v) => vec![v],
             None => self.inner.settings.guests(),
         };
         let mut out = Vec::new();
+        let mut unreachable: Vec<(String, String)> = Vec::new();
         for g in guests {
             let guest = Vmid::new(g)?;
             let history = self
@@ -690,7 +693,25 @@ impl BackupService {
                 None => Vec::new(),
             };
             for tier in &self.inner.settings.tiers {
-                let vols = pve.backup_volumes(&tier.storage, Some(guest)).await?;
+                if unreachable.iter().any(|(name, _)| *name == tier.name) {
+                    continue;
+                }
+                let vols = match pve.backup_volumes(&tier.storage, Some(guest)).await {
+                    Ok(vols) => vols,
+                    Err(e) => {
+                        tracing::warn!(tier = %tier.name, error = %chain(&e), "cannot list a backup tier");
+                        unreachable.push((
+                            tier.name.clone(),
+                            format!(
+                                "tier '{}' (storage {}): {}",
+                                tier.name,
+                                tier.storage,
+                                chain(&e)
+                            ),
+                        ));
+                        continue;
+                    }
+                };
                 for v in vols {
                     let known = history
                         .iter()
@@ -726,7 +747,10 @@ impl BackupService {
             }
         }
         out.sort_by(|a, b| b.ctime.cmp(&a.ctime).then(a.vmid.cmp(&b.vmid)));
-        Ok(out)
+        Ok(pb::ListBackupsResponse {
+            backups: out,
+            unreachable: unreachable.into_iter().map(|(_, line)| line).collect(),
+        })
     }
 
     /// Starts a PBS verify of `vmid`'s newest snapshot on `tier` (default: its first PBS tier).

@@ -141,10 +141,15 @@ pub async fn run(
             let text = if options.json {
                 json_text(&list)?
             } else {
-                render_list(&list.backups)
+                render_list(&list)
             };
             write(out, &text)?;
-            Ok(Exit::Ok)
+            // An incomplete list is not a clean answer: scripts must not take it for one.
+            Ok(if list.unreachable.is_empty() {
+                Exit::Ok
+            } else {
+                Exit::NotOk
+            })
         }
         Action::BackupDue { vmid } => {
             let due = client
@@ -431,8 +436,17 @@ fn render_status(status: &JobStatus) -> String {
     }
 }
 
-/// `backup list`: one row per archive, newest first as the agent answers them.
-fn render_list(backups: &[pb::BackupEntry]) -> String {
+/// `backup list`: one row per archive, newest first as the agent answers them, then a warning
+/// line per tier that could not be listed.
+fn render_list(list: &pb::ListBackupsResponse) -> String {
+    let mut text = render_rows(&list.backups);
+    for line in &list.unreachable {
+        text.push_str(&format!("warning: not listed, {line}\n"));
+    }
+    text
+}
+
+fn render_rows(backups: &[pb::BackupEntry]) -> String {
     if backups.is_empty() {
         return "no backups\n".to_owned();
     }
@@ -552,7 +566,7 @@ mod tests {
         foreign.requested_mode.clear();
         foreign.actual_mode.clear();
         foreign.size = 512;
-        let text = render_list(&[
+        let text = render_rows(&[
             entry("local:backup/vzdump-lxc-101-2026_06_09-14_18_33.tar.zst"),
             foreign,
         ]);
@@ -566,7 +580,24 @@ mod tests {
 
     #[test]
     fn an_empty_backup_list_says_so() {
-        assert_eq!(render_list(&[]), "no backups\n");
+        assert_eq!(
+            render_list(&pb::ListBackupsResponse::default()),
+            "no backups\n"
+        );
+    }
+
+    #[test]
+    fn a_tier_that_could_not_be_listed_is_named_after_the_rows() {
+        let list = pb::ListBackupsResponse {
+            backups: Vec::new(),
+            unreachable: vec![
+                "tier 'offsite' (storage felhom-pbs): Proxmox VE answered 500".into(),
+            ],
+        };
+        assert_eq!(
+            render_list(&list),
+            "no backups\nwarning: not listed, tier 'offsite' (storage felhom-pbs): Proxmox VE answered 500\n"
+        );
     }
 
     #[test]

@@ -593,13 +593,13 @@ impl pb::agent_server::Agent for AgentService {
             0 => None,
             v => Some(vmid(v)?.get()),
         };
-        let backups = self
+        let list = self
             .ctx
             .backup
             .list(guest)
             .await
             .map_err(|e| status::backup(&e))?;
-        Ok(Response::new(pb::ListBackupsResponse { backups }))
+        Ok(Response::new(list))
     }
 
     async fn get_backup_due(
