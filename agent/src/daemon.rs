@@ -115,7 +115,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     // Before the socket exists, so no ProvisionGuest can touch a guest whose interrupted
     // operation is still being finished or rolled back.
     // Restore-tests are journaled operations too: this destroys a scratch guest a crash left.
-    crate::provision::recover(ctx.pve.as_ref(), &ctx.db, &ctx.wait).await;
+    // It may wait on a long Proxmox task (a large restore): systemd's start timeout is
+    // extended meanwhile, and SIGTERM ends the waits (what is left resumes at the next start).
+    let extender = spawn_start_extender();
+    crate::provision::recover(ctx.pve.as_ref(), &ctx.db, &ctx.wait, &shutdown).await;
+    extender.abort();
+    if shutdown.is_cancelled() {
+        tracing::info!("stopped during start-up recovery");
+        return Ok(());
+    }
     match ctx
         .db
         .run(|db| {
@@ -147,7 +155,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         return Err(e);
     }
 
-    notify(&[sd_notify::NotifyState::Ready]);
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
     let watchdog = spawn_watchdog(shutdown.clone());
     let scheduler = tokio::spawn(crate::backup::scheduler::run(
         ctx.backup.clone(),
@@ -238,6 +249,23 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
         tracing::warn!(error = %e, "cannot notify systemd");
     }
+}
+
+/// While start-up recovery runs: tells systemd what the agent is doing and keeps extending its
+/// start timeout (`EXTEND_TIMEOUT_USEC`, relative to each message), so a recovery that waits on
+/// a long task is not killed and restarted in a loop. Outside systemd the messages go nowhere.
+fn spawn_start_extender() -> tokio::task::JoinHandle<()> {
+    const EVERY: Duration = Duration::from_secs(20);
+    const EXTEND_USEC: u32 = 60_000_000;
+    tokio::spawn(async move {
+        loop {
+            notify(&[
+                sd_notify::NotifyState::Status("recovering interrupted operations"),
+                sd_notify::NotifyState::ExtendTimeoutUsec(EXTEND_USEC),
+            ]);
+            tokio::time::sleep(EVERY).await;
+        }
+    })
 }
 
 /// Pets the systemd watchdog at half its interval. The ping comes from the async runtime, so a

@@ -83,6 +83,8 @@ pub enum ProvisionError {
     Shrink { requested: u64, current_bytes: u64 },
     #[error("Cannot write the operation journal")]
     Journal(#[from] JournalError),
+    #[error("Interrupted by agent shutdown; the operation is resumed at the next start")]
+    Interrupted,
 }
 
 pub(crate) fn pve_err(step: &'static str) -> impl FnOnce(PveError) -> ProvisionError {
@@ -577,8 +579,14 @@ async fn remove_guest(
 }
 
 /// Resolves every unfinished operation a previous run left (see module docs). Errors of one
-/// operation are logged and do not stop the others.
-pub async fn recover(pve: Option<&PveClient>, db: &StateDb, wait: &WaitOptions) {
+/// operation are logged and do not stop the others. `shutdown` ends the waits on Proxmox tasks
+/// without recording anything, leaving what is left for the next start.
+pub async fn recover(
+    pve: Option<&PveClient>,
+    db: &StateDb,
+    wait: &WaitOptions,
+    shutdown: &CancellationToken,
+) {
     let journal = JournalWriter::new(db.clone());
     let ops = match db.run(|db| db.journal().unfinished()).await {
         Ok(ops) => ops,
@@ -592,8 +600,15 @@ pub async fn recover(pve: Option<&PveClient>, db: &StateDb, wait: &WaitOptions) 
             tracing::warn!(operation = %op.id, "recovery: Proxmox VE is not configured; left unfinished");
             continue;
         };
-        if let Err(e) = recover_one(pve, &journal, wait, &op).await {
-            tracing::error!(operation = %op.id, error = %chain(&e), "recovery failed; left for an operator");
+        match recover_one(pve, &journal, wait, &op, shutdown).await {
+            Ok(()) => {}
+            Err(ProvisionError::Interrupted) => {
+                tracing::info!(operation = %op.id, "recovery: stopped by agent shutdown; resumed at the next start");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(operation = %op.id, error = %chain(&e), "recovery failed; left for an operator");
+            }
         }
     }
 }
@@ -606,13 +621,15 @@ pub(crate) async fn recover_kind(
     db: &StateDb,
     wait: &WaitOptions,
     kind: &str,
+    shutdown: &CancellationToken,
 ) -> Result<usize, ProvisionError> {
     let journal = JournalWriter::new(db.clone());
     let ops = db.run(|db| db.journal().unfinished()).await?;
     let mut resolved = 0;
     for op in ops.iter().filter(|op| op.kind == kind) {
-        match recover_one(pve, &journal, wait, op).await {
+        match recover_one(pve, &journal, wait, op, shutdown).await {
             Ok(()) => resolved += 1,
+            Err(ProvisionError::Interrupted) => break,
             Err(e) => {
                 tracing::warn!(operation = %op.id, kind, error = %chain(&e), "still cannot resolve an unfinished operation; trying again later");
             }
@@ -626,8 +643,8 @@ async fn recover_one(
     journal: &JournalWriter,
     wait: &WaitOptions,
     op: &Operation,
+    cancel: &CancellationToken,
 ) -> Result<(), ProvisionError> {
-    let cancel = CancellationToken::new();
     tracing::info!(operation = %op.id, kind = %op.kind, state = %op.state, "recovery: resolving");
     if let Some(s) = op.in_flight_step() {
         let step = StepRef {
@@ -637,14 +654,16 @@ async fn recover_one(
         match s.upid.as_deref().map(str::parse::<Upid>) {
             Some(Ok(upid)) => {
                 tracing::info!(operation = %op.id, step = %s.name, %upid, "recovery: re-attaching to the step's task");
-                match pve.wait_task(&upid, wait, &cancel).await {
+                match pve.wait_task(&upid, wait, cancel).await {
                     Ok(_) => journal.step_done(step).await?,
+                    // Our shutdown says nothing about the task: record nothing.
+                    Err(PveError::Cancelled { .. }) => return Err(ProvisionError::Interrupted),
                     Err(e) => journal.step_failed(step, chain(&e)).await?,
                 }
             }
             Some(Err(_)) | None => {
                 if let Some(vmid) = op.vmid.and_then(|v| Vmid::new(v).ok()) {
-                    wait_guest_tasks(pve, wait, &cancel, vmid).await?;
+                    wait_guest_tasks(pve, wait, cancel, vmid).await?;
                 }
                 tracing::info!(operation = %op.id, step = %s.name, "recovery: step had no task recorded; counted as failed");
                 journal
@@ -655,7 +674,7 @@ async fn recover_one(
     } else if let Some(vmid) = op.vmid.and_then(|v| Vmid::new(v).ok()) {
         // A crash right after a POST (before its step was even recorded) is impossible here
         // (steps start before calls), but a task of this guest may still hold its lock.
-        wait_guest_tasks(pve, wait, &cancel, vmid).await?;
+        wait_guest_tasks(pve, wait, cancel, vmid).await?;
     }
     let record = journal.get(op.id).await?.ok_or(ProvisionError::Journal(
         JournalError::UnknownOperation(op.id),
@@ -718,8 +737,12 @@ async fn wait_guest_tasks(
         .filter(|t| t.endtime.is_none() && t.status.is_none())
     {
         tracing::info!(%vmid, upid = %t.upid, "recovery: waiting for the guest's running task");
-        if let Err(e) = pve.wait_task(&t.upid, wait, cancel).await {
-            tracing::info!(upid = %t.upid, error = %chain(&e), "recovery: task ended with an error");
+        match pve.wait_task(&t.upid, wait, cancel).await {
+            Ok(_) => {}
+            Err(PveError::Cancelled { .. }) => return Err(ProvisionError::Interrupted),
+            Err(e) => {
+                tracing::info!(upid = %t.upid, error = %chain(&e), "recovery: task ended with an error");
+            }
         }
     }
     Ok(())

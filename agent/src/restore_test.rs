@@ -242,12 +242,15 @@ async fn test_locked(
 /// Proxmox task still held them), through their journaled operations exactly as start-up
 /// recovery would. Skipped while a test runs: its own operation stays unfinished until it
 /// has cleaned up after itself. Returns how many operations were resolved.
-pub async fn clean_up_leftovers(svc: &BackupService) -> Result<usize, RestoreTestError> {
+pub async fn clean_up_leftovers(
+    svc: &BackupService,
+    shutdown: &CancellationToken,
+) -> Result<usize, RestoreTestError> {
     let Some(_no_test_running) = svc.try_restore_guard() else {
         return Ok(0);
     };
     let pve = svc.pve()?;
-    crate::provision::recover_kind(pve, svc.db(), svc.wait(), KIND)
+    crate::provision::recover_kind(pve, svc.db(), svc.wait(), KIND, shutdown)
         .await
         .map_err(|e| RestoreTestError::Cleanup(chain(&e)))
 }

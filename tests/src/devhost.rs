@@ -384,12 +384,17 @@ impl Devhost {
     /// Kills the agent if it still runs, then starts it again with `env`, and waits for its
     /// socket. The simulator (and its state) stays as it is.
     pub async fn restart_agent(&mut self, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        self.restart_agent_unwaited(env)?;
+        wait_for_socket(&self.info.agent_socket, &mut self.agent).await
+    }
+
+    /// Like [`Self::restart_agent`], but returns as soon as the process runs, without waiting
+    /// for its socket (to observe what the agent does before it serves).
+    pub fn restart_agent_unwaited(&mut self, env: &[(&str, &str)]) -> anyhow::Result<()> {
         self.kill_agent()?;
-        let mut agent = spawn_agent(&self.agent_exe, &self.config, env)?;
-        let waited = wait_for_socket(&self.info.agent_socket, &mut agent).await;
-        self.info.agent_pid = agent.id();
-        self.agent = agent;
-        waited
+        self.agent = spawn_agent(&self.agent_exe, &self.config, env)?;
+        self.info.agent_pid = self.agent.id();
+        Ok(())
     }
 
     /// The simulated Proxmox VE.

@@ -360,6 +360,80 @@ async fn a_crash_during_compensation_is_finished_by_recovery() {
     host.unwrap().stop().await.unwrap();
 }
 
+/// Start-up recovery that waits on a long Proxmox task keeps extending systemd's start timeout
+/// (so systemd does not kill and restart it in a loop), and SIGTERM ends it at once without
+/// deciding anything: the interrupted step stays in flight for the next start.
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_waiting_on_a_long_task_extends_the_start_timeout_and_stops_on_sigterm() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Killed right after journal write 4: the restore's UPID is recorded; the task never ends.
+    let env = [("FELHOM_AGENT_FAILPOINT", "journal:4")];
+    let mut host = Devhost::start_with(&dir.path().join("dh"), &agent_options(&env))
+        .await
+        .unwrap();
+    host.pve().faults().hang_next_tasks("vzrestore", 1);
+    let answer = client(&host).await.provision_guest(request(false)).await;
+    assert!(
+        answer.is_err(),
+        "the agent answered instead of dying: {answer:?}"
+    );
+    let died = host.wait_agent_exit(Duration::from_secs(60)).await.unwrap();
+    assert!(died.is_some(), "the agent did not die at the failpoint");
+
+    // systemd's notify socket, which the agent (unprivileged under CI's root) can reach.
+    let notify_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(notify_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = notify_dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    host.restart_agent_unwaited(&[("NOTIFY_SOCKET", path.to_str().unwrap())])
+        .unwrap();
+    let mut said = String::new();
+    let mut buf = [0u8; 4096];
+    while !said.contains("EXTEND_TIMEOUT_USEC=") {
+        let n = notify
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no notification ({e}); so far: {said:?}"));
+        said.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+    }
+    assert!(
+        said.contains("STATUS=recovering interrupted operations\n")
+            && said.contains("EXTEND_TIMEOUT_USEC=60000000\n"),
+        "{said:?}"
+    );
+
+    host.terminate_agent().unwrap();
+    let exited = host.wait_agent_exit(Duration::from_secs(60)).await.unwrap();
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "the agent did not stop cleanly during recovery: {exited:?}"
+    );
+    notify.set_nonblocking(true).unwrap();
+    while let Ok(n) = notify.recv(&mut buf) {
+        said.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+    }
+    assert!(
+        !said.contains("READY=1"),
+        "ready while recovering: {said:?}"
+    );
+
+    let db = felhom_agent::state::StateDb::open(&host.info.state_dir.join("agent-state")).unwrap();
+    let ops = db.journal().unfinished().unwrap();
+    assert_eq!(ops.len(), 1, "{ops:#?}");
+    let restore = ops[0]
+        .in_flight_step()
+        .expect("the restore step is still in flight");
+    assert_eq!(restore.name, "restore", "{ops:#?}");
+    assert!(restore.upid.is_some(), "{ops:#?}");
+    assert!(restore.error.is_none(), "{ops:#?}");
+    drop(db);
+    host.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn provisioning_without_a_vmid_takes_the_next_free_one_and_is_audited() {
     let dir = tempfile::tempdir().unwrap();

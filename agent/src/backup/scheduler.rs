@@ -41,7 +41,7 @@ pub async fn run(svc: BackupService, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        match crate::restore_test::clean_up_leftovers(&svc).await {
+        match crate::restore_test::clean_up_leftovers(&svc, &shutdown).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 operations = n,

@@ -713,6 +713,7 @@ fn provision_status(e: &ProvisionError) -> Status {
         ProvisionError::AlreadyExists(_) => Status::already_exists(msg),
         ProvisionError::Pve { source, .. } => Status::new(status::pve(source).code(), msg),
         ProvisionError::Journal(_) => Status::internal(msg),
+        ProvisionError::Interrupted => Status::unavailable(msg),
     }
 }
 
