@@ -199,6 +199,7 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("backup", "tick_secs", Kind::Int),
     ("backup", "grace_secs", Kind::Int),
     ("backup", "restore_test_settle_secs", Kind::Int),
+    ("backup", "task_deadline_secs", Kind::Int),
 ];
 
 /// Validated Proxmox VE connection settings (the token already read).

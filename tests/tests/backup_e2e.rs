@@ -274,6 +274,26 @@ async fn a_failing_vzdump_ends_failed_with_the_tasks_error() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_backup_is_waited_for_the_backup_deadline_not_the_proxmox_one() {
+    let h = Host::start(&[
+        ("FELHOM_AGENT_PROXMOX_TASK_DEADLINE_SECS", "1"),
+        ("FELHOM_AGENT_BACKUP_TASK_DEADLINE_SECS", "4"),
+    ])
+    .await;
+    h.dh().pve().faults().hang_next_tasks("vzdump", 1);
+    let (status, body) = h.send(102, reqwest::Method::POST, "/backup").await;
+    assert_eq!(status, 202, "{body}");
+    let done = backup_final(&h, 102).await;
+    assert_eq!(done["phase"], "failed", "{done}");
+    let error = done["error"].as_str().unwrap();
+    assert!(
+        error.contains("still running after the 4s deadline"),
+        "{error}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_missing_encryption_key_fails_the_encrypted_tier_closed() {
     let h = Host::start(&[]).await;
     let key = h._dir.path().join("dh").join("pbs-encryption-key.json");

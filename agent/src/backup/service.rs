@@ -202,10 +202,13 @@ impl BackupService {
             inner: Arc::new(Inner {
                 pve,
                 pbs,
+                wait: WaitOptions {
+                    deadline: settings.task_deadline,
+                    ..wait
+                },
                 settings,
                 db,
                 queue,
-                wait,
                 start_lock: tokio::sync::Mutex::new(()),
                 restore_lock: tokio::sync::Mutex::new(()),
             }),

@@ -40,6 +40,7 @@ pub(crate) struct RawBackup {
     scratch_vmid_last: Option<u32>,
     scratch_storage: Option<String>,
     restore_test_settle_secs: Option<u64>,
+    task_deadline_secs: Option<u64>,
     #[serde(default)]
     tiers: Vec<RawTier>,
     #[serde(default)]
@@ -149,6 +150,11 @@ pub struct BackupSettings {
     pub scratch_vmids: std::ops::RangeInclusive<u32>,
     pub scratch_storage: String,
     pub settle: Duration,
+    /// How long a vzdump, a scratch restore or a PBS verify is waited for. Far longer than
+    /// `[proxmox] task_deadline_secs`: a first backup of a large guest to an offsite PBS can
+    /// run for many hours, and a wait that gave up would record a backup that is still running
+    /// as failed.
+    pub task_deadline: Duration,
     pub tiers: Vec<Tier>,
     pub policies: Vec<Policy>,
 }
@@ -161,6 +167,7 @@ impl Default for BackupSettings {
             scratch_vmids: 9900..=9999,
             scratch_storage: "local-lvm".into(),
             settle: Duration::from_secs(10),
+            task_deadline: Duration::from_secs(86_400),
             tiers: Vec::new(),
             policies: Vec::new(),
         }
@@ -218,6 +225,12 @@ impl BackupSettings {
             raw.restore_test_settle_secs,
             d.settle,
             3600,
+        )?;
+        let task_deadline = secs(
+            "backup.task_deadline_secs",
+            raw.task_deadline_secs,
+            d.task_deadline,
+            7 * 86_400,
         )?;
         let first = raw.scratch_vmid_first.unwrap_or(*d.scratch_vmids.start());
         let last = raw.scratch_vmid_last.unwrap_or(*d.scratch_vmids.end());
@@ -393,6 +406,7 @@ impl BackupSettings {
             scratch_vmids: first..=last,
             scratch_storage,
             settle,
+            task_deadline,
             tiers,
             policies,
         })
@@ -495,6 +509,25 @@ mod tests {
         );
         assert_eq!(s.guests(), vec![101, 102]);
         assert_eq!(s.restore_test_of(102).unwrap().0.to_string(), "sun 04:00");
+    }
+
+    #[test]
+    fn backup_task_waits_default_to_a_day_and_are_bounded_to_a_week() {
+        assert_eq!(
+            parse("").unwrap().task_deadline,
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(
+            parse("task_deadline_secs = 172800\n")
+                .unwrap()
+                .task_deadline,
+            Duration::from_secs(172_800)
+        );
+        let e = parse("task_deadline_secs = 0\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "backup.task_deadline_secs: 0 is outside 1..=604800 seconds"
+        );
     }
 
     #[test]
