@@ -16,11 +16,13 @@
 //! A vmid that already exists is refused before anything is journaled as created; a restore
 //! POST that Proxmox rejects outright (4xx, or pve-container's synchronous `CT <vmid> already
 //! exists on node '<node>'` 500 if another client won a race) is recorded as "not created"
-//! without destroying anything. Limits: one node; a restore POST that fails ambiguously
-//! (transport error, timeout, other 5xx) leaves the guest recorded as created, so compensation
-//! removes whatever then exists at that vmid — in practice only ours, since the vmid was free
-//! just before. Recovery runs before the socket is bound and before READY=1 / the watchdog, so
-//! a Proxmox VE that is down delays start-up by up to the task deadline per stuck task.
+//! without destroying anything. A restore whose UPID never made it into the journal (a crash
+//! right around the POST, or an ambiguous failure: transport error, timeout, other 5xx) is
+//! destroyed by compensation only if Proxmox lists a `vzrestore` task of this agent's token for
+//! that vmid since the step began; otherwise whatever exists there is not ours and is left
+//! alone. Limits: one node. Recovery runs before the socket is bound and before READY=1 / the
+//! watchdog (extending systemd's start timeout meanwhile), so a Proxmox VE that is down delays
+//! start-up by up to the task deadline per stuck task.
 //!
 //! Test hook: `FELHOM_AGENT_FAILPOINT=journal:<n>` makes the process SIGKILL itself right after
 //! its n-th journal write of the run (writes made through [`JournalWriter`]). Only the crash
@@ -32,8 +34,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
 
 use crate::pve::{
-    ConfigUpdate, DestroyOptions, PveClient, PveError, RestoreRequest, TaskFilter, Upid, Vmid,
-    WaitOptions,
+    ConfigUpdate, DestroyOptions, PveClient, PveError, RestoreRequest, TaskFilter, TaskSource,
+    Upid, Vmid, WaitOptions,
 };
 use crate::state::{
     JournalError, NewOperation, Operation, OperationId, OperationState, Resource, StateDb, StepRef,
@@ -501,11 +503,31 @@ pub(crate) async fn compensate(
         .get(op)
         .await?
         .ok_or(ProvisionError::Journal(JournalError::UnknownOperation(op)))?;
-    let remaining: Vec<Resource> = record.remaining_resources().cloned().collect();
-    for resource in remaining {
+    let remaining: Vec<(Resource, u32)> = record
+        .resources
+        .iter()
+        .filter(|r| r.removed_at.is_none())
+        .map(|r| (r.resource.clone(), r.step))
+        .collect();
+    for (resource, created_by) in remaining {
         match &resource {
             Resource::Guest { vmid } => {
                 let vmid = Vmid::new(*vmid).map_err(pve_err("compensate"))?;
+                // A guest is recorded before the POST that creates it. Without the task's UPID
+                // (a crash or an ambiguous failure right around the POST) it is ours only if
+                // Proxmox shows a task of ours that created it.
+                let unproven = record
+                    .steps
+                    .iter()
+                    .find(|s| s.index == created_by && s.upid.is_none());
+                if let Some(s) = unproven
+                    && !created_by_us(pve, wait, &cancel, vmid, s).await?
+                {
+                    tracing::warn!(operation = %op, %vmid, step = %s.name,
+                        "compensation: no task of this agent created the guest; left alone");
+                    journal.record_removed(op, resource.clone()).await?;
+                    continue;
+                }
                 remove_guest(pve, journal, wait, &cancel, op, vmid).await?;
                 journal.record_removed(op, resource.clone()).await?;
                 tracing::info!(operation = %op, %vmid, "compensation: guest removed");
@@ -522,6 +544,64 @@ pub(crate) async fn compensate(
     }
     journal.mark_compensated(op).await?;
     Ok(())
+}
+
+/// Task types that create a guest, by the step that records it.
+fn creating_task_type(step: &str) -> Option<&'static str> {
+    match step {
+        "restore" => Some("vzrestore"),
+        _ => None,
+    }
+}
+
+/// Whether a task of this agent's token that creates a guest ran for `vmid` since `step`
+/// started; waits for such a task still running (so its lock is gone before a destroy).
+async fn created_by_us(
+    pve: &PveClient,
+    wait: &WaitOptions,
+    cancel: &CancellationToken,
+    vmid: Vmid,
+    step: &crate::state::Step,
+) -> Result<bool, ProvisionError> {
+    let Some(task_type) = creating_task_type(&step.name) else {
+        // Not a creating step: nothing to check it against, so keep the record's word.
+        return Ok(true);
+    };
+    // Same host, same clock; a little slack for the second boundary.
+    let since = u64::try_from(step.started_at.unix_millis().div_euclid(1000) - 2).unwrap_or(0);
+    let tasks = pve
+        .tasks(&TaskFilter {
+            vmid: Some(vmid),
+            typefilter: Some(task_type.to_owned()),
+            source: Some(TaskSource::All),
+            since: Some(since),
+            // Proxmox lists a token's tasks under its user (`tokenid` apart); the UPID names
+            // the token itself.
+            userfilter: Some(user_of(pve.authid()).to_owned()),
+            ..TaskFilter::default()
+        })
+        .await
+        .map_err(pve_err("compensate"))?;
+    let ours: Vec<_> = tasks
+        .into_iter()
+        .filter(|t| t.upid.authid() == pve.authid())
+        .collect();
+    for t in ours.iter().filter(|t| t.endtime.is_none()) {
+        tracing::info!(%vmid, upid = %t.upid, "compensation: waiting for the task that created the guest");
+        match pve.wait_task(&t.upid, wait, cancel).await {
+            Ok(_) => {}
+            Err(PveError::Cancelled { .. }) => return Err(ProvisionError::Interrupted),
+            Err(e) => {
+                tracing::info!(upid = %t.upid, error = %chain(&e), "compensation: the creating task failed");
+            }
+        }
+    }
+    Ok(!ours.is_empty())
+}
+
+/// `user@realm` of an authid (`user@realm!token`).
+fn user_of(authid: &str) -> &str {
+    authid.split_once('!').map_or(authid, |(user, _)| user)
 }
 
 /// Stops (if running) and destroys a guest this operation created; gone already is fine.
@@ -728,14 +808,14 @@ async fn wait_guest_tasks(
     let tasks = pve
         .tasks(&TaskFilter {
             vmid: Some(vmid),
+            // Proxmox lists only finished tasks by default.
+            source: Some(TaskSource::Active),
             ..TaskFilter::default()
         })
         .await
         .map_err(pve_err("recovery"))?;
-    for t in tasks
-        .into_iter()
-        .filter(|t| t.endtime.is_none() && t.status.is_none())
-    {
+    // A running task has no end time (its status reads `RUNNING` in the active list).
+    for t in tasks.into_iter().filter(|t| t.endtime.is_none()) {
         tracing::info!(%vmid, upid = %t.upid, "recovery: waiting for the guest's running task");
         match pve.wait_task(&t.upid, wait, cancel).await {
             Ok(_) => {}

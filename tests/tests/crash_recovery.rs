@@ -280,6 +280,129 @@ async fn recovery_never_destroys_a_guest_the_operation_did_not_create() {
     host.stop().await.unwrap();
 }
 
+/// The journal records a guest as created *before* the restore POST. A crash right there leaves
+/// it recorded without a UPID; if the vmid is then someone else's, recovery must see that no
+/// task of the agent created it and leave it alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_recorded_before_a_restore_post_that_never_went_out_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = Devhost::start_with(&dir.path().join("dh"), &agent_options(&[]))
+        .await
+        .unwrap();
+    host.kill_agent().unwrap();
+    {
+        let db =
+            felhom_agent::state::StateDb::open(&host.info.state_dir.join("agent-state")).unwrap();
+        let j = db.journal();
+        let op = j
+            .begin(felhom_agent::state::NewOperation {
+                kind: felhom_agent::provision::KIND_START,
+                vmid: Some(101),
+                idempotency_key: None,
+            })
+            .unwrap();
+        let step = j.step_started(op, "restore", None).unwrap();
+        j.record_created(step, &felhom_agent::state::Resource::Guest { vmid: 101 })
+            .unwrap();
+    }
+    if nix::unistd::geteuid().is_root() {
+        let uid = felhom_simhost::devhost::UNPRIVILEGED_ID;
+        for entry in std::fs::read_dir(host.info.state_dir.join("agent-state")).unwrap() {
+            nix::unistd::chown(&entry.unwrap().path(), Some(uid.into()), Some(uid.into())).unwrap();
+        }
+    }
+    host.restart_agent(&[]).await.unwrap();
+    wait_recovered(&host).await;
+    let g = host
+        .pve()
+        .state()
+        .guest(101)
+        .expect("guest 101 must survive recovery");
+    assert_eq!(g.name(), "felhom-home");
+    let ops = client(&host)
+        .await
+        .list_operations(pb::ListOperationsRequest {
+            unfinished_only: false,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .operations;
+    assert_eq!(ops[0].state, "compensated", "{ops:?}");
+    host.stop().await.unwrap();
+}
+
+/// The other side of the same window: the restore POST went out (Proxmox runs the task) but the
+/// agent died before journaling its UPID. Recovery finds the agent's own `vzrestore` task for
+/// the vmid, waits for it, and removes the guest it created.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_whose_upid_was_never_journaled_is_found_by_its_task_and_removed() {
+    use felhom_agent::pve::{
+        ApiToken, CertFingerprint, PveClient, PveClientConfig, RestoreRequest, TlsTrust, Vmid,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = Devhost::start_with(&dir.path().join("dh"), &agent_options(&[]))
+        .await
+        .unwrap();
+    host.kill_agent().unwrap();
+    {
+        let db =
+            felhom_agent::state::StateDb::open(&host.info.state_dir.join("agent-state")).unwrap();
+        let j = db.journal();
+        let op = j
+            .begin(felhom_agent::state::NewOperation {
+                kind: felhom_agent::provision::KIND_START,
+                vmid: Some(TARGET),
+                idempotency_key: None,
+            })
+            .unwrap();
+        let step = j.step_started(op, "restore", None).unwrap();
+        j.record_created(step, &felhom_agent::state::Resource::Guest { vmid: TARGET })
+            .unwrap();
+    }
+    if nix::unistd::geteuid().is_root() {
+        let uid = felhom_simhost::devhost::UNPRIVILEGED_ID;
+        for entry in std::fs::read_dir(host.info.state_dir.join("agent-state")).unwrap() {
+            nix::unistd::chown(&entry.unwrap().path(), Some(uid.into()), Some(uid.into())).unwrap();
+        }
+    }
+    // The POST the dead agent made, with its token: Proxmox restores TARGET.
+    let pve = PveClient::new(PveClientConfig {
+        endpoint: host.info.pve_url.parse().unwrap(),
+        node: host.pve().node(),
+        token: ApiToken::parse(&host.info.pve_token).unwrap(),
+        trust: TlsTrust::Pinned(CertFingerprint::parse(&host.info.pve_fingerprint).unwrap()),
+        request_timeout: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(10),
+    })
+    .unwrap();
+    pve.restore_lxc(&RestoreRequest {
+        vmid: Vmid::new(TARGET).unwrap(),
+        archive: GOLDEN.into(),
+        storage: "local-lvm".into(),
+        force: false,
+        unique: true,
+        start: false,
+        hostname: None,
+        memory_mib: None,
+        cores: None,
+        onboot: None,
+        tags: None,
+    })
+    .await
+    .unwrap();
+    assert!(vmids(&host).contains(&TARGET));
+    host.restart_agent(&[]).await.unwrap();
+    wait_recovered(&host).await;
+    assert!(
+        !vmids(&host).contains(&TARGET),
+        "the guest the agent's own restore created must be removed"
+    );
+    assert_quiet(&host, "after recovery");
+    host.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn provisioning_onto_an_existing_guest_is_refused_and_leaves_it_alone() {
     let dir = tempfile::tempdir().unwrap();

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use super::status;
 use crate::context::AgentContext;
 use crate::provision::{self, JournalWriter, ProvisionError, ProvisionRequest};
-use crate::pve::{PveClient, TaskFilter, Vmid};
+use crate::pve::{PveClient, TaskFilter, TaskSource, Vmid};
 use crate::selftest;
 use crate::state::{AuditError, NewAuditEntry, StateDb};
 
@@ -204,6 +204,9 @@ impl pb::agent_server::Agent for AgentService {
             },
             typefilter: (!req.r#type.is_empty()).then_some(req.r#type),
             limit: Some(limit(req.limit)),
+            // Running tasks too: an operator asks what is going on.
+            source: Some(TaskSource::All),
+            ..TaskFilter::default()
         };
         let tasks = self
             .pve()?

@@ -163,6 +163,32 @@ pub struct TaskFilter {
     pub vmid: Option<Vmid>,
     pub typefilter: Option<String>,
     pub limit: Option<u32>,
+    /// Which tasks: Proxmox's default is `archive` (finished tasks only).
+    pub source: Option<TaskSource>,
+    /// Only tasks started at or after this unix time.
+    pub since: Option<u64>,
+    /// Only tasks of users whose name contains this (e.g. the token's authid).
+    pub userfilter: Option<String>,
+}
+
+/// `source` of the task list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskSource {
+    /// Finished tasks (Proxmox's default).
+    Archive,
+    /// Running tasks.
+    Active,
+    All,
+}
+
+impl TaskSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskSource::Archive => "archive",
+            TaskSource::Active => "active",
+            TaskSource::All => "all",
+        }
+    }
 }
 
 impl PveClient {
@@ -290,6 +316,15 @@ impl PveClient {
         }
         if let Some(l) = filter.limit {
             q.push(("limit", l.to_string()));
+        }
+        if let Some(s) = filter.source {
+            q.push(("source", s.as_str().to_owned()));
+        }
+        if let Some(s) = filter.since {
+            q.push(("since", s.to_string()));
+        }
+        if let Some(u) = &filter.userfilter {
+            q.push(("userfilter", u.clone()));
         }
         self.get(&self.node_path("tasks"), q).await
     }

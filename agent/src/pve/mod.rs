@@ -20,8 +20,8 @@ pub mod types;
 mod upid;
 
 pub use api::{
-    BackupMode, ConfigUpdate, DestroyOptions, RestoreRequest, TaskFilter, Vmid, VzdumpRequest,
-    validate_snapshot_name, validate_storage_id,
+    BackupMode, ConfigUpdate, DestroyOptions, RestoreRequest, TaskFilter, TaskSource, Vmid,
+    VzdumpRequest, validate_snapshot_name, validate_storage_id,
 };
 pub use client::{PveClient, PveClientConfig};
 pub use error::{PermissionDenied, PveError, TaskFailure};
