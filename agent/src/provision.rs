@@ -87,6 +87,10 @@ pub enum ProvisionError {
     Journal(#[from] JournalError),
     #[error("Interrupted by agent shutdown; the operation is resumed at the next start")]
     Interrupted,
+    #[error(
+        "Guest {vmid} has an unfinished operation {operation}; it must be resolved first (at the next agent start, or by an operator)"
+    )]
+    Held { vmid: u32, operation: OperationId },
 }
 
 pub(crate) fn pve_err(step: &'static str) -> impl FnOnce(PveError) -> ProvisionError {
@@ -180,11 +184,20 @@ impl JournalWriter {
         Self { db }
     }
 
+    /// Begins an operation on `vmid`, refused while an earlier one on it is unfinished: its
+    /// compensation could otherwise reach the new operation's guest.
     pub async fn begin(
         &self,
         kind: &'static str,
         vmid: u32,
     ) -> Result<OperationId, ProvisionError> {
+        let unfinished = self.db.run(|db| db.journal().unfinished()).await?;
+        if let Some(op) = unfinished.iter().find(|op| op.vmid == Some(vmid)) {
+            return Err(ProvisionError::Held {
+                vmid,
+                operation: op.id,
+            });
+        }
         write_call!(self, |j| j.begin(NewOperation {
             kind,
             vmid: Some(vmid),
@@ -297,7 +310,7 @@ pub async fn run(
         Err(e) => {
             let reason = chain(&e);
             tracing::warn!(operation = %op, %vmid, error = %reason, "provisioning failed; compensating");
-            if let Err(ce) = compensate(pve, journal, wait, op, Some(reason)).await {
+            if let Err(ce) = compensate(pve, journal, wait, op, Some(reason), &cancel).await {
                 tracing::error!(operation = %op, error = %chain(&ce), "compensation failed");
             }
             Err(e)
@@ -319,6 +332,10 @@ where
     F: FnOnce(StepRef) -> Fut,
     Fut: Future<Output = Result<Option<Upid>, ProvisionError>>,
 {
+    // Nothing new starts once the agent is shutting down.
+    if cancel.is_cancelled() {
+        return Err(ProvisionError::Interrupted);
+    }
     let s = journal.step_started(op, name).await?;
     let result = async {
         if let Some(upid) = f(s).await? {
@@ -418,6 +435,7 @@ pub(crate) fn new_guest_restore(vmid: Vmid, archive: &str, storage: &str) -> Res
         cores: None,
         onboot: None,
         tags: None,
+        protection: None,
     }
 }
 
@@ -488,17 +506,19 @@ pub fn rootfs_size_bytes(raw: &str) -> Option<u64> {
 
 /// Destroys what `op` recorded as created and still exists, then marks it compensated.
 /// `reason` is `Some` when the operation is still `running` and must enter compensation.
+/// `cancel` (agent shutdown) ends the task waits; the operation then stays in compensation
+/// for the next attempt.
 pub(crate) async fn compensate(
     pve: &PveClient,
     journal: &JournalWriter,
     wait: &WaitOptions,
     op: OperationId,
     reason: Option<String>,
+    cancel: &CancellationToken,
 ) -> Result<(), ProvisionError> {
     if let Some(reason) = reason {
         journal.begin_compensation(op, reason).await?;
     }
-    let cancel = CancellationToken::new();
     let record = journal
         .get(op)
         .await?
@@ -521,14 +541,14 @@ pub(crate) async fn compensate(
                     .iter()
                     .find(|s| s.index == created_by && s.upid.is_none());
                 if let Some(s) = unproven
-                    && !created_by_us(pve, wait, &cancel, vmid, s).await?
+                    && !created_by_us(pve, wait, cancel, vmid, s).await?
                 {
                     tracing::warn!(operation = %op, %vmid, step = %s.name,
                         "compensation: no task of this agent created the guest; left alone");
                     journal.record_removed(op, resource.clone()).await?;
                     continue;
                 }
-                remove_guest(pve, journal, wait, &cancel, op, vmid).await?;
+                remove_guest(pve, journal, wait, cancel, op, vmid).await?;
                 journal.record_removed(op, resource.clone()).await?;
                 tracing::info!(operation = %op, %vmid, "compensation: guest removed");
             }
@@ -554,8 +574,12 @@ fn creating_task_type(step: &str) -> Option<&'static str> {
     }
 }
 
-/// Whether a task of this agent's token that creates a guest ran for `vmid` since `step`
-/// started; waits for such a task still running (so its lock is gone before a destroy).
+/// Whether the task `step` POSTed ran: a task of this agent's token that creates a guest,
+/// for `vmid`, started between the step's start and the latest moment its POST could have
+/// been answered (so a later operation's task on a reused vmid never counts). Waits for such
+/// a task still running, so its lock is gone before a destroy. When none is listed but the
+/// guest is locked `create`, a create is under way whose task may not be listed yet: that is
+/// an error, and compensation is tried again later instead of deciding now.
 async fn created_by_us(
     pve: &PveClient,
     wait: &WaitOptions,
@@ -567,14 +591,17 @@ async fn created_by_us(
         // Not a creating step: nothing to check it against, so keep the record's word.
         return Ok(true);
     };
-    // Same host, same clock; a little slack for the second boundary.
-    let since = u64::try_from(step.started_at.unix_millis().div_euclid(1000) - 2).unwrap_or(0);
+    // Same host, same clock; a little slack for the second boundaries.
+    let began = step.started_at.unix_millis().div_euclid(1000);
+    let since = u64::try_from(began - 2).unwrap_or(0);
+    let until = u64::try_from(began).unwrap_or(0) + pve.request_timeout().as_secs() + 5;
     let tasks = pve
         .tasks(&TaskFilter {
             vmid: Some(vmid),
             typefilter: Some(task_type.to_owned()),
             source: Some(TaskSource::All),
             since: Some(since),
+            until: Some(until),
             // Proxmox lists a token's tasks under its user (`tokenid` apart); the UPID names
             // the token itself.
             userfilter: Some(user_of(pve.authid()).to_owned()),
@@ -584,19 +611,28 @@ async fn created_by_us(
         .map_err(pve_err("compensate"))?;
     let ours: Vec<_> = tasks
         .into_iter()
-        .filter(|t| t.upid.authid() == pve.authid())
+        .filter(|t| t.upid.authid() == pve.authid() && t.starttime <= until)
         .collect();
     for t in ours.iter().filter(|t| t.endtime.is_none()) {
         tracing::info!(%vmid, upid = %t.upid, "compensation: waiting for the task that created the guest");
         match pve.wait_task(&t.upid, wait, cancel).await {
-            Ok(_) => {}
+            Ok(_) | Err(PveError::TaskFailed(_)) => {}
             Err(PveError::Cancelled { .. }) => return Err(ProvisionError::Interrupted),
-            Err(e) => {
-                tracing::info!(upid = %t.upid, error = %chain(&e), "compensation: the creating task failed");
-            }
+            Err(e) => return Err(pve_err("compensate")(e)),
         }
     }
-    Ok(!ours.is_empty())
+    if !ours.is_empty() {
+        return Ok(true);
+    }
+    match pve.lxc_status(vmid).await {
+        Ok(status) if status.lock.as_deref() == Some("create") => {
+            Err(ProvisionError::Invalid(format!(
+                "guest {vmid} is being created by a task not listed yet; compensation is retried"
+            )))
+        }
+        Ok(_) | Err(PveError::GuestNotFound { .. }) => Ok(false),
+        Err(e) => Err(pve_err("compensate")(e)),
+    }
 }
 
 /// `user@realm` of an authid (`user@realm!token`).
@@ -676,6 +712,12 @@ pub async fn recover(
         }
     };
     for op in ops {
+        if shutdown.is_cancelled() {
+            tracing::info!(
+                "recovery: stopped by agent shutdown; the rest is resumed at the next start"
+            );
+            return;
+        }
         let Some(pve) = pve else {
             tracing::warn!(operation = %op.id, "recovery: Proxmox VE is not configured; left unfinished");
             continue;
@@ -695,18 +737,22 @@ pub async fn recover(
 
 /// Resolves the unfinished operations of one `kind` the way start-up recovery does, for a
 /// caller that knows none of them is still being worked on (the restore-test lock). Returns
-/// how many were resolved; one that still cannot be resolved is logged and left.
+/// how many were resolved and how many are still left (each logged).
 pub(crate) async fn recover_kind(
     pve: &PveClient,
     db: &StateDb,
     wait: &WaitOptions,
     kind: &str,
     shutdown: &CancellationToken,
-) -> Result<usize, ProvisionError> {
+) -> Result<(usize, usize), ProvisionError> {
     let journal = JournalWriter::new(db.clone());
     let ops = db.run(|db| db.journal().unfinished()).await?;
+    let ops: Vec<&Operation> = ops.iter().filter(|op| op.kind == kind).collect();
     let mut resolved = 0;
-    for op in ops.iter().filter(|op| op.kind == kind) {
+    for op in &ops {
+        if shutdown.is_cancelled() {
+            break;
+        }
         match recover_one(pve, &journal, wait, op, shutdown).await {
             Ok(()) => resolved += 1,
             Err(ProvisionError::Interrupted) => break,
@@ -715,7 +761,7 @@ pub(crate) async fn recover_kind(
             }
         }
     }
-    Ok(resolved)
+    Ok((resolved, ops.len() - resolved))
 }
 
 async fn recover_one(
@@ -772,13 +818,14 @@ async fn recover_one(
                     wait,
                     op.id,
                     Some("interrupted by an agent restart".into()),
+                    cancel,
                 )
                 .await
             }
         }
         OperationState::Compensating => {
             tracing::info!(operation = %op.id, "recovery: continuing compensation");
-            compensate(pve, journal, wait, op.id, None).await
+            compensate(pve, journal, wait, op.id, None, cancel).await
         }
         OperationState::Completed | OperationState::Compensated | OperationState::Failed => Ok(()),
     }

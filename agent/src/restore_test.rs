@@ -5,14 +5,19 @@
 //! 1. pick the newest backup from the fastest surviving tier (local tiers before PBS; a tier
 //!    whose storage cannot be listed is skipped and named in the detail);
 //! 2. pick a scratch vmid: the first free vmid of `[backup] scratch_vmid_first..=last`;
-//! 3. `restore` it there (journaled as created *before* the POST, `unique=1`, with `onboot=0`
-//!    and tag `felhom-scratch` given in the POST, which win over the archive's), `configure`
+//! 3. `restore` it there (journaled as created *before* the POST, `unique=1`, with `onboot=0`,
+//!    `protection=0` and tag `felhom-scratch` given in the POST, which win over the archive's),
+//!    `configure`
 //!    it (every network interface `link_down=1` so the copy never answers on the customer's
 //!    network), `start` it, and `health`-check it: it must stay running for the settle time,
 //!    and when the policy names a probe interface, that interface must show up inside the
 //!    guest;
 //! 4. always destroy the scratch guest again through the journal's compensation, pass or fail.
-//!    A removal that fails (e.g. a lock) is retried by the scheduler through the journal.
+//!    A removal that fails (e.g. a lock) is retried by the scheduler through the journal,
+//!    backing off while it keeps failing.
+//!
+//! A test an agent restart interrupted is closed as `fail` ("interrupted by an agent restart")
+//! without a duration, and does not count as its schedule slot's test.
 //!
 //! Agent shutdown ends a test at once (task waits and the settle time are cancelled); the
 //! scratch guest is then left to start-up recovery rather than destroyed racing the restore
@@ -214,7 +219,7 @@ async fn test_locked(
         Ok(_) => "restore-test finished: removing the scratch guest".to_owned(),
         Err(e) => format!("restore-test failed: {}", chain(e)),
     };
-    let cleanup = compensate(&pve, &journal, svc.wait(), op, Some(reason)).await;
+    let cleanup = compensate(&pve, &journal, svc.wait(), op, Some(reason), shutdown).await;
     let mut detail = match &outcome {
         Ok(health) => format!("restored {what}; {health}"),
         Err(e) => format!("restoring {what} failed: {}", chain(e)),
@@ -224,9 +229,13 @@ async fn test_locked(
     }
     match cleanup {
         Ok(()) => detail.push_str("; no scratch guest left"),
+        // The verdict stands; start-up recovery finishes the removal.
+        Err(_) if shutdown.is_cancelled() => detail.push_str(&format!(
+            "; removing scratch guest {scratch} was interrupted by agent shutdown and is finished at the next start"
+        )),
         Err(e) => {
             detail.push_str(&format!(
-                "; scratch guest {scratch} could NOT be destroyed yet (retried every scheduler tick): {}",
+                "; scratch guest {scratch} could NOT be destroyed yet (the scheduler retries): {}",
                 chain(&e)
             ));
             return Ok(Verdict::Fail(detail));
@@ -241,13 +250,14 @@ async fn test_locked(
 /// Finishes removing scratch guests earlier tests could not destroy (for example while a
 /// Proxmox task still held them), through their journaled operations exactly as start-up
 /// recovery would. Skipped while a test runs: its own operation stays unfinished until it
-/// has cleaned up after itself. Returns how many operations were resolved.
+/// has cleaned up after itself. Returns how many operations were resolved and how many are
+/// still left.
 pub async fn clean_up_leftovers(
     svc: &BackupService,
     shutdown: &CancellationToken,
-) -> Result<usize, RestoreTestError> {
+) -> Result<(usize, usize), RestoreTestError> {
     let Some(_no_test_running) = svc.try_restore_guard() else {
-        return Ok(0);
+        return Ok((0, 0));
     };
     let pve = svc.pve()?;
     crate::provision::recover_kind(pve, svc.db(), svc.wait(), KIND, shutdown)
@@ -300,15 +310,22 @@ async fn pick_source(
 }
 
 /// The first vmid of the scratch range no guest uses (any guest: a foreign one tagged
-/// scratch is skipped like any other).
+/// scratch is skipped like any other) and no unfinished operation of this agent still holds
+/// (its leftover may be gone from Proxmox's view while its removal is still being decided).
 async fn pick_scratch(svc: &BackupService, pve: &PveClient) -> Result<Vmid, String> {
-    let used: Vec<u32> = pve
+    let mut used: Vec<u32> = pve
         .cluster_guests()
         .await
         .map_err(|e| format!("cannot list guests: {}", chain(&e)))?
         .into_iter()
         .map(|g| g.vmid)
         .collect();
+    let held = svc
+        .db()
+        .run(|db| db.journal().unfinished())
+        .await
+        .map_err(|e| format!("cannot read the journal: {}", chain(&e)))?;
+    used.extend(held.iter().filter_map(|op| op.vmid));
     let range = svc.settings().scratch_vmids.clone();
     let (first, last) = (*range.start(), *range.end());
     range
@@ -352,12 +369,13 @@ impl Run<'_> {
         // Task waits end at agent shutdown; the journal then leaves the rest to recovery.
         let cancel = shutdown.clone();
         let storage = svc.settings().scratch_storage.clone();
-        // Marked scratch and kept from starting at boot from the moment it exists (given options
-        // win over the archive's), so a host reboot before `configure` cannot start a copy of the
-        // customer's guest.
+        // Marked scratch, kept from starting at boot and deletable from the moment it exists
+        // (given options win over the archive's, `protection` included), so a host reboot
+        // before `configure` cannot start a copy of the customer's guest.
         let mut restore = new_guest_restore(scratch, &source.volid, &storage);
         restore.onboot = Some(false);
         restore.tags = Some(SCRATCH_TAG.into());
+        restore.protection = Some(false);
         step(journal, pve, wait, &cancel, op, "restore", |s| {
             restore_new_guest(pve, journal, s, &restore)
         })
@@ -512,9 +530,11 @@ pub async fn is_due(svc: &BackupService, vmid: u32, now: i64) -> Result<bool, Re
     let Some(slot) = schedule.latest_slot(now) else {
         return Ok(false);
     };
+    // A test an agent restart interrupted reached no verdict: it does not count as this
+    // slot's test (one that is running shows as an active job and is not started twice).
     let last = svc
         .db()
-        .run(move |db| db.backups().latest_restore_test(vmid))
+        .run(move |db| db.backups().latest_completed_restore_test(vmid))
         .await
         .map_err(BackupError::from)?
         .map(|t| secs(t.started_at));

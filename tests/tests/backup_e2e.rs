@@ -428,6 +428,29 @@ async fn a_scratch_guest_that_cannot_be_destroyed_at_once_is_removed_by_a_later_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_protected_guests_backup_restores_into_a_scratch_guest_that_can_be_destroyed() {
+    let h = Host::start(&FAST).await;
+    // `protection` travels in the archive's configuration and would make the copy undeletable.
+    h.dh().pve().state().with(|w| {
+        let g = w.guests.get_mut(&102).unwrap();
+        g.config.insert("protection".to_owned(), "1".to_owned());
+    });
+    backup_done(&h, 102).await;
+    run_restore_test(&h, 102).await;
+    let after = restore_test_final(&h, 102).await;
+    assert_eq!(after["result"], "pass", "{after}");
+    assert!(
+        after["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("restored local:backup/vzdump-lxc-102-"),
+        "{after}"
+    );
+    assert_eq!(h.scratch_guests(), Vec::<u32>::new());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_guest_tagged_scratch_by_someone_else_is_never_destroyed() {
     let mut h = Host::start(&FAST).await;
     let mut config = BTreeMap::new();

@@ -305,6 +305,17 @@ async fn a_guest_recorded_before_a_restore_post_that_never_went_out_is_left_alon
         j.record_created(step, &felhom_agent::state::Resource::Guest { vmid: 101 })
             .unwrap();
     }
+    // Restores of 101 that are not this step's: the agent's own token's from an hour before the
+    // step, and another token of the same user's from just now.
+    let now = felhom_simhost::pve::state::now();
+    add_finished_task(
+        &host,
+        "vzrestore",
+        101,
+        "felhom-agent@pve!agent",
+        now - 3600,
+    );
+    add_finished_task(&host, "vzrestore", 101, "felhom-agent@pve!other", now);
     if nix::unistd::geteuid().is_root() {
         let uid = felhom_simhost::devhost::UNPRIVILEGED_ID;
         for entry in std::fs::read_dir(host.info.state_dir.join("agent-state")).unwrap() {
@@ -330,6 +341,109 @@ async fn a_guest_recorded_before_a_restore_post_that_never_went_out_is_left_alon
         .into_inner()
         .operations;
     assert_eq!(ops[0].state, "compensated", "{ops:?}");
+    host.stop().await.unwrap();
+}
+
+/// Puts a finished task into the simulated node's task list, as if it had run earlier.
+fn add_finished_task(host: &Devhost, kind: &str, vmid: u32, user: &str, starttime: i64) {
+    host.pve().state().with(|w| {
+        let (pid, pstart) = (
+            0x0004_0000 + u32::try_from(w.tasks.len()).unwrap(),
+            0x00C1_81AE,
+        );
+        let upid = format!(
+            "UPID:{}:{pid:08X}:{pstart:08X}:{starttime:08X}:{kind}:{vmid}:{user}:",
+            w.node.name
+        );
+        w.tasks.push(felhom_simhost::pve::state::Task {
+            upid,
+            node: w.node.name.clone(),
+            pid,
+            pstart,
+            starttime,
+            kind: kind.to_owned(),
+            id: vmid.to_string(),
+            user: user.to_owned(),
+            state: TaskState::Stopped {
+                exitstatus: "OK".to_owned(),
+                endtime: starttime + 30,
+            },
+            log: vec!["TASK OK".to_owned()],
+        });
+    });
+}
+
+/// A guest locked `create` with no listed task of the agent: a create is under way whose task
+/// may not be listed yet, so compensation must not decide; the operation stays unfinished, and
+/// until it is resolved no new operation may take that vmid.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undecided_guest_keeps_its_operation_open_and_its_vmid_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = Devhost::start_with(&dir.path().join("dh"), &agent_options(&[]))
+        .await
+        .unwrap();
+    host.kill_agent().unwrap();
+    {
+        let db =
+            felhom_agent::state::StateDb::open(&host.info.state_dir.join("agent-state")).unwrap();
+        let j = db.journal();
+        let op = j
+            .begin(felhom_agent::state::NewOperation {
+                kind: felhom_agent::provision::KIND_START,
+                vmid: Some(TARGET),
+                idempotency_key: None,
+            })
+            .unwrap();
+        let step = j.step_started(op, "restore", None).unwrap();
+        j.record_created(step, &felhom_agent::state::Resource::Guest { vmid: TARGET })
+            .unwrap();
+    }
+    if nix::unistd::geteuid().is_root() {
+        let uid = felhom_simhost::devhost::UNPRIVILEGED_ID;
+        for entry in std::fs::read_dir(host.info.state_dir.join("agent-state")).unwrap() {
+            nix::unistd::chown(&entry.unwrap().path(), Some(uid.into()), Some(uid.into())).unwrap();
+        }
+    }
+    let mut config = std::collections::BTreeMap::new();
+    config.insert("lock".to_owned(), "create".to_owned());
+    config.insert(
+        "rootfs".to_owned(),
+        format!("local-lvm:vm-{TARGET}-disk-0,size=1G"),
+    );
+    host.pve()
+        .state()
+        .add_guest(
+            TARGET,
+            felhom_simhost::pve::fixture::GuestStatus::Stopped,
+            config,
+        )
+        .unwrap();
+    host.restart_agent(&[]).await.unwrap();
+    let ops = client(&host)
+        .await
+        .list_operations(pb::ListOperationsRequest {
+            unfinished_only: true,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .operations;
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert_eq!(ops[0].state, "compensating", "{ops:?}");
+    assert!(
+        vmids(&host).contains(&TARGET),
+        "the undecided guest was destroyed"
+    );
+    let mut req = request(false);
+    req.vmid = TARGET;
+    let err = client(&host).await.provision_guest(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message()
+            .starts_with(&format!("Guest {TARGET} has an unfinished operation #")),
+        "{err:?}"
+    );
     host.stop().await.unwrap();
 }
 
@@ -389,6 +503,7 @@ async fn a_restore_whose_upid_was_never_journaled_is_found_by_its_task_and_remov
         cores: None,
         onboot: None,
         tags: None,
+        protection: None,
     })
     .await
     .unwrap();

@@ -216,6 +216,7 @@ async fn vzdump_and_restore_round_trip_keeps_the_features() {
             cores: Some(1),
             onboot: Some(false),
             tags: Some("restored-copy".into()),
+            protection: None,
         })
         .await
         .unwrap();

@@ -584,6 +584,9 @@ async fn active_task_list_shows_running_status() {
     .await;
     let a = get(&sim, AGENT, "/nodes/pve1/tasks?source=active").await;
     assert_eq!(a.data()[0]["status"], "RUNNING");
+    // The active list is not passed through `$convert_token_task`: the full token authid.
+    assert_eq!(a.data()[0]["user"], "felhom-agent@pve!agent");
+    assert!(a.data()[0].get("tokenid").is_none(), "{}", a.data());
     assert_eq!(a.body["total"], 1);
     let archived = get(&sim, AGENT, "/nodes/pve1/tasks").await;
     assert_eq!(archived.data(), &json!([]));

@@ -7,14 +7,15 @@
 //!   it due), and no backup of the guest was attempted within the grace window, the agent backs
 //!   it up itself (trigger `schedule`, crash-consistent). The controller had its chance to
 //!   quiesce and call POST /backup; an attempt that failed is retried at most once per window.
-//! - restore-test: when [`crate::restore_test::is_due`] says so; and, before the guests, any
-//!   scratch guest an earlier test could not destroy is removed (see
-//!   [`crate::restore_test::clean_up_leftovers`]).
+//! - restore-test: when [`crate::restore_test::is_due`] says so; and, beside the tick (backing
+//!   off while something stays left), any scratch guest an earlier test could not destroy is
+//!   removed (see [`crate::restore_test::clean_up_leftovers`]).
 //!
 //! Errors are logged and the guest is tried again next tick; one guest's trouble never stops
 //! the loop.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +35,7 @@ pub async fn run(svc: BackupService, shutdown: CancellationToken) {
         "backup scheduler running"
     );
     let mut first_seen_due: HashMap<u32, i64> = HashMap::new();
+    let mut cleanup = Cleanup::default();
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -41,16 +43,7 @@ pub async fn run(svc: BackupService, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        match crate::restore_test::clean_up_leftovers(&svc, &shutdown).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                operations = n,
-                "scheduler: removed scratch guests earlier restore-tests left"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %chain(&e), "scheduler: cannot clean up after earlier restore-tests")
-            }
-        }
+        cleanup.poll(&svc, &shutdown).await;
         for &vmid in &guests {
             if shutdown.is_cancelled() {
                 return;
@@ -73,6 +66,61 @@ pub async fn run(svc: BackupService, shutdown: CancellationToken) {
                 }
             }
         }
+    }
+}
+
+/// The leftover cleanup runs beside the tick (it may wait on a long Proxmox task) and, while
+/// something is still left, backs off from every tick to at most every six hours.
+#[derive(Default)]
+struct Cleanup {
+    running: Option<tokio::task::JoinHandle<bool>>,
+    next_at: Option<tokio::time::Instant>,
+    backoff: Duration,
+}
+
+impl Cleanup {
+    const FIRST_BACKOFF: Duration = Duration::from_secs(60);
+    const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
+
+    async fn poll(&mut self, svc: &BackupService, shutdown: &CancellationToken) {
+        if let Some(handle) = self.running.take() {
+            if !handle.is_finished() {
+                self.running = Some(handle);
+                return;
+            }
+            // Finished: the await is immediate. A panicked run counts as "something left".
+            if handle.await.unwrap_or(true) {
+                self.backoff = (self.backoff * 2).clamp(Self::FIRST_BACKOFF, Self::MAX_BACKOFF);
+                self.next_at = Some(tokio::time::Instant::now() + self.backoff);
+            } else {
+                self.backoff = Duration::ZERO;
+                self.next_at = None;
+            }
+        }
+        if self
+            .next_at
+            .is_some_and(|t| tokio::time::Instant::now() < t)
+        {
+            return;
+        }
+        let (svc, shutdown) = (svc.clone(), shutdown.clone());
+        self.running = Some(tokio::spawn(async move {
+            match crate::restore_test::clean_up_leftovers(&svc, &shutdown).await {
+                Ok((0, 0)) => false,
+                Ok((resolved, left)) => {
+                    tracing::info!(
+                        resolved,
+                        left,
+                        "scheduler: unfinished restore-test operations (scratch guests) resolved"
+                    );
+                    left > 0
+                }
+                Err(e) => {
+                    tracing::warn!(error = %chain(&e), "scheduler: cannot clean up after earlier restore-tests");
+                    true
+                }
+            }
+        }));
     }
 }
 

@@ -439,7 +439,11 @@ fn render_status(status: &JobStatus) -> String {
 /// `backup list`: one row per archive, newest first as the agent answers them, then a warning
 /// line per tier that could not be listed.
 fn render_list(list: &pb::ListBackupsResponse) -> String {
-    let mut text = render_rows(&list.backups);
+    let mut text = if list.backups.is_empty() && !list.unreachable.is_empty() {
+        "no backups on the tiers that could be listed\n".to_owned()
+    } else {
+        render_rows(&list.backups)
+    };
     for line in &list.unreachable {
         text.push_str(&format!("warning: not listed, {line}\n"));
     }
@@ -596,7 +600,7 @@ mod tests {
         };
         assert_eq!(
             render_list(&list),
-            "no backups\nwarning: not listed, tier 'offsite' (storage felhom-pbs): Proxmox VE answered 500\n"
+            "no backups on the tiers that could be listed\nwarning: not listed, tier 'offsite' (storage felhom-pbs): Proxmox VE answered 500\n"
         );
     }
 

@@ -717,6 +717,7 @@ fn provision_status(e: &ProvisionError) -> Status {
         ProvisionError::Pve { source, .. } => Status::new(status::pve(source).code(), msg),
         ProvisionError::Journal(_) => Status::internal(msg),
         ProvisionError::Interrupted => Status::unavailable(msg),
+        ProvisionError::Held { .. } => Status::failed_precondition(msg),
     }
 }
 

@@ -123,6 +123,8 @@ pub struct RestoreRequest {
     pub onboot: Option<bool>,
     /// `tags` (`;`-separated), replacing the archive's.
     pub tags: Option<String>,
+    /// `protection`, replacing the archive's.
+    pub protection: Option<bool>,
 }
 
 /// `POST /nodes/{node}/vzdump` for one guest.
@@ -167,6 +169,8 @@ pub struct TaskFilter {
     pub source: Option<TaskSource>,
     /// Only tasks started at or after this unix time.
     pub since: Option<u64>,
+    /// Only tasks started at or before this unix time.
+    pub until: Option<u64>,
     /// Only tasks of users whose name contains this (e.g. the token's authid).
     pub userfilter: Option<String>,
 }
@@ -323,6 +327,9 @@ impl PveClient {
         if let Some(s) = filter.since {
             q.push(("since", s.to_string()));
         }
+        if let Some(u) = filter.until {
+            q.push(("until", u.to_string()));
+        }
         if let Some(u) = &filter.userfilter {
             q.push(("userfilter", u.clone()));
         }
@@ -383,6 +390,9 @@ impl PveClient {
         }
         if let Some(t) = &req.tags {
             f.push(("tags", t.clone()));
+        }
+        if let Some(p) = req.protection {
+            f.push(("protection", if p { "1" } else { "0" }.into()));
         }
         self.post_upid(&self.node_path("lxc"), f).await
     }

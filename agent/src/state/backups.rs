@@ -351,6 +351,18 @@ impl<'db> Backups<'db> {
         )
     }
 
+    /// The newest restore-test of `vmid` that reached a verdict (one an agent restart
+    /// interrupted is closed without a duration).
+    pub fn latest_completed_restore_test(
+        &self,
+        vmid: u32,
+    ) -> Result<Option<RestoreTestRow>, BackupsError> {
+        self.one_restore_test(
+            "WHERE vmid = ?1 AND duration_ms IS NOT NULL ORDER BY started_at DESC, rowid DESC",
+            vmid,
+        )
+    }
+
     fn one_restore_test(
         &self,
         tail: &str,
@@ -506,6 +518,33 @@ mod tests {
         assert_eq!(
             b.latest_finished_restore_test(101).unwrap().unwrap().job_id,
             id.as_str()
+        );
+    }
+
+    #[test]
+    fn an_interrupted_restore_test_is_not_a_completed_one() {
+        let (_d, db) = db();
+        let b = db.backups();
+        let done = JobId::generate().unwrap();
+        db.jobs().insert_queued(&done, 101, "restore-test").unwrap();
+        b.start_restore_test(&done, 101).unwrap();
+        b.finish_restore_test(&done, true, "restored", 1200)
+            .unwrap();
+        let cut = JobId::generate().unwrap();
+        db.jobs().insert_queued(&cut, 101, "restore-test").unwrap();
+        b.start_restore_test(&cut, 101).unwrap();
+        b.close_unfinished("interrupted by an agent restart")
+            .unwrap();
+        assert_eq!(
+            b.latest_finished_restore_test(101).unwrap().unwrap().job_id,
+            cut.as_str()
+        );
+        assert_eq!(
+            b.latest_completed_restore_test(101)
+                .unwrap()
+                .unwrap()
+                .job_id,
+            done.as_str()
         );
     }
 }

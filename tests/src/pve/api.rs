@@ -816,7 +816,15 @@ fn list_tasks(call: &Call, w: &World) -> Result<(Value, usize), ApiError> {
         .map(|t| {
             let mut v = task_entry(t);
             match &t.state {
-                TaskState::Running => v["status"] = json!("RUNNING"),
+                // From the `active` file, which `node_tasks` passes on without
+                // `$convert_token_task`: a token's task keeps its full authid as `user`.
+                TaskState::Running => {
+                    v["user"] = json!(t.user);
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("tokenid");
+                    }
+                    v["status"] = json!("RUNNING");
+                }
                 TaskState::Stopped {
                     exitstatus,
                     endtime,
