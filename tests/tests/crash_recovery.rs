@@ -235,29 +235,9 @@ async fn recovery_never_destroys_a_guest_the_operation_did_not_create() {
     let mut host = Devhost::start_with(&dir.path().join("dh"), &agent_options(&[]))
         .await
         .unwrap();
-    host.kill_agent().unwrap();
     // An interrupted provision naming guest 101 (which the fixture owns), with its restore step
     // in flight but nothing recorded as created.
-    {
-        let db =
-            felhom_agent::state::StateDb::open(&host.info.state_dir.join("agent-state")).unwrap();
-        let j = db.journal();
-        let op = j
-            .begin(felhom_agent::state::NewOperation {
-                kind: felhom_agent::provision::KIND_START,
-                vmid: Some(101),
-                idempotency_key: None,
-            })
-            .unwrap();
-        j.step_started(op, "restore", None).unwrap();
-    }
-    if nix::unistd::geteuid().is_root() {
-        // The agent runs unprivileged and must still own its database.
-        let uid = felhom_simhost::devhost::UNPRIVILEGED_ID;
-        for entry in std::fs::read_dir(host.info.state_dir.join("agent-state")).unwrap() {
-            nix::unistd::chown(&entry.unwrap().path(), Some(uid.into()), Some(uid.into())).unwrap();
-        }
-    }
+    interrupt_a_restore(&mut host, 101, false);
     host.restart_agent(&[]).await.unwrap();
     wait_recovered(&host).await;
     let g = host
@@ -289,22 +269,7 @@ async fn a_guest_recorded_before_a_restore_post_that_never_went_out_is_left_alon
     let mut host = Devhost::start_with(&dir.path().join("dh"), &agent_options(&[]))
         .await
         .unwrap();
-    host.kill_agent().unwrap();
-    {
-        let db =
-            felhom_agent::state::StateDb::open(&host.info.state_dir.join("agent-state")).unwrap();
-        let j = db.journal();
-        let op = j
-            .begin(felhom_agent::state::NewOperation {
-                kind: felhom_agent::provision::KIND_START,
-                vmid: Some(101),
-                idempotency_key: None,
-            })
-            .unwrap();
-        let step = j.step_started(op, "restore", None).unwrap();
-        j.record_created(step, &felhom_agent::state::Resource::Guest { vmid: 101 })
-            .unwrap();
-    }
+    interrupt_a_restore(&mut host, 101, true);
     // Restores of 101 that are not this step's: the agent's own token's from an hour before the
     // step, and another token of the same user's from just now.
     let now = felhom_simhost::pve::state::now();
@@ -316,12 +281,6 @@ async fn a_guest_recorded_before_a_restore_post_that_never_went_out_is_left_alon
         now - 3600,
     );
     add_finished_task(&host, "vzrestore", 101, "felhom-agent@pve!other", now);
-    if nix::unistd::geteuid().is_root() {
-        let uid = felhom_simhost::devhost::UNPRIVILEGED_ID;
-        for entry in std::fs::read_dir(host.info.state_dir.join("agent-state")).unwrap() {
-            nix::unistd::chown(&entry.unwrap().path(), Some(uid.into()), Some(uid.into())).unwrap();
-        }
-    }
     host.restart_agent(&[]).await.unwrap();
     wait_recovered(&host).await;
     let g = host
@@ -382,28 +341,7 @@ async fn an_undecided_guest_keeps_its_operation_open_and_its_vmid_refused() {
     let mut host = Devhost::start_with(&dir.path().join("dh"), &agent_options(&[]))
         .await
         .unwrap();
-    host.kill_agent().unwrap();
-    {
-        let db =
-            felhom_agent::state::StateDb::open(&host.info.state_dir.join("agent-state")).unwrap();
-        let j = db.journal();
-        let op = j
-            .begin(felhom_agent::state::NewOperation {
-                kind: felhom_agent::provision::KIND_START,
-                vmid: Some(TARGET),
-                idempotency_key: None,
-            })
-            .unwrap();
-        let step = j.step_started(op, "restore", None).unwrap();
-        j.record_created(step, &felhom_agent::state::Resource::Guest { vmid: TARGET })
-            .unwrap();
-    }
-    if nix::unistd::geteuid().is_root() {
-        let uid = felhom_simhost::devhost::UNPRIVILEGED_ID;
-        for entry in std::fs::read_dir(host.info.state_dir.join("agent-state")).unwrap() {
-            nix::unistd::chown(&entry.unwrap().path(), Some(uid.into()), Some(uid.into())).unwrap();
-        }
-    }
+    interrupt_a_restore(&mut host, TARGET, true);
     let mut config = std::collections::BTreeMap::new();
     config.insert("lock".to_owned(), "create".to_owned());
     config.insert(
@@ -459,28 +397,7 @@ async fn a_restore_whose_upid_was_never_journaled_is_found_by_its_task_and_remov
     let mut host = Devhost::start_with(&dir.path().join("dh"), &agent_options(&[]))
         .await
         .unwrap();
-    host.kill_agent().unwrap();
-    {
-        let db =
-            felhom_agent::state::StateDb::open(&host.info.state_dir.join("agent-state")).unwrap();
-        let j = db.journal();
-        let op = j
-            .begin(felhom_agent::state::NewOperation {
-                kind: felhom_agent::provision::KIND_START,
-                vmid: Some(TARGET),
-                idempotency_key: None,
-            })
-            .unwrap();
-        let step = j.step_started(op, "restore", None).unwrap();
-        j.record_created(step, &felhom_agent::state::Resource::Guest { vmid: TARGET })
-            .unwrap();
-    }
-    if nix::unistd::geteuid().is_root() {
-        let uid = felhom_simhost::devhost::UNPRIVILEGED_ID;
-        for entry in std::fs::read_dir(host.info.state_dir.join("agent-state")).unwrap() {
-            nix::unistd::chown(&entry.unwrap().path(), Some(uid.into()), Some(uid.into())).unwrap();
-        }
-    }
+    interrupt_a_restore(&mut host, TARGET, true);
     // The POST the dead agent made, with its token: Proxmox restores TARGET.
     let pve = PveClient::new(PveClientConfig {
         endpoint: host.info.pve_url.parse().unwrap(),
@@ -708,6 +625,36 @@ async fn provisioning_without_a_vmid_takes_the_next_free_one_and_is_audited() {
     assert_eq!(last.action, "guest.provision");
     assert_eq!(last.target, format!("guest:{}", answer.vmid));
     host.stop().await.unwrap();
+}
+
+/// Stops the agent and journals what a crash inside a provision's `restore` step leaves: the
+/// step in flight with no UPID, and (when `recorded`) the guest recorded as created, as it is
+/// just before the restore POST. The database stays the unprivileged agent's.
+fn interrupt_a_restore(host: &mut Devhost, vmid: u32, recorded: bool) {
+    host.kill_agent().unwrap();
+    let dir = host.info.state_dir.join("agent-state");
+    {
+        let db = felhom_agent::state::StateDb::open(&dir).unwrap();
+        let j = db.journal();
+        let op = j
+            .begin(felhom_agent::state::NewOperation {
+                kind: felhom_agent::provision::KIND_START,
+                vmid: Some(vmid),
+                idempotency_key: None,
+            })
+            .unwrap();
+        let step = j.step_started(op, "restore", None).unwrap();
+        if recorded {
+            j.record_created(step, &felhom_agent::state::Resource::Guest { vmid })
+                .unwrap();
+        }
+    }
+    if nix::unistd::geteuid().is_root() {
+        let uid = felhom_simhost::devhost::UNPRIVILEGED_ID;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            nix::unistd::chown(&entry.unwrap().path(), Some(uid.into()), Some(uid.into())).unwrap();
+        }
+    }
 }
 
 /// Devhost options running the agent from the devhost binary with `env` added.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use felhom_proto::agent::v1::agent_client::AgentClient;
 use felhom_proto::agent::v1::{
-    BackupNowRequest, GuestBackupRequest, ListBackupsRequest, RunVerifyRequest,
+    BackupNowRequest, BackupStatus, GuestBackupRequest, ListBackupsRequest, RunVerifyRequest,
 };
 use felhom_simhost::devhost::{Devhost, DevhostOptions};
 use felhom_simhost::pbs::BackupType;
@@ -51,29 +51,35 @@ where
     panic!("{what} did not happen within two minutes");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn agent_backs_up_to_both_tiers_and_the_pbs_tier_is_encrypted() {
-    let (_dir, host) = start().await;
-    let mut agent = client(&host).await;
+/// Starts a backup of `vmid` (`tier` "" for every tier) and waits until its job has ended.
+async fn backup_and_wait(agent: &AgentClient<Channel>, vmid: u32, tier: &str) -> BackupStatus {
     agent
+        .clone()
         .backup_now(BackupNowRequest {
-            vmid: 102,
-            tier: String::new(),
+            vmid,
+            tier: tier.to_owned(),
         })
         .await
         .unwrap();
-    let status = until("the backup job to end", || {
+    until("the backup job to end", || {
         let mut agent = agent.clone();
         async move {
             let s = agent
-                .get_backup_status(GuestBackupRequest { vmid: 102 })
+                .get_backup_status(GuestBackupRequest { vmid })
                 .await
                 .unwrap()
                 .into_inner();
             matches!(s.phase.as_str(), "done" | "failed").then_some(s)
         }
     })
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_backs_up_to_both_tiers_and_the_pbs_tier_is_encrypted() {
+    let (_dir, host) = start().await;
+    let mut agent = client(&host).await;
+    let status = backup_and_wait(&agent, 102, "").await;
     assert_eq!(status.phase, "done", "{status:#?}");
     assert_eq!(status.runs.len(), 2, "{status:#?}");
 
@@ -112,25 +118,7 @@ async fn agent_backs_up_to_both_tiers_and_the_pbs_tier_is_encrypted() {
 async fn a_damaged_pbs_snapshot_verifies_as_failed_through_the_agent() {
     let (_dir, host) = start().await;
     let mut agent = client(&host).await;
-    agent
-        .backup_now(BackupNowRequest {
-            vmid: 102,
-            tier: "offsite".to_owned(),
-        })
-        .await
-        .unwrap();
-    until("the backup job to end", || {
-        let mut agent = agent.clone();
-        async move {
-            let s = agent
-                .get_backup_status(GuestBackupRequest { vmid: 102 })
-                .await
-                .unwrap()
-                .into_inner();
-            matches!(s.phase.as_str(), "done" | "failed").then_some(s)
-        }
-    })
-    .await;
+    backup_and_wait(&agent, 102, "offsite").await;
     let snap = host
         .pbs()
         .state()
@@ -208,25 +196,7 @@ async fn a_damaged_pbs_snapshot_verifies_as_failed_through_the_agent() {
 async fn the_agents_restore_test_passes_and_leaves_no_scratch_guest() {
     let (_dir, host) = start().await;
     let mut agent = client(&host).await;
-    agent
-        .backup_now(BackupNowRequest {
-            vmid: 102,
-            tier: "local".to_owned(),
-        })
-        .await
-        .unwrap();
-    until("the backup job to end", || {
-        let mut agent = agent.clone();
-        async move {
-            let s = agent
-                .get_backup_status(GuestBackupRequest { vmid: 102 })
-                .await
-                .unwrap()
-                .into_inner();
-            matches!(s.phase.as_str(), "done" | "failed").then_some(s)
-        }
-    })
-    .await;
+    backup_and_wait(&agent, 102, "local").await;
     agent
         .run_restore_test(GuestBackupRequest { vmid: 102 })
         .await
@@ -254,25 +224,7 @@ async fn an_unreachable_tier_is_named_and_the_other_tiers_are_still_listed() {
     let (_dir, host) = start().await;
     let mut agent = client(&host).await;
     // Guest 101 has a PBS snapshot in the fixture; a backup now adds one on each tier.
-    agent
-        .backup_now(BackupNowRequest {
-            vmid: 101,
-            tier: String::new(),
-        })
-        .await
-        .unwrap();
-    let status = until("the backup job to end", || {
-        let mut agent = agent.clone();
-        async move {
-            let s = agent
-                .get_backup_status(GuestBackupRequest { vmid: 101 })
-                .await
-                .unwrap()
-                .into_inner();
-            matches!(s.phase.as_str(), "done" | "failed").then_some(s)
-        }
-    })
-    .await;
+    let status = backup_and_wait(&agent, 101, "").await;
     assert_eq!(status.phase, "done", "{status:#?}");
     let full = agent
         .list_backups(ListBackupsRequest { vmid: 101 })
