@@ -239,24 +239,7 @@ async fn recovery_never_destroys_a_guest_the_operation_did_not_create() {
     // in flight but nothing recorded as created.
     interrupt_a_restore(&mut host, 101, false);
     host.restart_agent(&[]).await.unwrap();
-    wait_recovered(&host).await;
-    let g = host
-        .pve()
-        .state()
-        .guest(101)
-        .expect("guest 101 must survive recovery");
-    assert_eq!(g.name(), "felhom-home");
-    let ops = client(&host)
-        .await
-        .list_operations(pb::ListOperationsRequest {
-            unfinished_only: false,
-            limit: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .operations;
-    assert_eq!(ops[0].state, "compensated", "{ops:?}");
+    assert_guest_101_survives_a_compensated_operation(&host).await;
     host.stop().await.unwrap();
 }
 
@@ -282,24 +265,7 @@ async fn a_guest_recorded_before_a_restore_post_that_never_went_out_is_left_alon
     );
     add_finished_task(&host, "vzrestore", 101, "felhom-agent@pve!other", now);
     host.restart_agent(&[]).await.unwrap();
-    wait_recovered(&host).await;
-    let g = host
-        .pve()
-        .state()
-        .guest(101)
-        .expect("guest 101 must survive recovery");
-    assert_eq!(g.name(), "felhom-home");
-    let ops = client(&host)
-        .await
-        .list_operations(pb::ListOperationsRequest {
-            unfinished_only: false,
-            limit: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .operations;
-    assert_eq!(ops[0].state, "compensated", "{ops:?}");
+    assert_guest_101_survives_a_compensated_operation(&host).await;
     host.stop().await.unwrap();
 }
 
@@ -625,6 +591,28 @@ async fn provisioning_without_a_vmid_takes_the_next_free_one_and_is_audited() {
     assert_eq!(last.action, "guest.provision");
     assert_eq!(last.target, format!("guest:{}", answer.vmid));
     host.stop().await.unwrap();
+}
+
+/// After recovery: the fixture's guest 101 is untouched and the operation ended compensated.
+async fn assert_guest_101_survives_a_compensated_operation(host: &Devhost) {
+    wait_recovered(host).await;
+    let g = host
+        .pve()
+        .state()
+        .guest(101)
+        .expect("guest 101 must survive recovery");
+    assert_eq!(g.name(), "felhom-home");
+    let ops = client(host)
+        .await
+        .list_operations(pb::ListOperationsRequest {
+            unfinished_only: false,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .operations;
+    assert_eq!(ops[0].state, "compensated", "{ops:?}");
 }
 
 /// Stops the agent and journals what a crash inside a provision's `restore` step leaves: the

@@ -12,30 +12,11 @@ use common::*;
 use felhom_agent::pve::client_config;
 use felhom_agent::pve::{CertFingerprint, TlsTrust};
 use felhom_simhost::pbs::fixture::{LINKED_AGENT_TOKEN, LINKED_BACKUP_USER, LINKED_DATASTORE};
-use felhom_simhost::pbs::{BackupType, CryptMode, PbsSimHandle, PbsSimOptions, VerifyState};
-use felhom_simhost::pve::pbs_link::{LinkedOptions, LinkedSims};
-use felhom_simhost::pve::{PveSimHandle, PveSimOptions};
+use felhom_simhost::pbs::{BackupType, CryptMode, PbsSimHandle, VerifyState};
+use felhom_simhost::pve::PveSimHandle;
 use serde_json::Value;
 
 const STORAGE: &str = "felhom-pbs";
-
-async fn start_linked(encrypted: bool) -> LinkedSims {
-    let defaults = LinkedOptions::default();
-    LinkedSims::start(LinkedOptions {
-        pve: PveSimOptions {
-            task_duration: Duration::from_millis(150),
-            ..PveSimOptions::default()
-        },
-        pbs: PbsSimOptions {
-            task_duration: Duration::from_millis(100),
-            ..defaults.pbs.clone()
-        },
-        encrypted,
-        ..defaults
-    })
-    .await
-    .unwrap()
-}
 
 fn pbs_http(pbs: &PbsSimHandle) -> reqwest::Client {
     let pin = TlsTrust::Pinned(CertFingerprint::parse(pbs.fingerprint()).unwrap());

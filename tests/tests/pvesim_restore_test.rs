@@ -8,33 +8,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use common::*;
-use felhom_simhost::pbs::PbsSimOptions;
 use felhom_simhost::pve::fixture::GuestStatus;
-use felhom_simhost::pve::pbs_link::{LinkedOptions, LinkedSims};
-use felhom_simhost::pve::{FaultSpec, PveSimHandle, PveSimOptions};
+use felhom_simhost::pve::{FaultSpec, PveSimHandle};
 
 const SCRATCH: &str = "9900";
-
-async fn start_linked(encrypted: bool) -> LinkedSims {
-    let defaults = LinkedOptions::default();
-    LinkedSims::start(LinkedOptions {
-        pve: PveSimOptions {
-            task_duration: Duration::from_millis(150),
-            ..PveSimOptions::default()
-        },
-        pbs: PbsSimOptions {
-            task_duration: Duration::from_millis(100),
-            ..defaults.pbs.clone()
-        },
-        encrypted,
-        ..defaults
-    })
-    .await
-    .unwrap()
-}
 
 /// Runs a task-starting call and waits for it: (exitstatus, log).
 async fn run(

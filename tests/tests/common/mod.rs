@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use felhom_simhost::pbs::PbsSimOptions;
+use felhom_simhost::pve::pbs_link::{LinkedOptions, LinkedSims};
 use felhom_simhost::pve::{PveSim, PveSimHandle, PveSimOptions};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -161,4 +163,24 @@ pub fn urlencode(s: &str) -> String {
             other => format!("%{other:02X}"),
         })
         .collect()
+}
+
+/// Starts a PVE simulator whose `felhom-pbs` storage is backed by a running PBS simulator
+/// (with a storage encryption key when `encrypted`), both with short tasks.
+pub async fn start_linked(encrypted: bool) -> LinkedSims {
+    let defaults = LinkedOptions::default();
+    LinkedSims::start(LinkedOptions {
+        pve: PveSimOptions {
+            task_duration: Duration::from_millis(150),
+            ..PveSimOptions::default()
+        },
+        pbs: PbsSimOptions {
+            task_duration: Duration::from_millis(100),
+            ..defaults.pbs.clone()
+        },
+        encrypted,
+        ..defaults
+    })
+    .await
+    .expect("linked simulators start")
 }
