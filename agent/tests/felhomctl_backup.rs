@@ -16,10 +16,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::{Run, felhomctl};
-use felhom_agent::config::Config;
-use felhom_agent::context::{AgentContext, BackupSetup};
-use felhom_agent::grpc::{bind_unix, serve};
-use felhom_agent::pve::PveClient;
+use felhom_agent::app::config::Config;
+use felhom_agent::app::context::{AgentContext, BackupSetup};
+use felhom_agent::frontends::grpc::{bind_unix, serve};
+use felhom_agent::infra::pve::PveClient;
 use felhom_simhost::pve::{PveSim, PveSimOptions};
 
 /// The token the simulated Proxmox VE knows for the agent.

@@ -6,7 +6,7 @@
 mod common;
 
 use common::Agent;
-use felhom_agent::state::{DB_FILE_NAME, JobId, NewAuditEntry, NewOperation, StateDb};
+use felhom_agent::infra::state::{DB_FILE_NAME, JobId, NewAuditEntry, NewOperation, StateDb};
 
 fn db(agent: &Agent) -> StateDb {
     StateDb::open(agent.dir.path()).expect("the agent's state database opens twice")

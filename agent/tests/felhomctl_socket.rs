@@ -42,7 +42,7 @@ fn stale_socket_says_nobody_listens() {
 
 #[test]
 fn helper_flag_targets_the_helper_socket() {
-    let helper = std::path::Path::new(felhom_agent::paths::HELPER_SOCKET);
+    let helper = std::path::Path::new(felhom_agent::app::paths::HELPER_SOCKET);
     if helper.exists() {
         println!("skipped: {} exists on this machine", helper.display());
         return;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use felhom_agent::helper_client::{
+use felhom_agent::infra::helper::{
     CreateGoldenRequest, DriveProtocol, Helper, HelperClient, HelperError, SmartHealth,
 };
 use felhom_simhost::pve::{PveSim, PveSimHandle, PveSimOptions};

@@ -10,9 +10,9 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use felhom_agent::context::AgentContext;
-use felhom_agent::grpc::{bind_unix, serve};
-use felhom_agent::pve::{ApiToken, PveClient, PveClientConfig, TlsTrust, WaitOptions};
+use felhom_agent::app::context::AgentContext;
+use felhom_agent::frontends::grpc::{bind_unix, serve};
+use felhom_agent::infra::pve::{ApiToken, PveClient, PveClientConfig, TlsTrust, WaitOptions};
 
 /// Generous bound for one felhomctl run on a loaded 2-core machine; only a hang reaches it.
 const RUN_LIMIT: Duration = Duration::from_secs(120);

@@ -1,0 +1,3 @@
+//! Guests: provisioning a guest from an archive (journaled, resumable or compensated).
+
+pub mod provision;

@@ -1,0 +1,13 @@
+//! Infrastructure: the clients and stores every capability builds on. Nothing here knows what
+//! a backup policy or a provisioning request is.
+//!
+//! - [`pve`], [`pbs`]: typed Proxmox VE and Proxmox Backup Server API clients.
+//! - [`helper`]: the client of the root helper (`felhom-helper`) behind a trait seam.
+//! - [`state`]: the SQLite state database (journal, audit chain, tokens, job and backup history).
+//! - [`queue`]: the per-guest work queue (one mutation at a time per guest).
+
+pub mod helper;
+pub mod pbs;
+pub mod pve;
+pub mod queue;
+pub mod state;
