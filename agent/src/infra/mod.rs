@@ -5,8 +5,10 @@
 //! - [`helper`]: the client of the root helper (`felhom-helper`) behind a trait seam.
 //! - [`state`]: the SQLite state database (journal, audit chain, tokens, job and backup history).
 //! - [`queue`]: the per-guest work queue (one mutation at a time per guest).
+//! - [`journaled`]: the journaled-operation engine (resumable or compensated multi-step work).
 
 pub mod helper;
+pub mod journaled;
 pub mod pbs;
 pub mod pve;
 pub mod queue;

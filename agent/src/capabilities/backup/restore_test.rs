@@ -39,10 +39,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::capabilities::backup::service::{Accepted, BackupError, BackupService, phase_word};
 use crate::capabilities::backup::{Tier, TierKind};
-use crate::capabilities::guests::provision::{
-    JournalWriter, ProvisionError, compensate, new_guest_restore, pve_err, restore_new_guest, step,
-};
 use crate::core::error_chain as chain;
+use crate::infra::journaled::{
+    self, JournalWriter, JournaledError, compensate, new_guest_restore, restore_new_guest, step,
+};
 use crate::infra::pve::{ConfigUpdate, PveClient, Vmid};
 use crate::infra::state::{JobId, OperationId, Timestamp};
 
@@ -261,7 +261,7 @@ pub async fn clean_up_leftovers(
         return Ok((0, 0));
     };
     let pve = svc.pve()?;
-    crate::capabilities::guests::provision::recover_kind(pve, svc.db(), svc.wait(), KIND, shutdown)
+    journaled::recover_kind(pve, svc.db(), svc.wait(), KIND, shutdown)
         .await
         .map_err(|e| RestoreTestError::Cleanup(chain(&e)))
 }
@@ -357,7 +357,7 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    async fn steps(&self, source: &Source, probe: Option<&str>) -> Result<String, ProvisionError> {
+    async fn steps(&self, source: &Source, probe: Option<&str>) -> Result<String, StepError> {
         let Run {
             svc,
             pve,
@@ -377,11 +377,11 @@ impl Run<'_> {
         restore.onboot = Some(false);
         restore.tags = Some(SCRATCH_TAG.into());
         restore.protection = Some(false);
-        step(journal, pve, wait, &cancel, op, "restore", |s| {
-            restore_new_guest(pve, journal, s, &restore)
+        step::<StepError, _, _>(journal, pve, wait, &cancel, op, "restore", |s| async move {
+            Ok(restore_new_guest(pve, journal, s, &restore).await?)
         })
         .await?;
-        step(
+        step::<StepError, _, _>(
             journal,
             pve,
             wait,
@@ -408,20 +408,33 @@ impl Run<'_> {
             },
         )
         .await?;
-        step(journal, pve, wait, &cancel, op, "start", |_| async move {
+        step::<StepError, _, _>(journal, pve, wait, &cancel, op, "start", |_| async move {
             Ok(Some(pve.start(scratch).await.map_err(pve_err("start"))?))
         })
         .await?;
         let settle = svc.settings().settle;
         let mut health = String::new();
         let h = &mut health;
-        step(journal, pve, wait, &cancel, op, "health", |_| async move {
+        step::<StepError, _, _>(journal, pve, wait, &cancel, op, "health", |_| async move {
             *h = health_check(pve, scratch, settle, probe, shutdown).await?;
             Ok(None)
         })
         .await?;
         Ok(health)
     }
+}
+
+/// Why a step of a test failed.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Journaled(#[from] JournaledError),
+    #[error(transparent)]
+    Unhealthy(#[from] Unhealthy),
+}
+
+fn pve_err(step: &'static str) -> impl FnOnce(crate::infra::pve::PveError) -> StepError {
+    move |e| JournaledError::pve(step)(e).into()
 }
 
 /// Why a started scratch guest is not healthy.
@@ -441,9 +454,9 @@ async fn health_check(
     settle: Duration,
     probe: Option<&str>,
     shutdown: &CancellationToken,
-) -> Result<String, ProvisionError> {
+) -> Result<String, StepError> {
     let begun = Instant::now();
-    let fail = |e: Unhealthy| ProvisionError::Invalid(e.to_string());
+    let fail = StepError::Unhealthy;
     loop {
         let status = pve.lxc_status(scratch).await.map_err(pve_err("health"))?;
         if status.status != "running" {

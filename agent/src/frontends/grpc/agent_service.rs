@@ -13,10 +13,9 @@ use tonic::{Request, Response, Status};
 
 use super::status;
 use crate::app::context::AgentContext;
-use crate::capabilities::guests::provision::{
-    self, JournalWriter, ProvisionError, ProvisionRequest,
-};
+use crate::capabilities::guests::provision::{self, ProvisionError, ProvisionRequest};
 use crate::capabilities::selftest;
+use crate::infra::journaled::{JournalWriter, JournaledError};
 use crate::infra::pve::{PveClient, TaskFilter, TaskSource, Vmid};
 use crate::infra::state::{AuditError, NewAuditEntry, StateDb};
 
@@ -523,7 +522,7 @@ impl pb::agent_server::Agent for AgentService {
                         Some(op),
                         provision::run(&pve, &journal, &wait, op, vmid, &req).await,
                     ),
-                    Err(e) => (None, Err(e)),
+                    Err(e) => (None, Err(e.into())),
                 };
                 let job_result: crate::infra::queue::JobResult = match &result.1 {
                     Ok(()) => Ok(Some(serde_json::json!({ "vmid": vmid.get() }))),
@@ -710,11 +709,16 @@ fn provision_status(e: &ProvisionError) -> Status {
     let msg = crate::core::error_chain(e);
     match e {
         ProvisionError::Invalid(_) | ProvisionError::Shrink { .. } => Status::invalid_argument(msg),
-        ProvisionError::AlreadyExists(_) => Status::already_exists(msg),
-        ProvisionError::Pve { source, .. } => Status::new(status::pve(source).code(), msg),
-        ProvisionError::Journal(_) => Status::internal(msg),
-        ProvisionError::Interrupted => Status::unavailable(msg),
-        ProvisionError::Held { .. } => Status::failed_precondition(msg),
+        ProvisionError::Journaled(j) => match j {
+            JournaledError::AlreadyExists(_) => Status::already_exists(msg),
+            JournaledError::Pve { source, .. } => Status::new(status::pve(source).code(), msg),
+            JournaledError::Journal(_) | JournaledError::NotRemovable(_) => Status::internal(msg),
+            JournaledError::Interrupted => Status::unavailable(msg),
+            JournaledError::Held { .. } | JournaledError::Undecided(_) => {
+                Status::failed_precondition(msg)
+            }
+            JournaledError::Refused(_) => Status::invalid_argument(msg),
+        },
     }
 }
 

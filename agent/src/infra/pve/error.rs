@@ -167,6 +167,12 @@ pub(crate) fn parse_missing_guest(reason: &str) -> Option<(String, u32)> {
     Some((node.to_owned(), vmid.parse().ok()?))
 }
 
+impl From<crate::core::InvalidValue> for PveError {
+    fn from(e: crate::core::InvalidValue) -> Self {
+        PveError::InvalidRequest(e.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,11 +247,5 @@ mod tests {
             err.to_string(),
             "Proxmox VE rejected POST /nodes/pve1/lxc: 400 Parameter verification failed. (vmid: value must have a minimum value of 100)"
         );
-    }
-}
-
-impl From<crate::core::InvalidValue> for PveError {
-    fn from(e: crate::core::InvalidValue) -> Self {
-        PveError::InvalidRequest(e.0)
     }
 }
