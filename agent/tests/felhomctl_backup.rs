@@ -18,7 +18,7 @@ use std::time::Duration;
 use common::{Run, felhomctl};
 use felhom_agent::app::config::Config;
 use felhom_agent::app::context::{AgentContext, BackupSetup};
-use felhom_agent::frontends::grpc::{bind_unix, serve};
+use felhom_agent::frontends::grpc::{bind_unix, serve_agent};
 use felhom_agent::infra::pve::PveClient;
 use felhom_simhost::pve::{PveSim, PveSimOptions};
 
@@ -102,9 +102,14 @@ impl Host {
                 .expect("agent context");
                 let listener = bind_unix(&path).expect("bind agent socket");
                 ready_tx.send(()).expect("test thread waits for readiness");
-                serve(listener, std::sync::Arc::new(ctx), async {
-                    let _ = stopped.await;
-                })
+                serve_agent(
+                    listener,
+                    ctx.capabilities.clone(),
+                    ctx.local_api_gateway.clone(),
+                    async {
+                        let _ = stopped.await;
+                    },
+                )
                 .await
                 .expect("agent gRPC server");
                 sim.shutdown().await;

@@ -156,6 +156,8 @@ struct RawAgent {
     socket: Option<PathBuf>,
     helper_socket: Option<PathBuf>,
     socket_group: Option<String>,
+    local_api_socket: Option<PathBuf>,
+    local_api_socket_group: Option<String>,
 }
 
 /// Kind of value an overridable key holds, for parsing environment strings.
@@ -183,6 +185,8 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("agent", "socket", Kind::Str),
     ("agent", "helper_socket", Kind::Str),
     ("agent", "socket_group", Kind::Str),
+    ("agent", "local_api_socket", Kind::Str),
+    ("agent", "local_api_socket_group", Kind::Str),
     ("local_api", "listen", Kind::List),
     ("local_api", "certificate_dir", Kind::Str),
     ("local_api", "max_body_bytes", Kind::Int),
@@ -218,6 +222,11 @@ pub struct AgentPaths {
     pub helper_socket: PathBuf,
     /// Group given access to the agent socket; `None` leaves the socket's group as created.
     pub socket_group: Option<String>,
+    /// The LocalApi socket (guests' service, called by the local-API gateway only).
+    pub local_api_socket: PathBuf,
+    /// Group given access to the LocalApi socket (0660) for a gateway run as its own process;
+    /// `None`: only the agent user may connect (0600).
+    pub local_api_socket_group: Option<String>,
 }
 
 /// Validated local-API settings.
@@ -694,9 +703,19 @@ fn validate_agent(raw: RawAgent) -> Result<AgentPaths, ConfigError> {
             ))
         }
     };
+    let socket = abs("agent.socket", raw.socket, paths::AGENT_SOCKET)?;
+    // Beside agent.sock unless set: one runtime directory holds both.
+    let local_api_default = socket
+        .parent()
+        .map(|d| d.join("localapi.sock"))
+        .unwrap_or_else(|| PathBuf::from(paths::LOCAL_API_SOCKET));
     Ok(AgentPaths {
         state_dir: abs("agent.state_dir", raw.state_dir, paths::STATE_DIR)?,
-        socket: abs("agent.socket", raw.socket, paths::AGENT_SOCKET)?,
+        local_api_socket: match raw.local_api_socket {
+            Some(p) => abs("agent.local_api_socket", Some(p), paths::LOCAL_API_SOCKET)?,
+            None => local_api_default,
+        },
+        socket,
         helper_socket: abs(
             "agent.helper_socket",
             raw.helper_socket,
@@ -708,6 +727,7 @@ fn validate_agent(raw: RawAgent) -> Result<AgentPaths, ConfigError> {
             Some(g) if g.is_empty() => None,
             Some(g) => Some(g),
         },
+        local_api_socket_group: raw.local_api_socket_group.filter(|g| !g.is_empty()),
     })
 }
 

@@ -1,9 +1,16 @@
-//! What the agent's services share: the Proxmox client, the state database, the per-guest
-//! queue, and the settings that shape their work. Built once by the daemon (or a test).
+//! The wiring: the Proxmox client, the state database and the per-guest queue, and the
+//! capabilities built on them that the front ends call. Built once by the daemon (or a test).
 
+use crate::capabilities::Capabilities;
+use crate::capabilities::access::GuestTokens;
 use crate::capabilities::backup::service::PbsTarget;
-use crate::capabilities::backup::{BackupService, BackupSettings};
+use crate::capabilities::backup::{BackupService, BackupSettings, Backups};
+use crate::capabilities::guests::Guests;
+use crate::capabilities::records::Records;
+use crate::capabilities::selftest::Selftest;
+use crate::capabilities::storage::Storage;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use std::path::Path;
 
@@ -29,8 +36,10 @@ pub struct AgentContext {
     pub storage_classes: BTreeMap<String, StorageClass>,
     /// The embedded local API gateway, once the daemon has started it.
     pub local_api_gateway: GatewaySlot,
-    /// Backups, restore-tests and verify.
+    /// Backups, restore-tests and verify (also inside `capabilities`; the scheduler drives it).
     pub backup: BackupService,
+    /// What the front ends call.
+    pub capabilities: Arc<Capabilities>,
 }
 
 /// What the backup side needs beyond the Proxmox client.
@@ -78,7 +87,23 @@ impl AgentContext {
             queue.clone(),
             wait.clone(),
         );
+        let records = Records::new(db.clone());
+        let capabilities = Arc::new(Capabilities {
+            guests: Guests::new(
+                pve.clone(),
+                db.clone(),
+                queue.clone(),
+                wait.clone(),
+                records.clone(),
+            ),
+            backup: Backups::new(backup.clone(), records.clone()),
+            storage: Storage::new(pve.clone(), storage_classes.clone()),
+            tokens: GuestTokens::new(db.clone(), pve.clone(), records.clone()),
+            selftest: Selftest::new(pve.clone(), trust.clone()),
+            records,
+        });
         Ok(Self {
+            capabilities,
             backup,
             pve,
             trust,

@@ -1,9 +1,10 @@
 //! `felhom-agent run`: the long-running agent.
 //!
 //! Start-up order matters and is fixed here: check identity (never root) → load config (done by
-//! the caller) → connect the Proxmox client → bind the gRPC socket → set its group and mode
-//! (0660) → start the local API gateway (if `[local_api] listen` names addresses; it calls the
-//! LocalApi service through this very socket) → tell systemd READY=1 → serve. SIGTERM/SIGINT
+//! the caller) → connect the Proxmox client → recover interrupted operations → bind the two
+//! gRPC sockets (`agent.sock` 0660 operator group: the `Agent` service; `localapi.sock` 0600:
+//! the guests' `LocalApi`) → start the local API gateway (if `[local_api] listen` names
+//! addresses; it calls LocalApi through its socket) → tell systemd READY=1 → serve. SIGTERM/SIGINT
 //! stop accepting new calls and let in-flight calls finish, the gateway first (its requests are
 //! gRPC calls in flight); the watchdog is petted at half its interval while the runtime is
 //! healthy. A gateway that cannot start (address in use, unreadable certificate) stops the
@@ -147,17 +148,33 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     }
     let queue = ctx.queue.clone();
     let socket = &config.agent.socket;
-    if let Some(dir) = socket.parent() {
+    let local_socket = &config.agent.local_api_socket;
+    for dir in [socket.parent(), local_socket.parent()]
+        .into_iter()
+        .flatten()
+    {
         std::fs::create_dir_all(dir).map_err(|source| DaemonError::SocketDir {
             path: dir.to_owned(),
             source,
         })?;
     }
-    let listener = grpc::bind_unix(socket)?;
-    set_socket_access(socket, config.agent.socket_group.as_deref())?;
-    tracing::info!(socket = %socket.display(), "serving gRPC");
-    if let Err(e) = start_gateway(&config, &ctx).await {
+    let remove_sockets = || {
+        // Best effort: a later start removes a stale socket anyway.
         let _ = std::fs::remove_file(socket);
+        let _ = std::fs::remove_file(local_socket);
+    };
+    let listener = grpc::bind_unix(socket)?;
+    set_socket_access(socket, config.agent.socket_group.as_deref(), 0o660)?;
+    let local_listener = grpc::bind_unix(local_socket)?;
+    // Only the agent itself (its embedded gateway) — or a standalone gateway's group — may
+    // call the guests' service: an operator must not be able to act as a guest.
+    match config.agent.local_api_socket_group.as_deref() {
+        Some(group) => set_socket_access(local_socket, Some(group), 0o660)?,
+        None => set_socket_access(local_socket, None, 0o600)?,
+    }
+    tracing::info!(socket = %socket.display(), local_api_socket = %local_socket.display(), "serving gRPC");
+    if let Err(e) = start_gateway(&config, &ctx).await {
+        remove_sockets();
         return Err(e);
     }
 
@@ -171,16 +188,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         shutdown.clone(),
     ));
 
-    let stop = shutdown.clone();
     let gateway = ctx.local_api_gateway.clone();
-    let result = grpc::serve(listener, ctx, async move {
-        stop.cancelled().await;
-        notify(&[sd_notify::NotifyState::Stopping]);
-        tracing::info!("shutting down: finishing in-flight calls");
-        // Before the gRPC server stops: the gateway's in-flight requests are calls on it.
-        gateway.shutdown().await;
-    })
-    .await;
+    // The gateway stops first: its in-flight requests are calls on the LocalApi server.
+    let gateway_stopped = CancellationToken::new();
+    let agent_server = grpc::serve_agent(
+        listener,
+        ctx.capabilities.clone(),
+        ctx.local_api_gateway.clone(),
+        {
+            let stop = shutdown.clone();
+            async move {
+                stop.cancelled().await;
+                notify(&[sd_notify::NotifyState::Stopping]);
+                tracing::info!("shutting down: finishing in-flight calls");
+            }
+        },
+    );
+    let local_server = grpc::serve_local_api(local_listener, ctx.capabilities.clone(), {
+        let stop = shutdown.clone();
+        let stopped = gateway_stopped.clone();
+        async move {
+            stop.cancelled().await;
+            gateway.shutdown().await;
+            stopped.cancel();
+        }
+    });
+    let (agent_result, local_result) = tokio::join!(agent_server, local_server);
     let report = queue.shutdown().await;
     if !report.never_started.is_empty() {
         tracing::warn!(
@@ -190,9 +223,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     }
     watchdog.abort();
     scheduler.abort();
-    // Best effort: a later start removes a stale socket anyway.
-    let _ = std::fs::remove_file(socket);
-    result.map_err(DaemonError::from)
+    remove_sockets();
+    agent_result.and(local_result).map_err(DaemonError::from)
 }
 
 /// Starts the embedded gateway when listen addresses are configured, with a LocalApi client on
@@ -213,7 +245,7 @@ async fn start_gateway(config: &Config, ctx: &AgentContext) -> Result<(), Daemon
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_error)?;
     let mut gateway_config = GatewayConfig::new(settings.listen.clone(), dir.clone());
     gateway_config.limits = settings.limits.clone();
-    let client = connect_unix(config.agent.socket.clone());
+    let client = connect_unix(config.agent.local_api_socket.clone());
     let gateway = Gateway::start(gateway_config, client)
         .await
         .map_err(DaemonError::Gateway)?;
@@ -227,9 +259,9 @@ async fn start_gateway(config: &Config, ctx: &AgentContext) -> Result<(), Daemon
     Ok(())
 }
 
-/// Socket access is the authorization of the operator surface: owner (agent) and the operator
-/// group may connect, nobody else.
-fn set_socket_access(socket: &Path, group: Option<&str>) -> Result<(), DaemonError> {
+/// Socket access is the authorization of each surface: the owner (agent) and, with `mode` 0660,
+/// the given group may connect, nobody else.
+fn set_socket_access(socket: &Path, group: Option<&str>, mode: u32) -> Result<(), DaemonError> {
     if let Some(name) = group {
         let gid = nix::unistd::Group::from_name(name)
             .map_err(|e| DaemonError::SocketPerms {
@@ -243,7 +275,7 @@ fn set_socket_access(socket: &Path, group: Option<&str>) -> Result<(), DaemonErr
             source: e.into(),
         })?;
     }
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660)).map_err(|source| {
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode)).map_err(|source| {
         DaemonError::SocketPerms {
             path: socket.to_owned(),
             source,

@@ -285,3 +285,30 @@ pub async fn task_round_trip(
         Err(steps)
     }
 }
+
+/// Why the selftest could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum SelftestError {
+    #[error("Proxmox VE is not configured ([proxmox] endpoint)")]
+    NoPve,
+}
+
+/// The selftest as a capability of the running agent (the read-only checks).
+#[derive(Debug, Clone)]
+pub struct Selftest {
+    pve: Option<PveClient>,
+    trust: Option<TlsTrust>,
+}
+
+impl Selftest {
+    pub fn new(pve: Option<PveClient>, trust: Option<TlsTrust>) -> Self {
+        Self { pve, trust }
+    }
+
+    /// Runs the read-only checks against the configured node.
+    pub async fn run(&self) -> Result<Report, SelftestError> {
+        let pve = self.pve.as_ref().ok_or(SelftestError::NoPve)?;
+        let trust = self.trust.clone().unwrap_or(TlsTrust::InsecureSkipVerify);
+        Ok(read_only(pve, &trust).await)
+    }
+}

@@ -1,10 +1,12 @@
 //! Core types every layer shares: validated identifiers ([`Vmid`], storage ids, snapshot names),
-//! the storage speed class, and the one way an error chain is printed. Depends on nothing else
+//! who acted ([`Actor`]), the storage speed class, and the one way an error chain is printed. Depends on nothing else
 //! in the crate.
 
+mod actor;
 mod ids;
 mod storage_class;
 
+pub use actor::Actor;
 pub use ids::{InvalidValue, Vmid, validate_snapshot_name, validate_storage_id};
 pub use storage_class::StorageClass;
 

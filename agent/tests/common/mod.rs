@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use felhom_agent::app::context::AgentContext;
-use felhom_agent::frontends::grpc::{bind_unix, serve};
+use felhom_agent::frontends::grpc::{bind_unix, serve_agent};
 use felhom_agent::infra::pve::{ApiToken, PveClient, PveClientConfig, TlsTrust, WaitOptions};
 
 /// Generous bound for one felhomctl run on a loaded 2-core machine; only a hang reaches it.
@@ -77,9 +77,14 @@ impl Agent {
                 .expect("agent context");
                 let listener = bind_unix(&path).expect("bind agent socket");
                 ready_tx.send(()).expect("test thread waits for readiness");
-                serve(listener, std::sync::Arc::new(ctx), async {
-                    let _ = stopped.await;
-                })
+                serve_agent(
+                    listener,
+                    ctx.capabilities.clone(),
+                    ctx.local_api_gateway.clone(),
+                    async {
+                        let _ = stopped.await;
+                    },
+                )
                 .await
                 .expect("agent gRPC server");
             });

@@ -23,3 +23,138 @@ pub use schedule::{Schedule, ScheduleError};
 pub use service::{BackupError, BackupService, Trigger};
 pub(crate) use settings::RawBackup;
 pub use settings::{BackupSettings, Policy, Retention, Tier, TierKind};
+
+use felhom_proto::agent::v1 as pb;
+
+use crate::capabilities::records::Records;
+use crate::core::{Actor, Vmid};
+use restore_test::RestoreTestError;
+pub use service::Accepted;
+
+/// The backup capability as front ends reach it: the [`BackupService`] plus the audit of every
+/// job an operator or a guest starts (joins and refusals included).
+#[derive(Debug, Clone)]
+pub struct Backups {
+    svc: BackupService,
+    records: Records,
+}
+
+impl Backups {
+    pub fn new(svc: BackupService, records: Records) -> Self {
+        Self { svc, records }
+    }
+
+    /// The service itself (the scheduler drives it directly).
+    pub fn service(&self) -> &BackupService {
+        &self.svc
+    }
+
+    /// Starts (or joins) a backup of `vmid`: by an operator on one tier or all, or by the
+    /// guest's controller (app-consistent).
+    pub async fn start(
+        &self,
+        actor: Actor,
+        vmid: u32,
+        tier: Option<&str>,
+    ) -> Result<Accepted, BackupError> {
+        let guest = Vmid::new(vmid)?;
+        let (trigger, action) = match actor {
+            Actor::Operator { .. } => (Trigger::Operator, "backup.start"),
+            Actor::Guest(_) => (Trigger::Controller, "guest.backup"),
+        };
+        let result = self.svc.start(guest.get(), trigger, tier).await;
+        let detail = match (&result, actor) {
+            (Ok(a), Actor::Guest(_)) if a.new_job => {
+                format!("app-consistent backup queued (job {})", a.job_id)
+            }
+            (Ok(a), Actor::Operator { .. }) if a.new_job => {
+                format!("backup queued (job {})", a.job_id)
+            }
+            (Ok(a), _) => format!("joined backup job {} already under way", a.job_id),
+            (Err(e), _) => format!("backup refused: {e}"),
+        };
+        let target = match actor {
+            Actor::Guest(_) => actor.to_string(),
+            Actor::Operator { .. } => format!("guest:{guest}"),
+        };
+        self.records.audit(actor, action, target, detail).await;
+        result
+    }
+
+    /// The guest's newest backup job.
+    pub async fn status(&self, vmid: u32) -> Result<pb::BackupStatus, BackupError> {
+        self.svc.status(Vmid::new(vmid)?.get()).await
+    }
+
+    /// Whether the guest's backup is due, and why.
+    pub async fn due(&self, vmid: u32) -> Result<due::Due, BackupError> {
+        self.svc.due(Vmid::new(vmid)?.get()).await
+    }
+
+    /// Backups on every reachable tier, of one guest (`0`: all).
+    pub async fn list(&self, vmid: u32) -> Result<pb::ListBackupsResponse, BackupError> {
+        let guest = match vmid {
+            0 => None,
+            v => Some(Vmid::new(v)?.get()),
+        };
+        self.svc.list(guest).await
+    }
+
+    /// Starts (or joins) a self-restore-test of `vmid`.
+    pub async fn start_restore_test(
+        &self,
+        actor: Actor,
+        vmid: u32,
+    ) -> Result<Accepted, RestoreTestError> {
+        let guest = Vmid::new(vmid).map_err(|e| RestoreTestError::Backup(e.into()))?;
+        let result = restore_test::start(&self.svc, guest.get()).await;
+        let detail = match &result {
+            Ok(a) if a.new_job => format!("restore-test queued (job {})", a.job_id),
+            Ok(a) => format!("joined restore-test job {} already under way", a.job_id),
+            Err(e) => format!("restore-test refused: {e}"),
+        };
+        self.records
+            .audit(
+                actor,
+                "restore_test.start",
+                format!("guest:{guest}"),
+                detail,
+            )
+            .await;
+        result
+    }
+
+    /// The guest's newest restore-test.
+    pub async fn restore_test_status(
+        &self,
+        vmid: u32,
+    ) -> Result<pb::RestoreTestStatus, RestoreTestError> {
+        let guest = Vmid::new(vmid).map_err(|e| RestoreTestError::Backup(e.into()))?;
+        restore_test::status(&self.svc, guest.get()).await
+    }
+
+    /// Starts (or joins) a PBS verify of the guest's newest snapshot on `tier` (or its PBS tier).
+    pub async fn start_verify(
+        &self,
+        actor: Actor,
+        vmid: u32,
+        tier: Option<&str>,
+    ) -> Result<Accepted, BackupError> {
+        let guest = Vmid::new(vmid)?;
+        let result = self.svc.start_verify(guest.get(), tier).await;
+        let detail = match &result {
+            Ok(a) if a.new_job => format!("verify queued (job {})", a.job_id),
+            Ok(a) => format!("joined verify job {} already under way", a.job_id),
+            Err(e) => format!("verify refused: {e}"),
+        };
+        self.records
+            .audit(actor, "verify.start", format!("guest:{guest}"), detail)
+            .await;
+        result
+    }
+
+    /// The guest's newest verify.
+    pub async fn verify_status(&self, vmid: u32) -> Result<pb::VerifyStatus, BackupError> {
+        self.svc.verify_status(Vmid::new(vmid)?.get()).await
+    }
+}

@@ -111,7 +111,7 @@ pub enum BackupError {
     Interrupted(&'static str),
     #[error("Cannot tell which archive vzdump wrote to tier '{0}'")]
     NoArchive(String),
-    #[error(transparent)]
+    #[error("vmid: {0}")]
     Invalid(#[from] InvalidValue),
     #[error("Proxmox VE call failed")]
     Pve(#[from] PveError),

@@ -1,18 +1,29 @@
-//! The agent's internal gRPC server: the `Agent` operator service (and, as issues land, the
-//! guests' `LocalApi`), with server reflection so `grpcurl` and `felhomctl` can list and describe
-//! everything. Served on a Unix socket only; who may connect is decided by the socket's owner,
-//! group and mode (0660, operator group).
+//! The agent's internal gRPC servers, each on its own Unix socket, each with server reflection
+//! so `grpcurl` and `felhomctl` can list and describe what it serves:
+//!
+//! - the operators' `Agent` service on `agent.sock` (0660, operator group);
+//! - the guests' `LocalApi` on `localapi.sock` (0600, the agent user; or 0660 with a configured
+//!   gateway group for a standalone gateway), which only the local-API gateway calls.
+//!
+//! Who may connect is decided by each socket's owner, group and mode; neither server answers
+//! the other's methods (UNIMPLEMENTED), so an operator cannot act as a guest.
 
-mod agent_service;
+mod agent;
 mod local_api;
 pub mod status;
 
 use std::path::Path;
+use std::sync::Arc;
+
+use felhom_proto::agent::v1::{agent_server::AgentServer, local_api_server::LocalApiServer};
 
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
-pub use agent_service::AgentService;
+use crate::capabilities::Capabilities;
+use crate::frontends::local_api_gateway::GatewaySlot;
+
+pub use agent::AgentService;
 pub use local_api::LocalApiService;
 
 /// Errors starting or running the gRPC server.
@@ -35,8 +46,10 @@ pub const AGENT_SERVICE: &str = "felhom.agent.v1.Agent";
 /// See [`AGENT_SERVICE`].
 pub const LOCAL_API_SERVICE: &str = "felhom.agent.v1.LocalApi";
 
-/// Builds the reflection services for the agent's services.
-pub fn reflection() -> Result<
+/// Builds the reflection services for exactly `services`.
+pub fn reflection(
+    services: &[&str],
+) -> Result<
     (
         tonic_reflection::server::v1::ServerReflectionServer<
             impl tonic_reflection::server::v1::ServerReflection,
@@ -47,7 +60,7 @@ pub fn reflection() -> Result<
     ),
     ServeError,
 > {
-    felhom_proto::reflection(&[AGENT_SERVICE, LOCAL_API_SERVICE]).map_err(ServeError::Reflection)
+    felhom_proto::reflection(services).map_err(ServeError::Reflection)
 }
 
 /// Binds `path` (removing a stale socket file first) and returns the listener.
@@ -78,17 +91,32 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
     })
 }
 
-/// Serves the agent's services on `listener` until `shutdown` resolves.
-pub async fn serve(
+/// Serves the operators' `Agent` service on `listener` until `shutdown` resolves.
+pub async fn serve_agent(
     listener: UnixListener,
-    ctx: std::sync::Arc<crate::app::context::AgentContext>,
+    caps: Arc<Capabilities>,
+    gateway: GatewaySlot,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    use felhom_proto::agent::v1::{agent_server::AgentServer, local_api_server::LocalApiServer};
-    let (v1, v1alpha) = reflection()?;
+    let (v1, v1alpha) = reflection(&[AGENT_SERVICE])?;
     tonic::transport::Server::builder()
-        .add_service(AgentServer::new(AgentService::new(ctx.clone())))
-        .add_service(LocalApiServer::new(LocalApiService::new(ctx)))
+        .add_service(AgentServer::new(AgentService::new(caps, gateway)))
+        .add_service(v1)
+        .add_service(v1alpha)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .map_err(ServeError::Transport)
+}
+
+/// Serves the guests' `LocalApi` service on `listener` until `shutdown` resolves.
+pub async fn serve_local_api(
+    listener: UnixListener,
+    caps: Arc<Capabilities>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let (v1, v1alpha) = reflection(&[LOCAL_API_SERVICE])?;
+    tonic::transport::Server::builder()
+        .add_service(LocalApiServer::new(LocalApiService::new(caps)))
         .add_service(v1)
         .add_service(v1alpha)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)

@@ -6,15 +6,23 @@
 
 use tonic::Status;
 
-use crate::core::InvalidValue;
-
+use crate::capabilities::access::AccessError;
 use crate::capabilities::backup::BackupError;
 use crate::capabilities::backup::restore_test::RestoreTestError;
+use crate::capabilities::guests::GuestsError;
+use crate::capabilities::guests::provision::ProvisionError;
+use crate::capabilities::records::RecordsError;
+use crate::capabilities::selftest::SelftestError;
+use crate::capabilities::storage::StorageError;
+use crate::core::{InvalidValue, error_chain};
 use crate::frontends::local_api_gateway::GatewaySlotError;
+use crate::infra::journaled::JournaledError;
 use crate::infra::pbs::PbsError;
 use crate::infra::pve::PveError;
 use crate::infra::queue::QueueError;
-use crate::infra::state::{AuditError, Interrupted, JobsError, JournalError, TokensError};
+use crate::infra::state::{
+    AuditError, BackupsError, Interrupted, JobsError, JournalError, TokensError,
+};
 
 /// An identifier that failed validation.
 pub fn invalid(e: &InvalidValue) -> Status {
@@ -61,13 +69,14 @@ pub fn queue(e: &QueueError) -> Status {
         QueueError::ShuttingDown => Status::unavailable(e.to_string()),
         QueueError::InvalidField(_) => Status::invalid_argument(e.to_string()),
         QueueError::UnknownJob(_) => Status::not_found(e.to_string()),
-        QueueError::Lost(_) | QueueError::History(_) => Status::internal(e.to_string()),
+        QueueError::Lost(_) => Status::internal(e.to_string()),
+        QueueError::History(h) => jobs(h),
     }
 }
 
-/// State-database errors are the agent's own failures.
-pub fn state(e: &dyn std::error::Error) -> Status {
-    Status::internal(format!("state database: {e}"))
+/// A state-database failure of the agent's own: the caller cannot fix it.
+fn internal(e: &dyn std::error::Error) -> Status {
+    Status::internal(format!("state database: {}", error_chain(e)))
 }
 
 /// Token-store errors.
@@ -77,29 +86,71 @@ pub fn tokens(e: &TokensError) -> Status {
         TokensError::NoToken { .. } => Status::not_found(e.to_string()),
         TokensError::Malformed => Status::unauthenticated("malformed token"),
         TokensError::InvalidField(_) => Status::invalid_argument(e.to_string()),
-        TokensError::Sqlite(_) | TokensError::Entropy(_) | TokensError::Interrupted(_) => state(e),
+        TokensError::Interrupted(i) => interrupted(i),
+        TokensError::Sqlite(_) | TokensError::Entropy(_) => internal(e),
     }
+}
+
+fn interrupted(_: &Interrupted) -> Status {
+    Status::unavailable("the agent is shutting down")
 }
 
 impl From<Interrupted> for Status {
-    fn from(_: Interrupted) -> Self {
-        Status::unavailable("the agent is shutting down")
+    fn from(i: Interrupted) -> Self {
+        interrupted(&i)
     }
 }
 
-/// Journal, audit and job-history failures.
+/// Journal errors. Most are the agent misusing its own journal (a bug), not the caller's.
 pub fn journal(e: &JournalError) -> Status {
-    state(e)
+    match e {
+        JournalError::Interrupted(i) => interrupted(i),
+        JournalError::InvalidField(_) => Status::invalid_argument(e.to_string()),
+        JournalError::UnknownOperation(_) => Status::not_found(e.to_string()),
+        JournalError::KeyInUse { .. } => Status::already_exists(e.to_string()),
+        JournalError::ResourcesRemain { .. } => Status::failed_precondition(e.to_string()),
+        JournalError::Corrupt { .. } => Status::data_loss(e.to_string()),
+        JournalError::Sqlite(_)
+        | JournalError::UnknownStep { .. }
+        | JournalError::WrongOperationState { .. }
+        | JournalError::StepNotInFlight { .. }
+        | JournalError::StepInFlight { .. }
+        | JournalError::UpidAlreadyRecorded { .. }
+        | JournalError::NotCreatedHere { .. } => internal(e),
+    }
 }
 
-/// Audit failures.
+/// Audit failures; a broken chain is data loss.
 pub fn audit(e: &AuditError) -> Status {
-    state(e)
+    match e {
+        AuditError::Interrupted(i) => interrupted(i),
+        AuditError::InvalidField(_) => Status::invalid_argument(e.to_string()),
+        AuditError::Altered { .. } | AuditError::BrokenLink { .. } | AuditError::Missing { .. } => {
+            Status::data_loss(e.to_string())
+        }
+        AuditError::Sqlite(_) => internal(e),
+    }
 }
 
 /// Job-history failures.
 pub fn jobs(e: &JobsError) -> Status {
-    state(e)
+    match e {
+        JobsError::Interrupted(i) => interrupted(i),
+        JobsError::InvalidField(_) => Status::invalid_argument(e.to_string()),
+        JobsError::UnknownJob(_) => Status::not_found(e.to_string()),
+        JobsError::WrongPhase { .. } => Status::failed_precondition(e.to_string()),
+        JobsError::Corrupt { .. } => Status::data_loss(e.to_string()),
+        JobsError::Sqlite(_) | JobsError::Entropy(_) => internal(e),
+    }
+}
+
+/// Backup-history failures.
+pub fn backups(e: &BackupsError) -> Status {
+    match e {
+        BackupsError::Interrupted(i) => interrupted(i),
+        BackupsError::InvalidField(_) => Status::invalid_argument(e.to_string()),
+        BackupsError::Sqlite(_) => internal(e),
+    }
 }
 
 /// Local API gateway problems.
@@ -135,7 +186,7 @@ pub fn pbs(e: &PbsError) -> Status {
 
 /// Backup, verify and status errors.
 pub fn backup(e: &BackupError) -> Status {
-    let text = crate::core::error_chain(e);
+    let text = error_chain(e);
     match e {
         BackupError::NoPve => Status::unavailable(text),
         BackupError::NoPolicy(_)
@@ -157,7 +208,7 @@ pub fn backup(e: &BackupError) -> Status {
         BackupError::Pve(p) => pve(p),
         BackupError::Pbs(p) => pbs(p),
         BackupError::Queue(q) => queue(q),
-        BackupError::History(h) => state(h),
+        BackupError::History(h) => backups(h),
         BackupError::Jobs(j) => jobs(j),
     }
 }
@@ -169,4 +220,89 @@ pub fn restore_test(e: &RestoreTestError) -> Status {
         RestoreTestError::Backup(b) => backup(b),
         RestoreTestError::Cleanup(_) => Status::internal(e.to_string()),
     }
+}
+
+/// Journaled-operation failures, with the whole cause chain in the message.
+pub fn journaled(e: &JournaledError) -> Status {
+    let msg = error_chain(e);
+    match e {
+        JournaledError::AlreadyExists(_) => Status::already_exists(msg),
+        JournaledError::Pve { source, .. } => Status::new(pve(source).code(), msg),
+        JournaledError::Journal(j) => Status::new(journal(j).code(), msg),
+        JournaledError::NotRemovable(_) => Status::internal(msg),
+        JournaledError::Interrupted => Status::unavailable(msg),
+        JournaledError::Held { .. } | JournaledError::Undecided(_) => {
+            Status::failed_precondition(msg)
+        }
+        JournaledError::Refused(_) => Status::invalid_argument(msg),
+    }
+}
+
+/// Provisioning failures, with the whole cause chain in the message.
+pub fn provision(e: &ProvisionError) -> Status {
+    match e {
+        ProvisionError::Invalid(_) | ProvisionError::Shrink { .. } => {
+            Status::invalid_argument(error_chain(e))
+        }
+        ProvisionError::Journaled(j) => journaled(j),
+    }
+}
+
+/// Guest calls (list, tasks, snapshot, rollback, provision).
+pub fn guests(e: &GuestsError) -> Status {
+    match e {
+        GuestsError::NoPve => Status::failed_precondition(e.to_string()),
+        GuestsError::Invalid { .. } | GuestsError::Description => {
+            Status::invalid_argument(e.to_string())
+        }
+        GuestsError::NoSnapshot { .. } => Status::not_found(e.to_string()),
+        GuestsError::Pve(p) => pve(p),
+        GuestsError::Queue(q) => queue(q),
+        GuestsError::Tokens(t) => tokens(t),
+        GuestsError::Provision(p) => provision(p),
+        GuestsError::JobFailed(text) => Status::aborted(text.clone()),
+        GuestsError::NoResult => Status::internal(e.to_string()),
+        GuestsError::Dropped => Status::unavailable(e.to_string()),
+    }
+}
+
+/// Token calls and guest authentication. Every way a presented token fails looks alike.
+pub fn access(e: &AccessError) -> Status {
+    match e {
+        AccessError::NoPve => Status::failed_precondition(e.to_string()),
+        AccessError::Invalid(_) => Status::invalid_argument(e.to_string()),
+        AccessError::Pve(p) => pve(p),
+        AccessError::Tokens(t) => tokens(t),
+        AccessError::UnknownToken => Status::unauthenticated(e.to_string()),
+        AccessError::CorruptOwner(_) => Status::data_loss(error_chain(e)),
+    }
+}
+
+/// Reading jobs, the journal and the audit log.
+pub fn records(e: &RecordsError) -> Status {
+    match e {
+        RecordsError::Jobs(j) => jobs(j),
+        RecordsError::Journal(j) => journal(j),
+        RecordsError::Audit(a) => audit(a),
+    }
+}
+
+/// The guests' storage view.
+pub fn storage(e: &StorageError) -> Status {
+    match e {
+        StorageError::NoPve => Status::failed_precondition(e.to_string()),
+        StorageError::Pve(p) => pve(p),
+    }
+}
+
+/// The selftest.
+pub fn selftest(e: &SelftestError) -> Status {
+    match e {
+        SelftestError::NoPve => Status::failed_precondition(e.to_string()),
+    }
+}
+
+/// A field that failed validation, named.
+pub fn invalid_field(field: &str, e: &InvalidValue) -> Status {
+    Status::invalid_argument(format!("{field}: {e}"))
 }

@@ -542,7 +542,7 @@ mod tests {
         assert_eq!(Vmid::new(100).unwrap().get(), 100);
         assert!(Vmid::new(1_000_000_000).is_err());
         assert_eq!(
-            Vmid::new(5).unwrap_err().to_string(),
+            PveError::from(Vmid::new(5).unwrap_err()).to_string(),
             "invalid request: vmid 5 is outside 100..=999999999"
         );
     }
