@@ -71,7 +71,10 @@ impl std::fmt::Debug for DemoGuest {
 /// What `devhost.json` says.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct DevhostInfo {
+    /// The operators' `Agent` service.
     pub agent_socket: PathBuf,
+    /// The guests' `LocalApi` (the agent user only; the embedded gateway calls it).
+    pub local_api_socket: PathBuf,
     pub helper_socket: PathBuf,
     pub pve_url: String,
     pub pve_fingerprint: String,
@@ -315,6 +318,7 @@ impl Devhost {
         };
 
         let info = DevhostInfo {
+            local_api_socket: run_dir.join("localapi.sock"),
             agent_socket,
             helper_socket,
             pve_url: pve.url().to_owned(),
