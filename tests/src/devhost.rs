@@ -149,6 +149,43 @@ fn write_private(path: &Path, contents: &str, owner: Option<u32>) -> anyhow::Res
     Ok(())
 }
 
+/// A devhost in a temporary directory of its own (removed once it has stopped), as the
+/// end-to-end tests start it.
+pub struct TempDevhost {
+    devhost: Option<Devhost>,
+    _dir: tempfile::TempDir,
+}
+
+impl TempDevhost {
+    /// Starts a devhost with `options` in a fresh temporary directory.
+    pub async fn start(options: &DevhostOptions) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let devhost = Devhost::start_with(&dir.path().join("dh"), options).await?;
+        Ok(Self {
+            devhost: Some(devhost),
+            _dir: dir,
+        })
+    }
+
+    /// The running devhost.
+    pub fn dh(&self) -> &Devhost {
+        self.devhost.as_ref().expect("running until stop")
+    }
+
+    /// The running devhost, to restart its agent.
+    pub fn dh_mut(&mut self) -> &mut Devhost {
+        self.devhost.as_mut().expect("running until stop")
+    }
+
+    /// Stops everything, then removes the directory.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        match self.devhost.take() {
+            Some(d) => d.stop().await,
+            None => Ok(()),
+        }
+    }
+}
+
 impl Devhost {
     /// Starts everything with `dir` as the state directory (created if missing); the local API
     /// listens on a free loopback port.

@@ -26,7 +26,7 @@ use std::process::Command;
 
 use felhom_agent::ctl::token::{self, TokenAction};
 use felhom_localapi_gateway::routes::{Handling, ROUTES};
-use felhom_simhost::devhost::{Devhost, DevhostOptions};
+use felhom_simhost::devhost::{Devhost, DevhostOptions, TempDevhost};
 use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -160,35 +160,23 @@ async fn call(
     }
 }
 
-struct Host {
-    devhost: Option<Devhost>,
-    _dir: tempfile::TempDir,
-}
+struct Host(TempDevhost);
 
 impl Host {
     async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
         let options = DevhostOptions {
-            local_api_port: 0,
             agent_program: Some(env!("CARGO_BIN_EXE_felhom-devhost").into()),
-            agent_env: Vec::new(),
-            backup_schedules: false,
+            ..DevhostOptions::default()
         };
-        let devhost = Devhost::start_with(&dir.path().join("dh"), &options)
-            .await
-            .unwrap();
-        Self {
-            devhost: Some(devhost),
-            _dir: dir,
-        }
+        Self(TempDevhost::start(&options).await.unwrap())
     }
 
     fn dh(&self) -> &Devhost {
-        self.devhost.as_ref().unwrap()
+        self.0.dh()
     }
 
-    async fn stop(mut self) {
-        self.devhost.take().unwrap().stop().await.unwrap();
+    async fn stop(self) {
+        self.0.stop().await.unwrap();
     }
 }
 

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 use super::status;
 use crate::capabilities::Capabilities;
+use crate::capabilities::guests::SnapshotDone;
 use crate::core::{Actor, Vmid};
 
 /// The guests' service.
@@ -46,6 +47,14 @@ impl LocalApiService {
             .authenticate(token)
             .await
             .map_err(|e| status::access(&e))
+    }
+}
+
+fn snapshot_reply(done: SnapshotDone) -> pb::SnapshotResult {
+    pb::SnapshotResult {
+        vmid: done.vmid.get(),
+        snapshot: done.snapshot,
+        job_id: done.job_id,
     }
 }
 
@@ -89,11 +98,7 @@ impl pb::local_api_server::LocalApi for LocalApiService {
             .snapshot(Actor::Guest(vmid), vmid, req.name, req.description)
             .await
             .map_err(|e| status::guests(&e))?;
-        Ok(Response::new(pb::SnapshotResult {
-            vmid: done.vmid.get(),
-            snapshot: done.snapshot,
-            job_id: done.job_id,
-        }))
+        Ok(Response::new(snapshot_reply(done)))
     }
 
     async fn rollback(
@@ -107,11 +112,7 @@ impl pb::local_api_server::LocalApi for LocalApiService {
             .rollback(Actor::Guest(vmid), vmid, request.into_inner().snapshot)
             .await
             .map_err(|e| status::guests(&e))?;
-        Ok(Response::new(pb::SnapshotResult {
-            vmid: done.vmid.get(),
-            snapshot: done.snapshot,
-            job_id: done.job_id,
-        }))
+        Ok(Response::new(snapshot_reply(done)))
     }
 
     async fn start_backup(

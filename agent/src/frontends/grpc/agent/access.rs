@@ -23,12 +23,10 @@ pub(super) async fn mint(
     r: Request<pb::GuestTokenRequest>,
 ) -> Reply<pb::GuestToken> {
     let actor = operator(&r);
-    let minted = caps
-        .tokens
-        .mint(actor, r.into_inner().vmid)
-        .await
-        .map_err(|e| status::access(&e))?;
-    Ok(Response::new(token_reply(minted)))
+    let minted = caps.tokens.mint(actor, r.into_inner().vmid).await;
+    Ok(Response::new(token_reply(
+        minted.map_err(|e| status::access(&e))?,
+    )))
 }
 
 pub(super) async fn rotate(
@@ -36,12 +34,10 @@ pub(super) async fn rotate(
     r: Request<pb::GuestTokenRequest>,
 ) -> Reply<pb::GuestToken> {
     let actor = operator(&r);
-    let minted = caps
-        .tokens
-        .rotate(actor, r.into_inner().vmid)
-        .await
-        .map_err(|e| status::access(&e))?;
-    Ok(Response::new(token_reply(minted)))
+    let minted = caps.tokens.rotate(actor, r.into_inner().vmid).await;
+    Ok(Response::new(token_reply(
+        minted.map_err(|e| status::access(&e))?,
+    )))
 }
 
 pub(super) async fn revoke(
