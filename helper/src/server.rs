@@ -24,12 +24,13 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::audit::{Audit, Outcome};
+use crate::caller::Caller;
 use crate::config::Config;
 use crate::exec::ExecError;
 use crate::golden::{self, GoldenConfig, GoldenError, GoldenSpec};
 use crate::hostns::{HostNs, HostNsError};
 use crate::mounts::{self, MountConfig, MountError};
-use crate::peer::{Caller, PeerCheck, Policy};
+use crate::peer::{PeerCheck, Policy};
 use crate::sensors::{self, SensorsConfig, SensorsError};
 use crate::smart::{self, SmartConfig, SmartError};
 use crate::validate::{
