@@ -9,3 +9,4 @@ pub mod pinned;
 pub mod pve;
 pub mod sim_pct;
 pub mod standins;
+pub mod utc;
