@@ -5,6 +5,7 @@ pub mod devhost;
 pub mod devhost_helper;
 pub mod https;
 pub mod pbs;
+pub mod percent;
 pub mod pinned;
 pub mod pve;
 pub mod sim_pct;

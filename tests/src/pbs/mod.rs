@@ -45,7 +45,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::pve::reply::percent_decode;
+use crate::percent::percent_decode;
 use crate::pve::tls::{TlsError, TlsIdentity};
 
 pub use acl::Role;

@@ -374,7 +374,7 @@ async fn handle(
     let segs: Vec<String> = rel
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| reply::percent_decode(s, false))
+        .map(|s| crate::percent::percent_decode(s, false))
         .collect();
     let call = api::Call {
         state: shared.state.clone(),
