@@ -10,4 +10,5 @@ pub mod pinned;
 pub mod pve;
 pub mod sim_pct;
 pub mod standins;
+pub mod tls;
 pub mod utc;
