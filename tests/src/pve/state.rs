@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chrono::{Datelike, Timelike};
+
 use super::acl::{AccessConfig, TokenEntry};
 use super::faults::Faults;
 use super::fixture::{
@@ -557,22 +559,17 @@ pub fn pve_time(t: i64) -> String {
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
 }
 
-/// Calendar parts (UTC) of a unix time.
+/// Calendar parts (UTC) of a unix time: year, month, day, hour, minute, second.
 pub fn civil(t: i64) -> (i64, i64, i64, i64, i64, i64) {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    // Howard Hinnant's days_from_civil inverse.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    (y, m, d, secs / 3600, (secs % 3600) / 60, secs % 60)
+    let dt = crate::utc::datetime(t);
+    (
+        i64::from(dt.year()),
+        i64::from(dt.month()),
+        i64::from(dt.day()),
+        i64::from(dt.hour()),
+        i64::from(dt.minute()),
+        i64::from(dt.second()),
+    )
 }
 
 /// A random v4 UUID string (token secrets).

@@ -154,15 +154,9 @@ pub async fn task_log(sim: &PveSimHandle, token: &str, upid: &str) -> Vec<String
         .collect()
 }
 
+/// Percent-encodes a path segment (everything but RFC 3986's unreserved characters).
 pub fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                char::from(b).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
+    felhom_simhost::percent::percent_encode(s)
 }
 
 /// Starts a PVE simulator whose `felhom-pbs` storage is backed by a running PBS simulator

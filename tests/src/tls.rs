@@ -1,7 +1,7 @@
-//! The simulator's TLS identity: a throwaway CA and a leaf certificate it signed, like a PVE
-//! node's `pve-root-ca.pem` + `pve-ssl.pem`. Clients can trust either the CA (PEM) or pin the
-//! leaf by its SHA-256 fingerprint, which `/nodes` reports as `ssl_fingerprint` in PVE's
-//! format: colon-separated uppercase hex.
+//! The simulators' TLS identity (PVE and PBS): a throwaway CA and a leaf certificate it
+//! signed, like a PVE node's `pve-root-ca.pem` + `pve-ssl.pem`. Clients can trust either the CA
+//! (PEM) or pin the leaf by its SHA-256 fingerprint, which `/nodes` reports as
+//! `ssl_fingerprint` in PVE's format: colon-separated uppercase hex.
 
 use std::sync::Arc;
 
