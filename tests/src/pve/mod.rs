@@ -58,6 +58,7 @@
 
 pub mod acl;
 pub mod api;
+pub mod call;
 pub mod faults;
 pub mod fixture;
 pub mod ops;

@@ -45,27 +45,27 @@
 
 use std::collections::BTreeMap;
 
-use crate::pbs::{BackupType, CryptMode, PbsKey, PbsSimHandle, PbsState, SimFile, SimSnapshot};
+use crate::pbs::{BackupType, CryptMode, PbsKey, PbsSimHandle, SimFile, SimSnapshot};
 
 use super::fixture::StorageFixture;
-use super::state::{Backup, World};
+use super::state::{Backup, SimState, World};
 
 /// The PBS user PVE's `pbs` storages log in as unless the fixture names another.
 pub const DEFAULT_PBS_USER: &str = "felhom-backup@pbs";
 
-/// Links a PVE storage id to a PBS simulator's datastore.
-#[derive(Debug, Clone)]
-pub struct PbsLink {
-    /// The PVE storage id (type `pbs`), e.g. `felhom-pbs`.
-    pub storage: String,
-    /// The PBS simulator's state.
-    pub pbs: PbsState,
-    /// The datastore on the PBS side.
-    pub datastore: String,
-    /// PBS port (what the storage's `port` becomes).
-    pub port: u16,
-    /// PBS certificate fingerprint (what the storage's `fingerprint` becomes).
-    pub fingerprint: String,
+pub use super::state::PbsLink;
+
+// Reading a storage's backups depends on the link (a linked storage lists what PBS still has).
+impl SimState {
+    /// Copies of the backups on `storage` (on a PBS-linked storage: those PBS still has).
+    pub fn backups(&self, storage: &str) -> Vec<Backup> {
+        let w = self.lock();
+        w.backups
+            .iter()
+            .filter(|b| b.storage() == storage && volume_exists(&w, b))
+            .cloned()
+            .collect()
+    }
 }
 
 impl PbsLink {

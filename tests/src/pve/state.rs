@@ -121,7 +121,7 @@ pub struct World {
     pub backups: Vec<Backup>,
     pub tasks: Vec<Task>,
     /// `pbs` storages backed by a PBS simulator (see [`super::pbs_link`]).
-    pub pbs_links: Vec<super::pbs_link::PbsLink>,
+    pub pbs_links: Vec<PbsLink>,
     /// Encryption keys of `pbs` storages (`/etc/pve/priv/storage/<id>.enc`), by storage id.
     pub storage_keys: BTreeMap<String, crate::pbs::PbsKey>,
     next_pid: u32,
@@ -347,16 +347,6 @@ impl SimState {
     /// A copy of one task.
     pub fn task(&self, upid: &str) -> Option<Task> {
         self.lock().task(upid).cloned()
-    }
-
-    /// Copies of the backups on `storage` (on a PBS-linked storage: those PBS still has).
-    pub fn backups(&self, storage: &str) -> Vec<Backup> {
-        let w = self.lock();
-        w.backups
-            .iter()
-            .filter(|b| b.storage() == storage && super::pbs_link::volume_exists(&w, b))
-            .cloned()
-            .collect()
     }
 
     /// Sets or removes a `pbs` storage's encryption key, as `pvesm set <storage>
@@ -586,6 +576,21 @@ pub fn random_uuid(rng: &mut impl rand::Rng) -> String {
         &h[16..20],
         &h[20..32]
     )
+}
+
+/// Links a PVE storage id to a PBS simulator's datastore.
+#[derive(Debug, Clone)]
+pub struct PbsLink {
+    /// The PVE storage id (type `pbs`), e.g. `felhom-pbs`.
+    pub storage: String,
+    /// The PBS simulator's state.
+    pub pbs: crate::pbs::PbsState,
+    /// The datastore on the PBS side.
+    pub datastore: String,
+    /// PBS port (what the storage's `port` becomes).
+    pub port: u16,
+    /// PBS certificate fingerprint (what the storage's `fingerprint` becomes).
+    pub fingerprint: String,
 }
 
 #[cfg(test)]
