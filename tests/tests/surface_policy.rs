@@ -26,7 +26,7 @@ use std::process::Command;
 
 use felhom_agent::ctl::token::{self, TokenAction};
 use felhom_localapi_gateway::routes::{Handling, ROUTES};
-use felhom_simhost::devhost::{Devhost, DevhostOptions, TempDevhost};
+use felhom_simhost::devhost::{DevhostOptions, TempDevhost};
 use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -160,24 +160,13 @@ async fn call(
     }
 }
 
-struct Host(TempDevhost);
-
-impl Host {
-    async fn start() -> Self {
-        let options = DevhostOptions {
-            agent_program: Some(env!("CARGO_BIN_EXE_felhom-devhost").into()),
-            ..DevhostOptions::default()
-        };
-        Self(TempDevhost::start(&options).await.unwrap())
-    }
-
-    fn dh(&self) -> &Devhost {
-        self.0.dh()
-    }
-
-    async fn stop(self) {
-        self.0.stop().await.unwrap();
-    }
+/// A devhost running the real agent binary.
+async fn start_host() -> TempDevhost {
+    let options = DevhostOptions {
+        agent_program: Some(env!("CARGO_BIN_EXE_felhom-devhost").into()),
+        ..DevhostOptions::default()
+    };
+    TempDevhost::start(&options).await.unwrap()
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
@@ -258,7 +247,7 @@ fn no_local_api_request_names_a_guest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_service_answers_only_on_its_own_socket() {
-    let host = Host::start().await;
+    let host = start_host().await;
     let info = &host.dh().info;
     let agent = channel(&info.agent_socket).await;
     let local = channel(&info.local_api_socket).await;
@@ -291,12 +280,12 @@ async fn each_service_answers_only_on_its_own_socket() {
             .code(),
         Code::Ok
     );
-    host.stop().await;
+    host.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_local_api_method_refuses_a_caller_without_a_valid_token() {
-    let host = Host::start().await;
+    let host = start_host().await;
     let info = &host.dh().info;
     let local = channel(&info.local_api_socket).await;
     // A guest's token replaced by rotation stops working at once.
@@ -323,7 +312,7 @@ async fn every_local_api_method_refuses_a_caller_without_a_valid_token() {
             );
         }
     }
-    host.stop().await;
+    host.stop().await.unwrap();
 }
 
 /// The client half of [`an_operator_group_member_cannot_reach_the_local_api_socket`], run
@@ -378,7 +367,7 @@ fn run_probe_as(uid: u32, gid: u32, probe: &str, sockets: &[&Path]) -> Option<St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_group_member_cannot_reach_the_local_api_socket() {
-    let host = Host::start().await;
+    let host = start_host().await;
     let info = host.dh().info.clone();
     // An operator: not the agent user, but in agent.sock's group.
     let ops_gid = std::fs::metadata(&info.agent_socket).unwrap().gid();
@@ -408,7 +397,7 @@ async fn an_operator_group_member_cannot_reach_the_local_api_socket() {
             info.agent_uid
         );
     }
-    host.stop().await;
+    host.stop().await.unwrap();
 }
 
 /// The client half of [`every_helper_method_refuses_a_disallowed_uid`]. Ignored in normal runs.
@@ -425,7 +414,7 @@ async fn helper_probe() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_helper_method_refuses_a_disallowed_uid() {
-    let host = Host::start().await;
+    let host = start_host().await;
     let info = host.dh().info.clone();
     // In the helper socket's group, so the file mode lets it connect and the refusal comes
     // from the helper's peer-credential check.
@@ -446,5 +435,5 @@ async fn every_helper_method_refuses_a_disallowed_uid() {
             );
         }
     }
-    host.stop().await;
+    host.stop().await.unwrap();
 }

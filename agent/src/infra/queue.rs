@@ -579,10 +579,23 @@ mod tests {
     #[error("Restore failed")]
     struct Outer(#[source] std::io::Error);
 
-    #[test]
-    fn error_chain_joins_sources() {
-        let err = Outer(std::io::Error::other("disk full"));
-        assert_eq!(error_chain(&err), "Restore failed: disk full");
+    #[tokio::test]
+    async fn a_failed_job_records_its_whole_error_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let (queue, _) = GuestQueue::start(db, QueueLimits::default()).await.unwrap();
+        let handle = queue
+            .submit(101, "restore", |_ctx| async {
+                let err: Box<dyn std::error::Error + Send + Sync> =
+                    Box::new(Outer(std::io::Error::other("disk full")));
+                Err(err)
+            })
+            .await
+            .unwrap();
+        match handle.wait().await.unwrap() {
+            JobOutcome::Failed(text) => assert_eq!(text, "Restore failed: disk full"),
+            JobOutcome::Done(v) => panic!("job succeeded: {v:?}"),
+        }
     }
 
     #[test]

@@ -63,21 +63,12 @@ impl Backups {
             Actor::Guest(_) => (Trigger::Controller, "guest.backup"),
         };
         let result = self.svc.start(guest.get(), trigger, tier).await;
-        let detail = match (&result, actor) {
-            (Ok(a), Actor::Guest(_)) if a.new_job => {
-                format!("app-consistent backup queued (job {})", a.job_id)
-            }
-            (Ok(a), Actor::Operator { .. }) if a.new_job => {
-                format!("backup queued (job {})", a.job_id)
-            }
-            (Ok(a), _) => format!("joined backup job {} already under way", a.job_id),
-            (Err(e), _) => format!("backup refused: {e}"),
+        let queued = match trigger {
+            Trigger::Controller => "app-consistent backup",
+            Trigger::Operator | Trigger::Schedule => "backup",
         };
-        let target = match actor {
-            Actor::Guest(_) => actor.to_string(),
-            Actor::Operator { .. } => format!("guest:{guest}"),
-        };
-        self.records.audit(actor, action, target, detail).await;
+        self.audit_start(actor, action, guest, ("backup", queued), &result)
+            .await;
         result
     }
 
@@ -142,15 +133,31 @@ impl Backups {
     ) -> Result<Accepted, BackupError> {
         let guest = Vmid::new(vmid)?;
         let result = self.svc.start_verify(guest.get(), tier).await;
-        let detail = match &result {
-            Ok(a) if a.new_job => format!("verify queued (job {})", a.job_id),
-            Ok(a) => format!("joined verify job {} already under way", a.job_id),
-            Err(e) => format!("verify refused: {e}"),
-        };
-        self.records
-            .audit(actor, "verify.start", format!("guest:{guest}"), detail)
+        self.audit_start(actor, "verify.start", guest, ("verify", "verify"), &result)
             .await;
         result
+    }
+
+    /// Audits a start: queued, joined or refused. `what` is the job's noun and how a new one
+    /// is described; a guest's own call is audited with the guest as its target.
+    async fn audit_start<E: std::fmt::Display>(
+        &self,
+        actor: Actor,
+        action: &'static str,
+        guest: Vmid,
+        (noun, queued): (&str, &str),
+        result: &Result<Accepted, E>,
+    ) {
+        let detail = match result {
+            Ok(a) if a.new_job => format!("{queued} queued (job {})", a.job_id),
+            Ok(a) => format!("joined {noun} job {} already under way", a.job_id),
+            Err(e) => format!("{noun} refused: {e}"),
+        };
+        let target = match actor {
+            Actor::Guest(_) => actor.to_string(),
+            Actor::Operator { .. } => format!("guest:{guest}"),
+        };
+        self.records.audit(actor, action, target, detail).await;
     }
 
     /// The guest's newest verify.

@@ -46,23 +46,6 @@ pub const AGENT_SERVICE: &str = "felhom.agent.v1.Agent";
 /// See [`AGENT_SERVICE`].
 pub const LOCAL_API_SERVICE: &str = "felhom.agent.v1.LocalApi";
 
-/// Builds the reflection services for exactly `services`.
-pub fn reflection(
-    services: &[&str],
-) -> Result<
-    (
-        tonic_reflection::server::v1::ServerReflectionServer<
-            impl tonic_reflection::server::v1::ServerReflection,
-        >,
-        tonic_reflection::server::v1alpha::ServerReflectionServer<
-            impl tonic_reflection::server::v1alpha::ServerReflection,
-        >,
-    ),
-    ServeError,
-> {
-    felhom_proto::reflection(services).map_err(ServeError::Reflection)
-}
-
 /// Binds `path` (removing a stale socket file first) and returns the listener.
 pub fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
     match std::fs::symlink_metadata(path) {
@@ -98,7 +81,8 @@ pub async fn serve_agent(
     gateway: GatewaySlot,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let (v1, v1alpha) = reflection(&[AGENT_SERVICE])?;
+    let (v1, v1alpha) =
+        felhom_proto::reflection(&[AGENT_SERVICE]).map_err(ServeError::Reflection)?;
     tonic::transport::Server::builder()
         .add_service(AgentServer::new(AgentService::new(caps, gateway)))
         .add_service(v1)
@@ -114,7 +98,8 @@ pub async fn serve_local_api(
     caps: Arc<Capabilities>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let (v1, v1alpha) = reflection(&[LOCAL_API_SERVICE])?;
+    let (v1, v1alpha) =
+        felhom_proto::reflection(&[LOCAL_API_SERVICE]).map_err(ServeError::Reflection)?;
     tonic::transport::Server::builder()
         .add_service(LocalApiServer::new(LocalApiService::new(caps)))
         .add_service(v1)
