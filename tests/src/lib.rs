@@ -8,6 +8,7 @@ pub mod pbs;
 pub mod percent;
 pub mod pinned;
 pub mod pve;
+pub mod sim_bin;
 pub mod sim_pct;
 pub mod standins;
 pub mod tls;
