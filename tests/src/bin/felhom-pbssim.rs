@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 use felhom_simhost::pbs::{PbsFixture, PbsSim, PbsSimOptions};
 use felhom_simhost::sim_bin::{self, announce_and_wait, require_loopback, write_private};
