@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::capabilities::backup::service::{BackupService, Trigger};
+use crate::capabilities::backup::service::{BackupService, TierListings, Trigger};
 use crate::core::error_chain as chain;
 
 /// Runs until `shutdown` is cancelled.
@@ -45,15 +45,22 @@ pub async fn run(svc: BackupService, shutdown: CancellationToken) {
             _ = interval.tick() => {}
         }
         cleanup.poll(&svc, &shutdown).await;
+        // One listing per tier storage for the whole tick, not one per guest and tier.
+        let listings = svc.tier_listings().await;
         for &vmid in &guests {
             if shutdown.is_cancelled() {
                 return;
             }
-            if let Err(e) = backup_tick(&svc, vmid, &mut first_seen_due).await {
+            if let Err(e) = backup_tick(&svc, vmid, &listings, &mut first_seen_due).await {
                 tracing::warn!(vmid, error = %e, "scheduler: backup check failed");
             }
-            match crate::capabilities::backup::restore_test::is_due(&svc, vmid, svc.now_secs())
-                .await
+            match crate::capabilities::backup::restore_test::is_due(
+                &svc,
+                vmid,
+                svc.now_secs(),
+                &listings,
+            )
+            .await
             {
                 Ok(true) => {
                     match crate::capabilities::backup::restore_test::start(&svc, vmid).await {
@@ -134,10 +141,11 @@ impl Cleanup {
 async fn backup_tick(
     svc: &BackupService,
     vmid: u32,
+    listings: &TierListings,
     first_seen_due: &mut HashMap<u32, i64>,
 ) -> Result<(), String> {
     let now = svc.now_secs();
-    let due = svc.due(vmid).await.map_err(|e| chain(&e))?;
+    let due = svc.due_with(vmid, listings).await.map_err(|e| chain(&e))?;
     if !due.due {
         first_seen_due.remove(&vmid);
         return Ok(());

@@ -37,7 +37,9 @@ use std::time::{Duration, Instant};
 use felhom_proto::agent::v1 as pb;
 use tokio_util::sync::CancellationToken;
 
-use crate::capabilities::backup::service::{Accepted, BackupError, BackupService, phase_word};
+use crate::capabilities::backup::service::{
+    Accepted, BackupError, BackupService, TierListings, guest_volumes, phase_word,
+};
 use crate::capabilities::backup::{Tier, TierKind};
 use crate::core::error_chain as chain;
 use crate::infra::journaled::{
@@ -537,7 +539,12 @@ fn secs(t: Timestamp) -> i64 {
 
 /// Whether `vmid`'s restore-test is due at `now` by its schedule: the latest slot is newer
 /// than the last test, and there is a backup newer than the last test to try.
-pub async fn is_due(svc: &BackupService, vmid: u32, now: i64) -> Result<bool, RestoreTestError> {
+pub async fn is_due(
+    svc: &BackupService,
+    vmid: u32,
+    now: i64,
+    listings: &TierListings,
+) -> Result<bool, RestoreTestError> {
     let Some((schedule, _)) = svc.settings().restore_test_of(vmid) else {
         return Ok(false);
     };
@@ -561,7 +568,7 @@ pub async fn is_due(svc: &BackupService, vmid: u32, now: i64) -> Result<bool, Re
     for p in svc.settings().policies_of(vmid) {
         let tier = svc.settings().tier(p.tier);
         // An unreachable tier does not make the test due; the others may.
-        if let Ok(vols) = pve.backup_volumes(&tier.storage, Some(guest)).await {
+        if let Ok(vols) = guest_volumes(pve, &tier.storage, guest, listings).await {
             let n = vols
                 .iter()
                 .map(|v| i64::try_from(v.ctime).unwrap_or(0))

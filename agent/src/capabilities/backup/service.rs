@@ -15,6 +15,7 @@
 //! (`ignore-verified=false`, so it really runs), waits for the task on the node the PBS UPID
 //! names and reads `verification.state` back.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use felhom_proto::agent::v1 as pb;
@@ -25,6 +26,7 @@ use super::settings::{BackupSettings, KeyFileError, Policy, Tier, TierKind, chec
 use crate::core::InvalidValue;
 use crate::core::error_chain as chain;
 use crate::infra::pbs::{BackupType, PbsClient, PbsError, PbsUpid, VerifyRequest, VerifyState};
+use crate::infra::pve::types::StorageVolume;
 use crate::infra::pve::{PveClient, PveError, Upid, Vmid, VzdumpRequest, WaitOptions};
 use crate::infra::queue::{GuestQueue, QueueError};
 use crate::infra::state::{BackupsError, JobId, JobPhase, JobsError, StateDb, Timestamp};
@@ -124,6 +126,35 @@ pub enum BackupError {
     #[error("Cannot read or write job history")]
     Jobs(#[from] JobsError),
 }
+
+/// `guest`'s backup volumes on `storage`: from `listings` when it holds the storage, else
+/// one listing of that guest's backups there.
+pub(crate) async fn guest_volumes(
+    pve: &PveClient,
+    storage: &str,
+    guest: Vmid,
+    listings: &TierListings,
+) -> Result<Vec<StorageVolume>, PveError> {
+    if let Some(all) = listings.0.get(storage) {
+        // A volume that names no guest cannot be attributed (PVE's own vmid filter
+        // leaves such volumes out too).
+        return Ok(all
+            .iter()
+            .filter(|v| v.vmid == Some(u64::from(guest.get())))
+            .cloned()
+            .collect());
+    }
+    let vols = pve.backup_volumes(storage, Some(guest)).await?;
+    Ok(vols
+        .into_iter()
+        .filter(|v| v.vmid.is_none_or(|x| x == u64::from(guest.get())))
+        .collect())
+}
+
+/// Backup listings of tier storages (storage id → every backup volume on it), taken once per
+/// scheduler tick. Empty: every caller lists what it needs itself.
+#[derive(Debug, Clone, Default)]
+pub struct TierListings(BTreeMap<String, Vec<StorageVolume>>);
 
 /// The PBS datastore the host's `pbs` storages point at, with a client for its API.
 #[derive(Debug, Clone)]
@@ -290,41 +321,72 @@ impl BackupService {
         Ok(self.inner.db.run(move |db| db.jobs().get(&id)).await?)
     }
 
-    /// Newest backup (unix seconds) of `vmid` on each of its policies' tiers, read from the
-    /// storages; a storage that cannot be listed gives its error.
+    /// Newest backup (unix seconds) of `vmid` on each of its policies' tiers, read from
+    /// `listings` where it holds the tier's storage, else from the storage itself; a storage
+    /// that cannot be listed gives its error.
     async fn newest_backups(
         &self,
         vmid: u32,
+        listings: &TierListings,
     ) -> Result<Vec<Result<Option<i64>, PveError>>, BackupError> {
         let pve = self.pve()?;
         let guest = Vmid::new(vmid)?;
         let mut out = Vec::new();
         for p in self.inner.settings.policies_of(vmid) {
             let tier = self.inner.settings.tier(p.tier);
-            out.push(
-                pve.backup_volumes(&tier.storage, Some(guest))
-                    .await
-                    .map(|vols| {
-                        vols.iter()
-                            .filter(|v| v.vmid.is_none_or(|x| x == u64::from(vmid)))
-                            .map(|v| i64::try_from(v.ctime).unwrap_or(i64::MAX))
-                            .max()
-                    }),
-            );
+            let vols = guest_volumes(pve, &tier.storage, guest, listings).await;
+            out.push(vols.map(|vols| {
+                vols.iter()
+                    .map(|v| i64::try_from(v.ctime).unwrap_or(i64::MAX))
+                    .max()
+            }));
         }
         Ok(out)
+    }
+
+    /// One backup listing per tier storage that any policy uses, for a scheduler tick: every
+    /// guest's due-ness in the tick is read from these instead of listing each storage once
+    /// per guest. A storage that cannot be listed is left out (each guest then lists it
+    /// itself and reports why it cannot be checked).
+    pub async fn tier_listings(&self) -> TierListings {
+        let mut out = BTreeMap::new();
+        let Ok(pve) = self.pve() else {
+            return TierListings::default();
+        };
+        let storages: BTreeSet<&str> = self
+            .inner
+            .settings
+            .guests()
+            .into_iter()
+            .flat_map(|g| self.inner.settings.policies_of(g))
+            .map(|p| self.inner.settings.tier(p.tier).storage.as_str())
+            .collect();
+        for storage in storages {
+            match pve.backup_volumes(storage, None).await {
+                Ok(vols) => {
+                    out.insert(storage.to_owned(), vols);
+                }
+                Err(e) => tracing::debug!(storage, error = %chain(&e), "tier listing failed"),
+            }
+        }
+        TierListings(out)
     }
 
     /// Whether `vmid`'s backup is due, and why. A tier whose storage cannot be listed is left
     /// out of the verdict and named in the reason (an offline PBS must not stop the local
     /// tier's loop); when no tier can be listed, the error is the answer.
     pub async fn due(&self, vmid: u32) -> Result<Due, BackupError> {
+        self.due_with(vmid, &TierListings::default()).await
+    }
+
+    /// [`Self::due`], reading tier storages from `listings` where it holds them.
+    pub async fn due_with(&self, vmid: u32, listings: &TierListings) -> Result<Due, BackupError> {
         let policies: Vec<&Policy> = self.inner.settings.policies_of(vmid).collect();
         if policies.is_empty() {
             return Ok(due::evaluate(&[], self.now_secs(), None));
         }
         let running = self.active_job(vmid, KIND_BACKUP).await?;
-        let newest = self.newest_backups(vmid).await?;
+        let newest = self.newest_backups(vmid, listings).await?;
         let mut states: Vec<PolicyState<'_>> = Vec::new();
         let mut index: Vec<usize> = Vec::new();
         let mut unreachable: Vec<(usize, PveError)> = Vec::new();
