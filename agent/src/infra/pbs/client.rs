@@ -1,6 +1,7 @@
-//! The HTTP side of the PBS client: builds requests, sends the token, applies the per-request
-//! timeout and turns PBS's answers into typed data or [`PbsError`]; plus the two datastore calls
-//! the agent needs (snapshot listing and verify).
+//! The PBS client: PBS's settings over the shared HTTP core ([`crate::infra::proxmox::http`],
+//! which builds requests, sends the token, applies the per-request timeout and unwraps answers;
+//! PBS's reading of a failed answer is `From<HttpError> for PbsError` in `super::error`), plus
+//! the two datastore calls the agent needs (snapshot listing and verify).
 //!
 //! Endpoints and privileges, confirmed in proxmox-backup `src/api2/admin/datastore.rs`:
 //! - `GET /admin/datastore/{store}/snapshots` with optional `ns`, `backup-type`, `backup-id`:
@@ -18,22 +19,18 @@
 
 use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, HeaderValue};
-use reqwest::{Method, StatusCode, Url};
-use secrecy::ExposeSecret;
+use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 
-use super::error::{PbsError, PbsPermissionDenied};
-use super::token::PbsToken;
+use super::error::PbsError;
+use super::token::{Pbs, PbsToken};
 use super::types::{BackupType, PbsSnapshot, WireSnapshot};
 use super::upid::PbsUpid;
-use crate::infra::pve::{TlsTrust, check_endpoint, client_config, url_host::Host};
+use crate::infra::proxmox::TlsTrust;
+use crate::infra::proxmox::http::HttpCore;
 
 /// Request parameters (form fields or query pairs).
-pub(crate) type Params = Vec<(&'static str, String)>;
-
-/// Longest error message kept from a PBS answer (the body is untrusted input).
-const MAX_ERROR_LEN: usize = 1024;
+pub(crate) use crate::infra::proxmox::http::Params;
 
 /// Settings of a [`PbsClient`].
 #[derive(Debug, Clone)]
@@ -50,18 +47,14 @@ pub struct PbsClientConfig {
 /// A typed client for the PBS API over HTTPS with an API token.
 #[derive(Clone)]
 pub struct PbsClient {
-    http: reqwest::Client,
-    api_base: Url,
-    auth: HeaderValue,
-    authid: String,
-    request_timeout: Duration,
+    pub(super) core: HttpCore<Pbs>,
 }
 
 impl std::fmt::Debug for PbsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PbsClient")
-            .field("api_base", &self.api_base.as_str())
-            .field("authid", &self.authid)
+            .field("api_base", &self.core.api_base().as_str())
+            .field("authid", &self.core.authid())
             .finish_non_exhaustive()
     }
 }
@@ -82,65 +75,29 @@ pub struct VerifyRequest {
     pub outdated_after: Option<u32>,
 }
 
-fn setup_err(e: impl std::error::Error + Send + Sync + 'static) -> PbsError {
-    PbsError::Setup(Box::new(e))
-}
-
-fn endpoint_host(url: &Url) -> Result<Host<'_>, PbsError> {
-    let host = url
-        .host_str()
-        .ok_or_else(|| PbsError::InvalidRequest(format!("endpoint '{url}' has no host")))?;
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    Ok(match bare.parse() {
-        Ok(ip) => Host::Ip(ip),
-        Err(_) => Host::Name(host),
-    })
-}
-
 impl PbsClient {
     /// Builds the client. Fails for a non-https endpoint, bad TLS material, or
     /// `insecure_skip_verify` on a non-loopback endpoint.
     pub fn new(config: PbsClientConfig) -> Result<Self, PbsError> {
-        if config.endpoint.scheme() != "https" {
-            return Err(PbsError::InvalidRequest(format!(
-                "endpoint '{}' must use https",
-                config.endpoint
-            )));
-        }
-        check_endpoint(&config.trust, &endpoint_host(&config.endpoint)?).map_err(setup_err)?;
-        let tls = client_config(&config.trust).map_err(setup_err)?;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .http1_only()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!("felhom-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(setup_err)?;
-        let mut auth = HeaderValue::from_str(config.token.header_value().expose_secret())
-            .map_err(|_| PbsError::InvalidRequest("PBS token has invalid characters".into()))?;
-        auth.set_sensitive(true);
-        let mut api_base = config.endpoint.clone();
-        api_base.set_path("/api2/json/");
-        Ok(Self {
-            http,
-            api_base,
-            auth,
-            authid: config.token.authid().to_owned(),
-            request_timeout: config.request_timeout,
-        })
+        let c = &config;
+        let core = HttpCore::new(
+            &c.endpoint,
+            &c.token,
+            &c.trust,
+            c.request_timeout,
+            c.connect_timeout,
+        )?;
+        Ok(Self { core })
     }
 
     /// The token's authid (who the agent acts as on PBS).
     pub fn authid(&self) -> &str {
-        &self.authid
+        self.core.authid()
     }
 
     /// Per-request timeout.
     pub fn request_timeout(&self) -> Duration {
-        self.request_timeout
+        self.core.request_timeout()
     }
 
     /// Lists the snapshots of a datastore namespace, optionally only one backup type and/or id.
@@ -209,7 +166,7 @@ impl PbsClient {
             form.push(("outdated-after", days.to_string()));
         }
         let path = format!("/admin/datastore/{store}/verify");
-        self.call(Method::POST, "POST", &path, form, None).await
+        self.core.call(Method::POST, &path, form, None).await
     }
 
     /// `GET` and decode `data`, with an optional timeout for this request.
@@ -219,124 +176,7 @@ impl PbsClient {
         query: Params,
         timeout: Option<Duration>,
     ) -> Result<T, PbsError> {
-        self.call(Method::GET, "GET", path, query, timeout).await
-    }
-
-    async fn call<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        verb: &'static str,
-        path: &str,
-        params: Params,
-        timeout: Option<Duration>,
-    ) -> Result<T, PbsError> {
-        let url = self
-            .api_base
-            .join(path.trim_start_matches('/'))
-            .map_err(|_| PbsError::InvalidRequest(format!("bad API path '{path}'")))?;
-        let mut req = self
-            .http
-            .request(method.clone(), url)
-            .header(AUTHORIZATION, self.auth.clone());
-        req = if method == Method::POST {
-            req.form(&params)
-        } else {
-            req.query(&params)
-        };
-        if let Some(t) = timeout {
-            req = req.timeout(t);
-        }
-        let effective_timeout = timeout.unwrap_or(self.request_timeout);
-        let transport = |source: reqwest::Error| {
-            if source.is_timeout() {
-                PbsError::Timeout {
-                    method: verb,
-                    path: path.to_owned(),
-                    timeout: effective_timeout,
-                }
-            } else {
-                PbsError::Transport {
-                    method: verb,
-                    path: path.to_owned(),
-                    source,
-                }
-            }
-        };
-        let resp = req.send().await.map_err(transport)?;
-        let status = resp.status();
-        let canonical = status.canonical_reason().unwrap_or_default().to_owned();
-        let body = resp.bytes().await.map_err(transport)?;
-        decode_answer(verb, path, status, &canonical, &body)
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct Envelope<T> {
-    data: T,
-}
-
-/// PBS's error message: the body text (see [`super::error`]); tolerates an ExtJS-style
-/// `{"message": …}` body and falls back to the reason phrase for an empty body.
-fn error_message(body: &[u8], reason: &str) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    let msg = match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(serde_json::Value::Object(obj)) => obj
-            .get("message")
-            .and_then(|m| m.as_str())
-            .map(str::to_owned)
-            .unwrap_or_default(),
-        Ok(serde_json::Value::String(s)) => s,
-        _ => text.to_owned(),
-    };
-    let msg = msg.trim();
-    let msg = if msg.is_empty() { reason.trim() } else { msg };
-    let mut out: String = msg.chars().take(MAX_ERROR_LEN).collect();
-    if out.len() < msg.len() {
-        out.push('…');
-    }
-    out
-}
-
-/// Turns one PBS answer into data or a typed error. Separate from I/O so the status mapping is
-/// unit-tested against the exact real texts.
-pub(crate) fn decode_answer<T: DeserializeOwned>(
-    method: &'static str,
-    path: &str,
-    status: StatusCode,
-    reason: &str,
-    body: &[u8],
-) -> Result<T, PbsError> {
-    if status == StatusCode::OK {
-        let env: Envelope<T> = serde_json::from_slice(body).map_err(|source| PbsError::Decode {
-            method,
-            path: path.to_owned(),
-            source,
-        })?;
-        return Ok(env.data);
-    }
-    let reason = error_message(body, reason);
-    let path = path.to_owned();
-    match status.as_u16() {
-        401 => Err(PbsError::Unauthorized { reason }),
-        403 => Err(PbsError::Permission {
-            method,
-            path,
-            denied: PbsPermissionDenied::parse(&reason),
-            reason,
-        }),
-        code @ 500..=599 => Err(PbsError::Server {
-            method,
-            path,
-            status: code,
-            reason,
-        }),
-        code => Err(PbsError::Rejected {
-            method,
-            path,
-            status: code,
-            reason,
-        }),
+        self.core.call(Method::GET, path, query, timeout).await
     }
 }
 
@@ -385,17 +225,22 @@ pub fn validate_namespace(ns: &str) -> Result<(), PbsError> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use reqwest::StatusCode;
 
+    use super::*;
+    use crate::infra::proxmox::http;
+
+    /// One PBS answer through the shared decode path and PBS's reading of errors.
     fn decode(status: u16, body: &str) -> Result<serde_json::Value, PbsError> {
         let status = StatusCode::from_u16(status).unwrap();
-        decode_answer(
+        http::decode(
             "POST",
             "/admin/datastore/felhom-store/verify",
             status,
-            status.canonical_reason().unwrap_or(""),
+            status.canonical_reason().unwrap_or("").to_owned(),
             body.as_bytes(),
         )
+        .map_err(PbsError::from)
     }
 
     #[test]

@@ -13,12 +13,18 @@
 //!   suffices, the second only for owned groups). The router's own check says just
 //!   `permission check failed`.
 //!
-//! No variant ever carries the token.
+//! Reading a failed answer this way is PBS's half of the shared call path: the HTTP core hands
+//! every non-200 answer over as an `HttpError`, and `From<HttpError>` here words it. No
+//! variant ever carries the token.
 
 use std::fmt;
 use std::time::Duration;
 
 use super::upid::PbsUpid;
+use crate::infra::proxmox::http::{ErrorAnswer, product_error_from_http};
+
+/// Longest error message kept from a PBS answer (the body is untrusted input).
+const MAX_ERROR_LEN: usize = 1024;
 
 /// A PBS privilege check that failed: the ACL path and the privileges of which one was needed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +150,59 @@ impl PbsError {
             | PbsError::Cancelled { .. } => false,
         }
     }
+}
+
+product_error_from_http!(PbsError, from_answer);
+
+/// A non-200 PBS answer: the message is the body.
+fn from_answer(method: &'static str, path: String, answer: ErrorAnswer) -> PbsError {
+    // PBS always sends the canonical reason phrase; only it is the fallback for an empty body.
+    let canonical = answer.status.canonical_reason().unwrap_or_default();
+    let reason = error_message(&answer.body, canonical);
+    match answer.status.as_u16() {
+        401 => PbsError::Unauthorized { reason },
+        403 => PbsError::Permission {
+            method,
+            path,
+            denied: PbsPermissionDenied::parse(&reason),
+            reason,
+        },
+        code @ 500..=599 => PbsError::Server {
+            method,
+            path,
+            status: code,
+            reason,
+        },
+        code => PbsError::Rejected {
+            method,
+            path,
+            status: code,
+            reason,
+        },
+    }
+}
+
+/// PBS's error message: the body text; tolerates an ExtJS-style `{"message": …}` body and
+/// falls back to the reason phrase for an empty body.
+fn error_message(body: &[u8], reason: &str) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let msg = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(obj)) => obj
+            .get("message")
+            .and_then(|m| m.as_str())
+            .map(str::to_owned)
+            .unwrap_or_default(),
+        Ok(serde_json::Value::String(s)) => s,
+        _ => text.to_owned(),
+    };
+    let msg = msg.trim();
+    let msg = if msg.is_empty() { reason.trim() } else { msg };
+    let mut out: String = msg.chars().take(MAX_ERROR_LEN).collect();
+    if out.len() < msg.len() {
+        out.push('…');
+    }
+    out
 }
 
 #[cfg(test)]

@@ -13,9 +13,10 @@
 //!   protected, `encrypted` from the files' crypt modes, verify state ok|failed|none and the
 //!   verify task's UPID).
 //! - [`PbsClient::verify`] starts a verify and returns its [`PbsUpid`]; [`PbsClient::wait_task`]
-//!   polls the node named in the UPID with the PVE client's semantics (success only on `OK`,
-//!   `WARNINGS: n` reported apart, per-request timeout, overall deadline, bounded backoff,
-//!   cancellation); afterwards the listing shows the snapshots' new `verification`.
+//!   polls the node named in the UPID with the waiter shared with the PVE client (success only
+//!   on `OK`, `WARNINGS: n` reported apart, per-request timeout, overall deadline, the poll
+//!   schedule of [`crate::infra::proxmox::task`], cancellation); afterwards the listing shows
+//!   the snapshots' new `verification`.
 //! - Errors ([`PbsError`]): auth (401), permission (403, with PBS's path and privileges parsed),
 //!   rejection (4xx), server (5xx), transport, timeout, decode, task failure with the log tail.
 //!   No error, log line or `Debug` output contains the token secret.
@@ -25,6 +26,10 @@
 //! and the encryption rule; `upid`: the UPID format and worker-id escaping; `task`: task status
 //! and log). PBS privilege separation: a token's rights are its own ACL intersected with its
 //! user's (`CachedUserInfo::lookup_privs`), so a role must be granted to both user and token.
+//!
+//! Token, call/decode path, task waiter, UPID field parsing and TLS are the core shared with
+//! the PVE client ([`crate::infra::proxmox`]); what is PBS's own is here: the endpoints, the
+//! answers' types, how PBS words errors (the body), the 9-field UPID grammar.
 //!
 //! Limits: read and verify only (no prune, backup or restore — PVE drives those through its PBS
 //! storage); no ticket/password login; no namespace recursion (`max-depth`) on verify.
@@ -36,13 +41,13 @@ mod token;
 pub mod types;
 mod upid;
 
-pub use crate::infra::pve::{CertFingerprint, TaskOutcome, TlsTrust, WaitOptions};
+pub use crate::infra::proxmox::{CertFingerprint, TaskOutcome, TlsTrust, WaitOptions};
 pub use client::{
     PbsClient, PbsClientConfig, VerifyRequest, validate_backup_id, validate_datastore,
     validate_namespace,
 };
 pub use error::{PbsError, PbsPermissionDenied, PbsTaskFailure};
-pub use token::{PbsToken, PbsTokenError};
+pub use token::{Pbs, PbsToken, PbsTokenError};
 pub use types::{
     BackupFile, BackupType, CryptMode, PbsSnapshot, PbsTaskLogLine, PbsTaskStatus, VerifyState,
 };

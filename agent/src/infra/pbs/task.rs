@@ -9,41 +9,67 @@
 //! skipped (so `start=0` and `start=1` both begin at the first line); a failed task's last line
 //! is `TASK ERROR: <message>`.
 //!
-//! The polling loop (per-request timeout, overall deadline, bounded backoff, cancellation) and
-//! the `OK` / `WARNINGS: n` classification are the PVE client's, shared through
-//! `crate::infra::pve` rather than copied.
+//! The waiter (poll schedule, per-request timeout, overall deadline, cancellation, transient
+//! retries, the `OK` / `WARNINGS: n` classification, the failed task's log tail) is the one
+//! shared with the PVE client, [`crate::infra::proxmox::task`], with the log starting at line 1.
 
-use std::collections::VecDeque;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::client::{Params, PbsClient};
 use super::error::{PbsError, PbsTaskFailure};
+use super::token::Pbs;
 use super::types::{PbsTaskLogLine, PbsTaskStatus};
 use super::upid::PbsUpid;
-use crate::infra::pve::{
-    PollEnd, TaskOutcome, WaitOptions, classify_exitstatus, encode_path_segment, poll_until_stopped,
-};
+use crate::infra::proxmox::task::{self, Tasks, task_path};
+use crate::infra::proxmox::{TaskOutcome, WaitOptions};
 
-/// Log lines fetched per request while reading a task log.
-const LOG_PAGE: usize = 500;
-/// Upper bound on log pages read for one tail.
-const LOG_MAX_PAGES: usize = 40;
 /// The line PBS's verify writes before listing what failed.
 const VERIFY_FAILED_MARK: &str = "Failed to verify the following snapshots/groups:";
 
-fn task_path(upid: &PbsUpid, leaf: &str) -> String {
-    format!(
-        "/nodes/{}/tasks/{}/{leaf}",
-        upid.node(),
-        encode_path_segment(upid.as_str())
-    )
+impl Tasks for Pbs {
+    type Upid = PbsUpid;
+    type Status = PbsTaskStatus;
+    type LogLine = PbsTaskLogLine;
+    const FIRST_LOG_LINE: usize = 1;
+
+    fn node(upid: &PbsUpid) -> &str {
+        upid.node()
+    }
+    fn text(upid: &PbsUpid) -> &str {
+        upid.as_str()
+    }
+    fn stopped(status: PbsTaskStatus) -> Option<String> {
+        (status.status == "stopped").then(|| status.exitstatus.unwrap_or_default())
+    }
+    fn line_text(line: PbsTaskLogLine) -> String {
+        line.t
+    }
+    fn failed(upid: &PbsUpid, exitstatus: String, log_tail: Vec<String>) -> PbsError {
+        PbsError::TaskFailed(Box::new(PbsTaskFailure {
+            upid: upid.clone(),
+            failed_snapshots: failed_snapshots(&log_tail),
+            exitstatus,
+            log_tail,
+        }))
+    }
+    fn deadline(upid: &PbsUpid, deadline: Duration) -> PbsError {
+        PbsError::TaskDeadline {
+            upid: upid.clone(),
+            deadline,
+        }
+    }
+    fn cancelled(upid: &PbsUpid) -> PbsError {
+        PbsError::Cancelled { upid: upid.clone() }
+    }
 }
 
 impl PbsClient {
     /// One status read of a task, on the node named in its UPID.
     pub async fn task_status(&self, upid: &PbsUpid) -> Result<PbsTaskStatus, PbsError> {
-        self.get(&task_path(upid, "status"), vec![], None).await
+        self.get(&task_path::<Pbs>(upid, "status"), vec![], None)
+            .await
     }
 
     /// Up to `limit` log lines starting at line `start` (counting from 1).
@@ -54,10 +80,10 @@ impl PbsClient {
         limit: usize,
     ) -> Result<Vec<PbsTaskLogLine>, PbsError> {
         let q: Params = vec![
-            ("start", start.max(1).to_string()),
+            ("start", start.max(Pbs::FIRST_LOG_LINE).to_string()),
             ("limit", limit.to_string()),
         ];
-        self.get(&task_path(upid, "log"), q, None).await
+        self.get(&task_path::<Pbs>(upid, "log"), q, None).await
     }
 
     /// The last `lines` lines of a task's log, oldest first.
@@ -66,23 +92,7 @@ impl PbsClient {
         upid: &PbsUpid,
         lines: usize,
     ) -> Result<Vec<String>, PbsError> {
-        let mut tail: VecDeque<String> = VecDeque::new();
-        let mut start = 1;
-        for _ in 0..LOG_MAX_PAGES {
-            let page = self.task_log(upid, start, LOG_PAGE).await?;
-            let n = page.len();
-            for line in page {
-                if tail.len() == lines {
-                    tail.pop_front();
-                }
-                tail.push_back(line.t);
-            }
-            if n < LOG_PAGE {
-                break;
-            }
-            start += n;
-        }
-        Ok(tail.into_iter().collect())
+        task::log_tail::<Pbs>(&self.core, upid, lines).await
     }
 
     /// Waits for a task to stop; success only on `OK` (or `WARNINGS: n`, reported distinctly).
@@ -94,56 +104,7 @@ impl PbsClient {
         opts: &WaitOptions,
         cancel: &CancellationToken,
     ) -> Result<TaskOutcome, PbsError> {
-        let path = task_path(upid, "status");
-        let poll = |timeout| {
-            let path = path.as_str();
-            async move {
-                let status: PbsTaskStatus = self.get(path, vec![], Some(timeout)).await?;
-                Ok(if status.status == "stopped" {
-                    Some(status)
-                } else {
-                    None
-                })
-            }
-        };
-        let end = poll_until_stopped(opts, cancel, poll, PbsError::is_transient, |e| {
-            tracing::debug!(%upid, error = %e, "PBS task status poll failed; retrying");
-        })
-        .await;
-        match end {
-            PollEnd::Stopped(status) => self.finish(upid, status, opts).await,
-            PollEnd::Failed(e) => Err(e),
-            PollEnd::Deadline => Err(PbsError::TaskDeadline {
-                upid: upid.clone(),
-                deadline: opts.deadline,
-            }),
-            PollEnd::Cancelled => Err(PbsError::Cancelled { upid: upid.clone() }),
-        }
-    }
-
-    async fn finish(
-        &self,
-        upid: &PbsUpid,
-        status: PbsTaskStatus,
-        opts: &WaitOptions,
-    ) -> Result<TaskOutcome, PbsError> {
-        let exitstatus = status.exitstatus.unwrap_or_default();
-        if let Some(outcome) = classify_exitstatus(&exitstatus) {
-            return Ok(outcome);
-        }
-        let log_tail = match self.task_log_tail(upid, opts.log_tail_lines).await {
-            Ok(lines) => lines,
-            Err(e) => {
-                tracing::warn!(%upid, error = %e, "cannot read the failed PBS task's log");
-                Vec::new()
-            }
-        };
-        Err(PbsError::TaskFailed(Box::new(PbsTaskFailure {
-            upid: upid.clone(),
-            failed_snapshots: failed_snapshots(&log_tail),
-            exitstatus,
-            log_tail,
-        })))
+        task::wait::<Pbs>(&self.core, upid, opts, cancel).await
     }
 }
 
@@ -182,7 +143,7 @@ mod tests {
                 .parse()
                 .unwrap();
         assert_eq!(
-            task_path(&upid, "status"),
+            task_path::<Pbs>(&upid, "status"),
             "/nodes/pbs1/tasks/UPID%3Apbs1%3A000004D2%3A0000A1B2%3A00000003%3A6745A1C2%3Averify%3Afelhom%5Cx2dstore%3Afelhom%40pbs%21agent%3A/status"
         );
     }

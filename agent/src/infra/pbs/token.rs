@@ -1,23 +1,35 @@
-//! Proxmox Backup Server API tokens.
+//! Proxmox Backup Server API tokens, and the [`Pbs`] product marker of the shared HTTP core.
 //!
 //! A PBS token is `<user>@<realm>!<tokenname>:<secret>` — a colon before the secret, where PVE
 //! uses `=`. The header is `Authorization: PBSAPIToken=<user>@<realm>!<tokenname>:<secret>`
 //! (confirmed in proxmox-backup's auth code: the header value after `PBSAPIToken=` is split once
-//! at the first `:` into token id and secret, the secret percent-decoded). The secret never
-//! leaves this type except into that header, which the client marks sensitive; `Debug` and
-//! `Display` show only the authid.
+//! at the first `:` into token id and secret, the secret percent-decoded). The token type is the
+//! shared [`proxmox::ApiToken`]; this module gives it PBS's separator, scheme and error texts.
+//! The secret never leaves the token except into that header, which the client marks
+//! sensitive; `Debug` and `Display` show only the authid.
 
-use std::fmt;
-
-use secrecy::{ExposeSecret, SecretString};
-
-use crate::infra::pve::token::{TokenShape, split_token};
+use super::error::PbsError;
+use crate::infra::proxmox::{self, Product, TokenShape};
 
 /// A PBS API token: public authid plus secret.
-#[derive(Clone)]
-pub struct PbsToken {
-    authid: String,
-    secret: SecretString,
+pub type PbsToken = proxmox::ApiToken<Pbs>;
+
+/// Proxmox Backup Server, as the shared HTTP core sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Pbs;
+
+impl Product for Pbs {
+    const TOKEN_TYPE: &'static str = "PbsToken";
+    const TOKEN_SCHEME: &'static str = "PBSAPIToken";
+    const SECRET_SEPARATOR: char = ':';
+    const TOKEN_LABEL: &'static str = "PBS token";
+    const TASK_NOUN: &'static str = "PBS task";
+    type TokenError = PbsTokenError;
+    type Error = PbsError;
+
+    fn is_transient(error: &PbsError) -> bool {
+        error.is_transient()
+    }
 }
 
 /// Why a string is not a usable PBS token. Never includes the secret.
@@ -33,51 +45,21 @@ pub enum PbsTokenError {
     Characters,
 }
 
-impl PbsToken {
-    /// Parses `user@realm!tokenname:secret` (surrounding whitespace, as left by `echo` into a
-    /// credential file, is trimmed). The authid holds no `:`, so the first colon ends it.
-    pub fn parse(text: &str) -> Result<Self, PbsTokenError> {
-        let (authid, secret) = split_token(text, ':').map_err(|e| match e {
+impl From<TokenShape> for PbsTokenError {
+    fn from(shape: TokenShape) -> Self {
+        match shape {
             TokenShape::Shape => PbsTokenError::Shape,
             TokenShape::AuthId(a) => PbsTokenError::AuthId(a),
             TokenShape::EmptySecret => PbsTokenError::EmptySecret,
             TokenShape::Characters => PbsTokenError::Characters,
-        })?;
-        Ok(Self { authid, secret })
-    }
-
-    /// `user@realm!tokenname`: who the token acts as (and the owner PBS records). Not secret.
-    pub fn authid(&self) -> &str {
-        &self.authid
-    }
-
-    /// The value of the `Authorization` header for PBS.
-    pub(crate) fn header_value(&self) -> SecretString {
-        SecretString::from(format!(
-            "PBSAPIToken={}:{}",
-            self.authid,
-            self.secret.expose_secret()
-        ))
-    }
-}
-
-impl fmt::Debug for PbsToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PbsToken")
-            .field("authid", &self.authid)
-            .field("secret", &"<redacted>")
-            .finish()
-    }
-}
-
-impl fmt::Display for PbsToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:<redacted>", self.authid)
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     const SECRET: &str = "0f2d7c1e-6b5a-4e3d-8c2b-1a0f9e8d7c6b";

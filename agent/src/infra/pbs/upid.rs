@@ -12,11 +12,15 @@
 //! (and a leading `.`) becomes `\xNN` — so `felhom-spike` is sent as `felhom\x2dspike`, and a
 //! snapshot verify's `felhom-store:/ct/101/6745A1C2` as `felhom\x2dstore\x3a-ct-101-6745A1C2`.
 //! [`PbsUpid::worker_id`] undoes that for display; the raw text is kept byte for byte because
-//! it is what the status URL and the snapshot's `verification.upid` carry.
+//! it is what the status URL and the snapshot's `verification.upid` carry. The field splitting
+//! and hex parsing are shared with PVE's grammar (`crate::infra::proxmox::upid`); this module
+//! is PBS's grammar on top.
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+
+use crate::infra::proxmox::upid::{UpidShape, check_len, hex_field, non_empty, split_fields};
 
 /// A parsed PBS UPID. Shared behind an `Arc`: it travels in errors and snapshots, and stays one
 /// pointer wide there.
@@ -106,25 +110,39 @@ impl PbsUpid {
     }
 }
 
-fn hex_field(
+impl From<UpidShape> for PbsUpidError {
+    fn from(shape: UpidShape) -> Self {
+        match shape {
+            UpidShape::Prefix => PbsUpidError::Prefix,
+            UpidShape::FieldCount(n) => PbsUpidError::FieldCount(n),
+            UpidShape::Empty(field) => PbsUpidError::Empty(field),
+            // Only `hex` below produces it, and words it with the digit range.
+            UpidShape::Hex { field, value } => PbsUpidError::Hex {
+                field,
+                digits: "8",
+                value,
+            },
+            UpidShape::TooLong => PbsUpidError::TooLong,
+        }
+    }
+}
+
+/// A hex field of `min..=max` digits, named as `digits` in the error.
+fn hex(
     field: &'static str,
     value: &str,
     min: usize,
     max: usize,
     digits: &'static str,
 ) -> Result<u64, PbsUpidError> {
-    if value.is_empty() {
-        return Err(PbsUpidError::Empty(field));
-    }
-    let bad = || PbsUpidError::Hex {
-        field,
-        digits,
-        value: value.to_owned(),
-    };
-    if value.len() < min || value.len() > max || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad());
-    }
-    u64::from_str_radix(value, 16).map_err(|_| bad())
+    hex_field(field, value, min, max).map_err(|e| match e {
+        UpidShape::Hex { field, value } => PbsUpidError::Hex {
+            field,
+            digits,
+            value,
+        },
+        other => other.into(),
+    })
 }
 
 fn valid_node(node: &str) -> bool {
@@ -182,42 +200,28 @@ impl FromStr for PbsUpid {
     type Err = PbsUpidError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() > MAX_UPID_LEN {
-            return Err(PbsUpidError::TooLong);
-        }
+        check_len(s, MAX_UPID_LEN)?;
         if s.chars().any(char::is_whitespace) {
             return Err(PbsUpidError::Whitespace);
         }
-        let rest = s.strip_prefix("UPID:").ok_or(PbsUpidError::Prefix)?;
         // No field may hold ':' (the regex forbids it), so a plain split is exact.
-        let fields: Vec<&str> = rest.split(':').collect();
-        if fields.len() != 9 || !fields[8].is_empty() {
-            let counted = fields.len() - usize::from(fields.last().is_some_and(|f| f.is_empty()));
-            return Err(PbsUpidError::FieldCount(counted));
-        }
-        let node = fields[0];
-        if node.is_empty() {
-            return Err(PbsUpidError::Empty("node"));
-        }
+        let fields = split_fields(s, 8)?;
+        let node = non_empty("node", fields[0])?;
         if !valid_node(node) {
             return Err(PbsUpidError::Node(node.to_owned()));
         }
-        let pid = hex_field("pid", fields[1], 8, 8, "8")?;
-        let pstart = hex_field("pstart", fields[2], 8, 9, "8 or 9")?;
-        let task_id = hex_field("task id", fields[3], 8, 16, "8 to 16")?;
-        let starttime = hex_field("starttime", fields[4], 8, 8, "8")?;
-        if fields[5].is_empty() {
-            return Err(PbsUpidError::Empty("worker type"));
-        }
+        let pid = hex("pid", fields[1], 8, 8, "8")?;
+        let pstart = hex("pstart", fields[2], 8, 9, "8 or 9")?;
+        let task_id = hex("task id", fields[3], 8, 16, "8 to 16")?;
+        let starttime = hex("starttime", fields[4], 8, 8, "8")?;
+        non_empty("worker type", fields[5])?;
         let worker_id = match fields[6] {
             "" => None,
             raw => {
                 Some(unescape_worker_id(raw).ok_or_else(|| PbsUpidError::Escape(raw.to_owned()))?)
             }
         };
-        if fields[7].is_empty() {
-            return Err(PbsUpidError::Empty("authid"));
-        }
+        non_empty("authid", fields[7])?;
         Ok(PbsUpid(Arc::new(Parts {
             raw: s.to_owned(),
             node: node.to_owned(),

@@ -4,13 +4,16 @@
 //! `errors` for parameter validation). Those texts are parsed here into typed errors: a 403's
 //! `Permission check failed (<path>, <privilege>)` becomes [`PermissionDenied`] with path and
 //! privileges; a 500 `Configuration file 'nodes/<node>/lxc/<vmid>.conf' does not exist` becomes
-//! [`PveError::GuestNotFound`]. No variant ever carries the API token.
+//! [`PveError::GuestNotFound`]. Reading a failed answer this way is PVE's half of the shared
+//! call path: the HTTP core hands every non-200 answer over as an `HttpError`, and
+//! `From<HttpError>` here words it. No variant ever carries the API token.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
 use super::upid::Upid;
+use crate::infra::proxmox::http::{ErrorAnswer, product_error_from_http};
 
 /// A privilege check Proxmox refused: the ACL path and the privilege(s) it wanted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +153,60 @@ impl PveError {
             | PveError::TaskDeadline { .. }
             | PveError::Cancelled { .. } => false,
         }
+    }
+}
+
+product_error_from_http!(PveError, from_answer);
+
+#[derive(serde::Deserialize, Default)]
+struct ErrorEnvelope {
+    #[serde(default)]
+    errors: BTreeMap<String, String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// A non-200 PVE answer: the message is the reason phrase, parameter errors are in the body.
+fn from_answer(method: &'static str, path: String, answer: ErrorAnswer) -> PveError {
+    let extra: ErrorEnvelope = serde_json::from_slice(&answer.body).unwrap_or_default();
+    // Some PVE versions also put the message in the body; the status line is authoritative.
+    let reason = if answer.reason.trim().is_empty() {
+        extra.message.clone().unwrap_or_default().trim().to_owned()
+    } else {
+        answer.reason.trim().to_owned()
+    };
+    match answer.status.as_u16() {
+        401 => PveError::Unauthorized { reason },
+        403 => match PermissionDenied::parse(&reason) {
+            Some(denied) => PveError::Permission {
+                method,
+                path,
+                denied,
+            },
+            None => PveError::Rejected {
+                method,
+                path,
+                status: 403,
+                reason,
+                errors: extra.errors,
+            },
+        },
+        code @ 500..=599 => match parse_missing_guest(&reason) {
+            Some((node, vmid)) => PveError::GuestNotFound { node, vmid },
+            None => PveError::Server {
+                method,
+                path,
+                status: code,
+                reason,
+            },
+        },
+        code => PveError::Rejected {
+            method,
+            path,
+            status: code,
+            reason,
+            errors: extra.errors,
+        },
     }
 }
 

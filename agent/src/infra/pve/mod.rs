@@ -8,14 +8,17 @@
 //!   privilege), auth, missing guest, validation, 5xx, transport, timeout, task failure with the
 //!   log tail. No error, log line or `Debug` output contains the token secret.
 //!
+//! The HTTP side (token, call/decode, task waiter, UPID field parsing, TLS) is the core shared
+//! with the PBS client, [`crate::infra::proxmox`]; this module is what is PVE's own: the
+//! endpoints, the answers' types, how PVE words errors (reason phrase), the UPID grammar.
+//!
 //! Limits: LXC guests only (the product runs no VMs); one node per client (single-node hosts).
 
 mod api;
 mod client;
 mod error;
 mod task;
-mod tls;
-pub(crate) mod token;
+mod token;
 pub mod types;
 mod upid;
 
@@ -25,10 +28,10 @@ pub use api::{
 };
 pub use client::{PveClient, PveClientConfig};
 pub use error::{PermissionDenied, PveError, TaskFailure};
-pub use task::{TaskOutcome, WaitOptions, classify_exitstatus};
-// Shared with the PBS client, which talks to the same kind of task machinery and TLS setup.
-pub(crate) use task::{PollEnd, encode_path_segment, poll_until_stopped};
-pub use tls::{CertFingerprint, TlsError, TlsTrust, client_config, provider};
-pub(crate) use tls::{check_endpoint, url_host};
-pub use token::{ApiToken, TokenError};
+// The shared core's public types, at the paths callers have always used.
+pub use crate::infra::proxmox::task::{TaskOutcome, WaitOptions, classify_exitstatus};
+pub use crate::infra::proxmox::tls::{
+    CertFingerprint, TlsError, TlsTrust, client_config, provider,
+};
+pub use token::{ApiToken, Pve, TokenError};
 pub use upid::{Upid, UpidError};

@@ -1,19 +1,33 @@
-//! Proxmox VE API tokens.
+//! Proxmox VE API tokens, and the [`Pve`] product marker of the shared HTTP core.
 //!
 //! A token is `<user>@<realm>!<tokenid>=<secret>`; the header is
-//! `Authorization: PVEAPIToken=<user>@<realm>!<tokenid>=<secret>`. The secret never leaves this
-//! type except into that header (marked sensitive so HTTP tooling will not log it); `Debug` and
-//! `Display` show only the authid.
+//! `Authorization: PVEAPIToken=<user>@<realm>!<tokenid>=<secret>`. The token type itself is the
+//! shared [`proxmox::ApiToken`]; this module gives it PVE's separator, scheme and error texts.
+//! The secret never leaves the token except into that header (marked sensitive so HTTP tooling
+//! will not log it); `Debug` and `Display` show only the authid.
 
-use std::fmt;
-
-use secrecy::{ExposeSecret, SecretString};
+use super::error::PveError;
+use crate::infra::proxmox::{self, Product, TokenShape};
 
 /// A Proxmox VE API token: public authid plus secret.
-#[derive(Clone)]
-pub struct ApiToken {
-    authid: String,
-    secret: SecretString,
+pub type ApiToken = proxmox::ApiToken<Pve>;
+
+/// Proxmox VE, as the shared HTTP core sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Pve;
+
+impl Product for Pve {
+    const TOKEN_TYPE: &'static str = "ApiToken";
+    const TOKEN_SCHEME: &'static str = "PVEAPIToken";
+    const SECRET_SEPARATOR: char = '=';
+    const TOKEN_LABEL: &'static str = "API token";
+    const TASK_NOUN: &'static str = "task";
+    type TokenError = TokenError;
+    type Error = PveError;
+
+    fn is_transient(error: &PveError) -> bool {
+        error.is_transient()
+    }
 }
 
 /// Why a string is not a usable API token. Never includes the secret.
@@ -29,85 +43,21 @@ pub enum TokenError {
     Characters,
 }
 
-impl ApiToken {
-    /// Parses `user@realm!tokenid=secret` (surrounding whitespace, as left by `echo` into a
-    /// credential file, is trimmed).
-    pub fn parse(text: &str) -> Result<Self, TokenError> {
-        let (authid, secret) = split_token(text, '=').map_err(|e| match e {
+impl From<TokenShape> for TokenError {
+    fn from(shape: TokenShape) -> Self {
+        match shape {
             TokenShape::Shape => TokenError::Shape,
             TokenShape::AuthId(a) => TokenError::AuthId(a),
             TokenShape::EmptySecret => TokenError::EmptySecret,
             TokenShape::Characters => TokenError::Characters,
-        })?;
-        Ok(Self { authid, secret })
-    }
-
-    /// `user@realm!tokenid`: who the token acts as. Not secret.
-    pub fn authid(&self) -> &str {
-        &self.authid
-    }
-
-    /// The value of the `Authorization` header for PVE.
-    pub(crate) fn header_value(&self) -> SecretString {
-        SecretString::from(format!(
-            "PVEAPIToken={}={}",
-            self.authid,
-            self.secret.expose_secret()
-        ))
-    }
-}
-
-/// What is wrong with a token's text (PVE and PBS tokens share the shape but not the separator;
-/// each token type words its own error).
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum TokenShape {
-    Shape,
-    AuthId(String),
-    EmptySecret,
-    Characters,
-}
-
-/// Splits `user@realm!tokenid<sep>secret` (trimmed) into a validated authid and the secret.
-pub(crate) fn split_token(text: &str, sep: char) -> Result<(String, SecretString), TokenShape> {
-    let text = text.trim();
-    let (authid, secret) = text.split_once(sep).ok_or(TokenShape::Shape)?;
-    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(TokenShape::Characters);
-    }
-    let bad = || TokenShape::AuthId(authid.to_owned());
-    let (user_realm, tokenid) = authid.split_once('!').ok_or_else(bad)?;
-    let (user, realm) = user_realm.split_once('@').ok_or_else(bad)?;
-    if user.is_empty()
-        || realm.is_empty()
-        || realm.contains('@')
-        || tokenid.is_empty()
-        || tokenid.contains('!')
-    {
-        return Err(bad());
-    }
-    if secret.is_empty() {
-        return Err(TokenShape::EmptySecret);
-    }
-    Ok((authid.to_owned(), SecretString::from(secret.to_owned())))
-}
-
-impl fmt::Debug for ApiToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApiToken")
-            .field("authid", &self.authid)
-            .field("secret", &"<redacted>")
-            .finish()
-    }
-}
-
-impl fmt::Display for ApiToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}=<redacted>", self.authid)
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     const SECRET: &str = "8c7d2f4e-3b1a-4f6e-9d2c-5a7b8c9d0e1f";

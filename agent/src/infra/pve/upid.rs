@@ -4,10 +4,13 @@
 //! pve-common `PVE::Tools::upid_encode`, is
 //! `UPID:<node>:<pid 8 hex>:<pstart 8 hex>:<starttime 8 hex>:<type>:<id>:<authid>:`
 //! with upper-case hex, a possibly empty `id`, and a trailing colon. The node name in the UPID is
-//! where the task's status must be read.
+//! where the task's status must be read. The field splitting and hex parsing are shared with
+//! PBS's grammar (`crate::infra::proxmox::upid`); this module is PVE's grammar on top.
 
 use std::fmt;
 use std::str::FromStr;
+
+use crate::infra::proxmox::upid::{UpidShape, check_len, hex_field, non_empty, split_fields};
 
 /// A parsed Proxmox VE UPID. The original text is kept so it round-trips byte for byte.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -90,50 +93,37 @@ impl Upid {
     }
 }
 
-fn hex_field(field: &'static str, value: &str, width: usize) -> Result<u64, UpidError> {
-    if value.is_empty() {
-        return Err(UpidError::Empty(field));
+impl From<UpidShape> for UpidError {
+    fn from(shape: UpidShape) -> Self {
+        match shape {
+            UpidShape::Prefix => UpidError::Prefix,
+            UpidShape::FieldCount(n) => UpidError::FieldCount(n),
+            UpidShape::Empty(field) => UpidError::Empty(field),
+            UpidShape::Hex { field, value } => UpidError::Hex { field, value },
+            UpidShape::TooLong => UpidError::TooLong,
+        }
     }
-    if value.len() < width || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(UpidError::Hex {
-            field,
-            value: value.to_owned(),
-        });
-    }
-    u64::from_str_radix(value, 16).map_err(|_| UpidError::Hex {
-        field,
-        value: value.to_owned(),
-    })
+}
+
+/// A hex field: PVE writes `%08X`, so at least 8 digits (more once the value outgrows them).
+fn hex(field: &'static str, value: &str) -> Result<u64, UpidError> {
+    Ok(hex_field(field, value, 8, usize::MAX)?)
 }
 
 impl FromStr for Upid {
     type Err = UpidError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() > MAX_UPID_LEN {
-            return Err(UpidError::TooLong);
-        }
-        let rest = s.strip_prefix("UPID:").ok_or(UpidError::Prefix)?;
+        check_len(s, MAX_UPID_LEN)?;
         // `<node>:<pid>:<pstart>:<starttime>:<type>:<id>:<authid>:` — the authid cannot hold a
         // colon, so a plain split is exact.
-        let fields: Vec<&str> = rest.split(':').collect();
-        if fields.len() != 8 || !fields[7].is_empty() {
-            let counted = fields.len() - usize::from(fields.last().is_some_and(|f| f.is_empty()));
-            return Err(UpidError::FieldCount(counted));
-        }
-        let node = fields[0];
-        if node.is_empty() {
-            return Err(UpidError::Empty("node"));
-        }
-        let pid = hex_field("pid", fields[1], 8)?;
-        let pstart = hex_field("pstart", fields[2], 8)?;
-        let starttime = hex_field("starttime", fields[3], 8)?;
-        if fields[4].is_empty() {
-            return Err(UpidError::Empty("type"));
-        }
-        if fields[6].is_empty() {
-            return Err(UpidError::Empty("authid"));
-        }
+        let fields = split_fields(s, 7)?;
+        let node = non_empty("node", fields[0])?;
+        let pid = hex("pid", fields[1])?;
+        let pstart = hex("pstart", fields[2])?;
+        let starttime = hex("starttime", fields[3])?;
+        non_empty("type", fields[4])?;
+        non_empty("authid", fields[6])?;
         Ok(Upid {
             raw: s.to_owned(),
             node: Span::of(s, node),

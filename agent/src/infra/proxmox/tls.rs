@@ -1,4 +1,4 @@
-//! TLS trust for the Proxmox VE (and PBS) API clients.
+//! TLS trust for the Proxmox VE and PBS API clients.
 //!
 //! Proxmox hosts serve self-signed certificates, so verification is never disabled wholesale.
 //! Three modes, chosen in config:
