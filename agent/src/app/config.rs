@@ -709,12 +709,22 @@ fn validate_agent(raw: RawAgent) -> Result<AgentPaths, ConfigError> {
         .parent()
         .map(|d| d.join("localapi.sock"))
         .unwrap_or_else(|| PathBuf::from(paths::LOCAL_API_SOCKET));
+    let local_api_socket = match raw.local_api_socket {
+        Some(p) => abs("agent.local_api_socket", Some(p), paths::LOCAL_API_SOCKET)?,
+        None => local_api_default,
+    };
+    if local_api_socket == socket {
+        return Err(invalid(
+            "agent.local_api_socket",
+            format!(
+                "'{}' is the operators' agent.socket; the guests' service needs a socket of its own",
+                local_api_socket.display()
+            ),
+        ));
+    }
     Ok(AgentPaths {
         state_dir: abs("agent.state_dir", raw.state_dir, paths::STATE_DIR)?,
-        local_api_socket: match raw.local_api_socket {
-            Some(p) => abs("agent.local_api_socket", Some(p), paths::LOCAL_API_SOCKET)?,
-            None => local_api_default,
-        },
+        local_api_socket,
         socket,
         helper_socket: abs(
             "agent.helper_socket",

@@ -163,15 +163,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         let _ = std::fs::remove_file(socket);
         let _ = std::fs::remove_file(local_socket);
     };
-    let listener = grpc::bind_unix(socket)?;
-    set_socket_access(socket, config.agent.socket_group.as_deref(), 0o660)?;
-    let local_listener = grpc::bind_unix(local_socket)?;
-    // Only the agent itself (its embedded gateway) — or a standalone gateway's group — may
-    // call the guests' service: an operator must not be able to act as a guest.
-    match config.agent.local_api_socket_group.as_deref() {
-        Some(group) => set_socket_access(local_socket, Some(group), 0o660)?,
-        None => set_socket_access(local_socket, None, 0o600)?,
-    }
+    let bound = (|| {
+        let listener = grpc::bind_unix(socket)?;
+        set_socket_access(socket, config.agent.socket_group.as_deref(), 0o660)?;
+        let local_listener = grpc::bind_unix(local_socket)?;
+        // Only the agent itself (its embedded gateway) — or a standalone gateway's group —
+        // may call the guests' service: an operator must not be able to act as a guest.
+        match config.agent.local_api_socket_group.as_deref() {
+            Some(group) => set_socket_access(local_socket, Some(group), 0o660)?,
+            None => set_socket_access(local_socket, None, 0o600)?,
+        }
+        Ok::<_, DaemonError>((listener, local_listener))
+    })();
+    let (listener, local_listener) = match bound {
+        Ok(l) => l,
+        Err(e) => {
+            remove_sockets();
+            return Err(e);
+        }
+    };
     tracing::info!(socket = %socket.display(), local_api_socket = %local_socket.display(), "serving gRPC");
     if let Err(e) = start_gateway(&config, &ctx).await {
         remove_sockets();
@@ -189,14 +199,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     ));
 
     let gateway = ctx.local_api_gateway.clone();
-    // The gateway stops first: its in-flight requests are calls on the LocalApi server.
-    let gateway_stopped = CancellationToken::new();
+    // Both servers stop on SIGTERM, or as soon as either fails (a server that died must not
+    // leave the daemon half-serving with READY=1 and the watchdog still petted). The gateway
+    // stops first: its in-flight requests are calls on the LocalApi server.
+    let stop = shutdown.child_token();
     let agent_server = grpc::serve_agent(
         listener,
         ctx.capabilities.clone(),
         ctx.local_api_gateway.clone(),
         {
-            let stop = shutdown.clone();
+            let stop = stop.clone();
             async move {
                 stop.cancelled().await;
                 notify(&[sd_notify::NotifyState::Stopping]);
@@ -205,14 +217,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         },
     );
     let local_server = grpc::serve_local_api(local_listener, ctx.capabilities.clone(), {
-        let stop = shutdown.clone();
-        let stopped = gateway_stopped.clone();
+        let stop = stop.clone();
         async move {
             stop.cancelled().await;
             gateway.shutdown().await;
-            stopped.cancel();
         }
     });
+    let stop_on_error = |stop: CancellationToken| {
+        move |r: Result<(), grpc::ServeError>| {
+            if r.is_err() {
+                stop.cancel();
+            }
+            r
+        }
+    };
+    let agent_server = async { stop_on_error(stop.clone())(agent_server.await) };
+    let local_server = async { stop_on_error(stop.clone())(local_server.await) };
     let (agent_result, local_result) = tokio::join!(agent_server, local_server);
     let report = queue.shutdown().await;
     if !report.never_started.is_empty() {

@@ -31,7 +31,8 @@ struct Args {
     #[arg(long = "listen", value_name = "ADDR:PORT")]
     listen: Vec<SocketAddr>,
     /// The agent's LocalApi Unix socket (needs the agent user or its configured gateway group).
-    #[arg(long, value_name = "PATH", default_value = LOCAL_API_SOCKET)]
+    /// (`--agent-socket` is the old name, from when LocalApi was served on agent.sock.)
+    #[arg(long, alias = "agent-socket", value_name = "PATH", default_value = LOCAL_API_SOCKET)]
     local_api_socket: PathBuf,
     /// Directory holding the persisted certificate and key.
     #[arg(long, value_name = "DIR", default_value = STATE_DIR)]

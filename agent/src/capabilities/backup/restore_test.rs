@@ -263,9 +263,17 @@ pub async fn clean_up_leftovers(
         return Ok((0, 0));
     };
     let pve = svc.pve()?;
-    journaled::recover_kind(pve, svc.db(), svc.wait(), KIND, shutdown)
-        .await
-        .map_err(|e| RestoreTestError::Cleanup(chain(&e)))
+    // A restore-test is never "done" by recovery: its end is always removal.
+    journaled::recover_kind(
+        pve,
+        svc.db(),
+        svc.wait(),
+        KIND,
+        shutdown,
+        &journaled::Plans(&[]),
+    )
+    .await
+    .map_err(|e| RestoreTestError::Cleanup(chain(&e)))
 }
 
 /// Local tiers restore faster than PBS; within a kind, configuration order.

@@ -113,7 +113,7 @@ pub enum BackupError {
     Interrupted(&'static str),
     #[error("Cannot tell which archive vzdump wrote to tier '{0}'")]
     NoArchive(String),
-    #[error("vmid: {0}")]
+    #[error("Invalid vmid")]
     Invalid(#[from] InvalidValue),
     #[error("Proxmox VE call failed")]
     Pve(#[from] PveError),

@@ -23,10 +23,10 @@ const MAX_DESCRIPTION: usize = 1024;
 pub enum GuestsError {
     #[error("Proxmox VE is not configured ([proxmox] endpoint)")]
     NoPve,
-    #[error("{field}: {source}")]
+    #[error("{field}: {value}")]
     Invalid {
         field: &'static str,
-        source: InvalidValue,
+        value: InvalidValue,
     },
     #[error("description: at most {MAX_DESCRIPTION} characters, no control characters")]
     Description,
@@ -51,7 +51,7 @@ pub enum GuestsError {
 
 impl GuestsError {
     fn invalid(field: &'static str) -> impl FnOnce(InvalidValue) -> GuestsError {
-        move |source| GuestsError::Invalid { field, source }
+        move |value| GuestsError::Invalid { field, value }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Records: the audit log (append, tail, verify the hash chain), the job history and the
 //! operation journal as operators read them.
 
-use crate::core::{Actor, Vmid};
+use crate::core::{Actor, InvalidValue, Vmid};
 use crate::infra::state::{
     AuditEntry, AuditError, ChainSummary, JobRecord, JobsError, JournalError, NewAuditEntry,
     Operation, StateDb,
@@ -22,6 +22,8 @@ pub fn row_limit(requested: u32) -> u32 {
 /// Why a record could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordsError {
+    #[error("vmid: {0}")]
+    Invalid(InvalidValue),
     #[error("Cannot read the job history")]
     Jobs(#[source] JobsError),
     #[error("Cannot read the operation journal")]
@@ -70,11 +72,12 @@ impl Records {
     }
 
     /// Newest jobs, of one guest or all.
-    pub async fn jobs(
-        &self,
-        guest: Option<Vmid>,
-        limit: u32,
-    ) -> Result<Vec<JobRecord>, RecordsError> {
+    /// (`vmid` `0`: every guest's.)
+    pub async fn jobs(&self, vmid: u32, limit: u32) -> Result<Vec<JobRecord>, RecordsError> {
+        let guest = match vmid {
+            0 => None,
+            v => Some(Vmid::new(v).map_err(RecordsError::Invalid)?),
+        };
         let n = row_limit(limit);
         self.db
             .run(move |db| match guest {
@@ -102,6 +105,18 @@ impl Records {
             })
             .await
             .map_err(RecordsError::Journal)
+    }
+
+    /// Records that the local API's certificate was replaced (the gateway, a front end, does
+    /// the rotation itself).
+    pub async fn certificate_rotated(&self, actor: Actor, leaf_sha256_hex: &str) {
+        self.audit(
+            actor,
+            "local_api.rotate_certificate",
+            "local-api".to_owned(),
+            format!("new leaf sha256 {leaf_sha256_hex}"),
+        )
+        .await;
     }
 
     /// Newest audit rows.

@@ -70,7 +70,7 @@ impl pb::local_api_server::LocalApi for LocalApiService {
             .storage
             .guest_mounts(vmid)
             .await
-            .map_err(|e| status::storage(&e))?
+            .map_err(|e| status::local_api_storage(&e))?
             .into_iter()
             .map(|m| pb::GuestMount {
                 key: m.key,
@@ -97,7 +97,7 @@ impl pb::local_api_server::LocalApi for LocalApiService {
             .guests
             .snapshot(Actor::Guest(vmid), vmid, req.name, req.description)
             .await
-            .map_err(|e| status::guests(&e))?;
+            .map_err(|e| status::local_api_guests(&e))?;
         Ok(Response::new(snapshot_reply(done)))
     }
 
@@ -111,7 +111,7 @@ impl pb::local_api_server::LocalApi for LocalApiService {
             .guests
             .rollback(Actor::Guest(vmid), vmid, request.into_inner().snapshot)
             .await
-            .map_err(|e| status::guests(&e))?;
+            .map_err(|e| status::local_api_guests(&e))?;
         Ok(Response::new(snapshot_reply(done)))
     }
 

@@ -14,7 +14,7 @@ use crate::capabilities::guests::provision::ProvisionError;
 use crate::capabilities::records::RecordsError;
 use crate::capabilities::selftest::SelftestError;
 use crate::capabilities::storage::StorageError;
-use crate::core::{InvalidValue, error_chain};
+use crate::core::error_chain;
 use crate::frontends::local_api_gateway::GatewaySlotError;
 use crate::infra::journaled::JournaledError;
 use crate::infra::pbs::PbsError;
@@ -23,11 +23,6 @@ use crate::infra::queue::QueueError;
 use crate::infra::state::{
     AuditError, BackupsError, Interrupted, JobsError, JournalError, TokensError,
 };
-
-/// An identifier that failed validation.
-pub fn invalid(e: &InvalidValue) -> Status {
-    Status::invalid_argument(e.to_string())
-}
 
 /// Proxmox VE errors.
 pub fn pve(e: &PveError) -> Status {
@@ -266,6 +261,37 @@ pub fn guests(e: &GuestsError) -> Status {
     }
 }
 
+/// What a guest's controller sees when the agent has no Proxmox VE configured: the service is
+/// unavailable (503 through the gateway, so a controller retries), not a conflict.
+pub fn local_api_unconfigured() -> Status {
+    Status::unavailable("Proxmox VE is not configured")
+}
+
+/// Guest calls as the LocalApi answers them.
+pub fn local_api_guests(e: &GuestsError) -> Status {
+    match e {
+        GuestsError::NoPve => local_api_unconfigured(),
+        other @ (GuestsError::Invalid { .. }
+        | GuestsError::Description
+        | GuestsError::NoSnapshot { .. }
+        | GuestsError::Pve(_)
+        | GuestsError::Queue(_)
+        | GuestsError::Tokens(_)
+        | GuestsError::Provision(_)
+        | GuestsError::JobFailed(_)
+        | GuestsError::NoResult
+        | GuestsError::Dropped) => guests(other),
+    }
+}
+
+/// The guests' storage view as the LocalApi answers it.
+pub fn local_api_storage(e: &StorageError) -> Status {
+    match e {
+        StorageError::NoPve => local_api_unconfigured(),
+        StorageError::Pve(p) => pve(p),
+    }
+}
+
 /// Token calls and guest authentication. Every way a presented token fails looks alike.
 pub fn access(e: &AccessError) -> Status {
     match e {
@@ -281,17 +307,10 @@ pub fn access(e: &AccessError) -> Status {
 /// Reading jobs, the journal and the audit log.
 pub fn records(e: &RecordsError) -> Status {
     match e {
+        RecordsError::Invalid(_) => Status::invalid_argument(e.to_string()),
         RecordsError::Jobs(j) => jobs(j),
         RecordsError::Journal(j) => journal(j),
         RecordsError::Audit(a) => audit(a),
-    }
-}
-
-/// The guests' storage view.
-pub fn storage(e: &StorageError) -> Status {
-    match e {
-        StorageError::NoPve => Status::failed_precondition(e.to_string()),
-        StorageError::Pve(p) => pve(p),
     }
 }
 
@@ -300,9 +319,4 @@ pub fn selftest(e: &SelftestError) -> Status {
     match e {
         SelftestError::NoPve => Status::failed_precondition(e.to_string()),
     }
-}
-
-/// A field that failed validation, named.
-pub fn invalid_field(field: &str, e: &InvalidValue) -> Status {
-    Status::invalid_argument(format!("{field}: {e}"))
 }

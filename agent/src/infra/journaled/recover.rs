@@ -69,6 +69,7 @@ pub async fn recover_kind(
     wait: &WaitOptions,
     kind: &str,
     shutdown: &CancellationToken,
+    plans: &Plans,
 ) -> Result<(usize, usize), JournaledError> {
     let journal = JournalWriter::new(db.clone());
     let ops = db.run(|db| db.journal().unfinished()).await?;
@@ -78,7 +79,7 @@ pub async fn recover_kind(
         if shutdown.is_cancelled() {
             break;
         }
-        match recover_one(pve, &journal, wait, op, shutdown, &Plans(&[])).await {
+        match recover_one(pve, &journal, wait, op, shutdown, plans).await {
             Ok(()) => resolved += 1,
             Err(JournaledError::Interrupted) => break,
             Err(e) => {

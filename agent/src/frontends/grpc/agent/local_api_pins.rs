@@ -38,12 +38,7 @@ pub(super) async fn rotate(
         .map_err(|e| Status::internal(format!("certificate rotation task failed: {e}")))?
         .map_err(|e| status::gateway(&e))?;
     caps.records
-        .audit(
-            actor,
-            "local_api.rotate_certificate",
-            "local-api".to_owned(),
-            format!("new leaf sha256 {}", pins.pins.leaf_sha256_hex),
-        )
+        .certificate_rotated(actor, &pins.pins.leaf_sha256_hex)
         .await;
     Ok(Response::new(pins_reply(pins)))
 }

@@ -6,7 +6,6 @@ use tonic::{Request, Response};
 use super::Reply;
 use crate::capabilities::Capabilities;
 use crate::capabilities::records::ChainCheck;
-use crate::core::Vmid;
 use crate::frontends::grpc::status;
 use crate::infra::state::Timestamp;
 
@@ -42,13 +41,9 @@ pub(super) async fn list_jobs(
     r: Request<pb::ListJobsRequest>,
 ) -> Reply<pb::ListJobsResponse> {
     let r = r.into_inner();
-    let guest = match r.vmid {
-        0 => None,
-        v => Some(Vmid::new(v).map_err(|e| status::invalid_field("vmid", &e))?),
-    };
     let jobs = caps
         .records
-        .jobs(guest, r.limit)
+        .jobs(r.vmid, r.limit)
         .await
         .map_err(|e| status::records(&e))?;
     Ok(Response::new(pb::ListJobsResponse {
