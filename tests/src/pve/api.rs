@@ -118,7 +118,16 @@ fn node_route(
         ("GET", ["storage"]) => node_storage(call, w),
         ("GET", ["storage", sid, "status"]) => storage_status(call, w, sid),
         ("GET", ["storage", sid, "content"]) => storage_content(call, w, sid),
-        ("GET", ["tasks", upid, "status"]) => task_status(call, w, upid),
+        ("GET", ["tasks", upid, "status"]) => {
+            let answer = task_status(call, w, upid);
+            if answer.is_ok() {
+                w.task_timing
+                    .entry((*upid).to_owned())
+                    .or_default()
+                    .status_reads += 1;
+            }
+            answer
+        }
         ("GET", ["disks", "list"]) => node_audit(call, w).map(|()| json!(w.node.disks)),
         ("GET", ["disks", "lvmthin"]) => node_audit(call, w).map(|()| json!(w.node.lvmthin)),
         _ => return None,

@@ -110,6 +110,15 @@ pub struct Task {
     pub log: Vec<String>,
 }
 
+/// How often a task's status was read and when it stopped (to the instant; `endtime` has whole
+/// seconds only).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TaskTiming {
+    /// `GET …/tasks/{upid}/status` answers given for it.
+    pub status_reads: u32,
+    pub ended_at: Option<std::time::Instant>,
+}
+
 /// Everything the simulated node knows.
 #[derive(Debug)]
 pub struct World {
@@ -120,6 +129,8 @@ pub struct World {
     pub guests: BTreeMap<u32, Guest>,
     pub backups: Vec<Backup>,
     pub tasks: Vec<Task>,
+    /// Per task (by UPID), what the task-wait benchmark measures.
+    pub task_timing: BTreeMap<String, TaskTiming>,
     /// `pbs` storages backed by a PBS simulator (see [`super::pbs_link`]).
     pub pbs_links: Vec<PbsLink>,
     /// Encryption keys of `pbs` storages (`/etc/pve/priv/storage/<id>.enc`), by storage id.
@@ -196,6 +207,7 @@ impl World {
             guests,
             backups,
             tasks: Vec::new(),
+            task_timing: BTreeMap::new(),
             pbs_links: Vec::new(),
             storage_keys,
             next_pid: rand::Rng::random_range(&mut rng, 100_000..900_000),
@@ -497,6 +509,8 @@ impl SimState {
                     exitstatus,
                     endtime,
                 };
+                w.task_timing.entry(task_upid.clone()).or_default().ended_at =
+                    Some(std::time::Instant::now());
             }
         });
         upid
