@@ -181,7 +181,8 @@ async fn run_daemon(config: Config) -> Exit {
         }
         trigger.cancel();
     });
-    match crate::app::daemon::run(config, shutdown).await {
+    // Boxed: the daemon's future holds both servers and is large.
+    match Box::pin(crate::app::daemon::run(config, shutdown)).await {
         Ok(()) => Exit::Ok,
         Err(e @ crate::app::daemon::DaemonError::RunningAsRoot) => {
             eprintln!("felhom-agent: {e}");
