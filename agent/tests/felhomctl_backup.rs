@@ -230,13 +230,11 @@ fn backup_status_of_a_guest_never_backed_up_is_idle() {
 #[test]
 fn backup_of_a_guest_without_policy_is_refused_with_the_agents_reason() {
     let host = Host::start();
-    let run = host.ctl(&["backup", "now", "--vmid", "102", "--wait"]);
-    assert_eq!(run.code, 4, "{run:?}");
-    assert_eq!(
-        run.stderr,
-        "felhomctl: FAILED_PRECONDITION: Guest 102 has no backup policy\n"
-    );
-    assert_eq!(run.stdout, "");
+    host.ctl(&["backup", "now", "--vmid", "102", "--wait"])
+        .fails_with_only(
+            4,
+            "felhomctl: FAILED_PRECONDITION: Guest 102 has no backup policy\n",
+        );
 }
 
 #[test]
@@ -293,12 +291,10 @@ fn verify_on_a_local_tier_is_refused_with_the_agents_reason() {
     let run = host.ctl(&[
         "verify", "run", "--vmid", "101", "--tier", "local", "--wait",
     ]);
-    assert_eq!(run.code, 4, "{run:?}");
-    assert_eq!(
-        run.stderr,
-        "felhomctl: FAILED_PRECONDITION: Tier 'local' is not a PBS tier\n"
+    run.fails_with_only(
+        4,
+        "felhomctl: FAILED_PRECONDITION: Tier 'local' is not a PBS tier\n",
     );
-    assert_eq!(run.stdout, "");
 }
 
 #[test]

@@ -130,11 +130,58 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// How the Selftest method's rpc line reads in a descriptor dump.
+pub const SELFTEST_RPC: &str = "rpc Selftest ( .felhom.agent.v1.SelftestRequest ) returns ( .felhom.agent.v1.SelftestReport );";
+
+/// What felhomctl prints when the agent has no Proxmox VE configured.
+pub const PVE_NOT_CONFIGURED: &str =
+    "felhomctl: FAILED_PRECONDITION: Proxmox VE is not configured ([proxmox] endpoint)\n";
+
 impl Run {
     /// Asserts exit code 0 and returns stdout.
     pub fn success(&self) -> &str {
         assert_eq!(self.code, 0, "felhomctl failed: {self:?}");
         &self.stdout
+    }
+
+    /// Asserts exit code `code` and returns the run.
+    #[track_caller]
+    pub fn exits(self, code: i32) -> Self {
+        assert_eq!(self.code, code, "{self:?}");
+        self
+    }
+
+    /// Asserts exit code `code` and exactly `stderr` on standard error.
+    #[track_caller]
+    pub fn fails_with(self, code: i32, stderr: &str) -> Self {
+        let run = self.exits(code);
+        assert_eq!(run.stderr, stderr);
+        run
+    }
+
+    /// Asserts exit code `code`, exactly `stderr` on standard error and nothing on stdout.
+    #[track_caller]
+    pub fn fails_with_only(self, code: i32, stderr: &str) {
+        let run = self.fails_with(code, stderr);
+        assert_eq!(run.stdout, "");
+    }
+
+    /// Asserts exit code 0 and that the stdout table's first line is `header`; returns the
+    /// whitespace-separated words of each line.
+    #[track_caller]
+    pub fn table_under(&self, header: &[&str]) -> Vec<Vec<&str>> {
+        let out = self.success();
+        let lines = self.table();
+        assert_eq!(lines[0], header, "{out}");
+        lines
+    }
+
+    /// The whitespace-separated words of each stdout line.
+    pub fn table(&self) -> Vec<Vec<&str>> {
+        self.stdout
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect()
     }
 }
 

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use felhom_agent::infra::helper::CreateGoldenRequest;
 use felhom_simhost::pbs::PbsSimOptions;
 use felhom_simhost::pve::pbs_link::{LinkedOptions, LinkedSims};
 use felhom_simhost::pve::{PveSim, PveSimHandle, PveSimOptions};
@@ -177,4 +178,18 @@ pub async fn start_linked(encrypted: bool) -> LinkedSims {
     })
     .await
     .expect("linked simulators start")
+}
+
+/// A valid golden-container request for `vmid` (Debian 12 template, bridged to `vmbr0`).
+pub fn golden_spec(vmid: u32) -> CreateGoldenRequest {
+    CreateGoldenRequest {
+        vmid,
+        template_volid: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
+        hostname: "golden".into(),
+        storage: "local-lvm".into(),
+        disk_gib: 8,
+        memory_mib: 1024,
+        cores: 2,
+        bridge: Some("vmbr0".into()),
+    }
 }
