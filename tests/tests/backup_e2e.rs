@@ -703,3 +703,29 @@ async fn two_guests_restore_tests_at_once_both_pass() {
     assert_eq!(h.scratch_guests(), Vec::<u32>::new());
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduler_tick_lists_each_tier_storage_once_for_all_guests() {
+    // One tick only (the first, at start): guests 101 and 102 both have policies on `local`
+    // and `felhom-pbs`; their due-ness must come from one listing per storage, not one per
+    // guest and tier.
+    let h = Host::start(&[("FELHOM_AGENT_BACKUP_TICK_SECS", "3600")]).await;
+    let node = h.dh().pve().node();
+    let pve = h.dh().pve().state().clone();
+    let path = |storage: &str| format!("/nodes/{node}/storage/{storage}/content");
+    let (local, pbs) = (path("local"), path("felhom-pbs"));
+    until("the first tick listed both tier storages", || {
+        let pve = pve.clone();
+        let (local, pbs) = (local.clone(), pbs.clone());
+        async move {
+            (pve.request_count("GET", &local) >= 1 && pve.request_count("GET", &pbs) >= 1)
+                .then_some(())
+        }
+    })
+    .await;
+    // Whatever the rest of the tick does, it reads those listings instead of the storages.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(pve.request_count("GET", &local), 1, "listings of {local}");
+    assert_eq!(pve.request_count("GET", &pbs), 1, "listings of {pbs}");
+    h.stop().await;
+}

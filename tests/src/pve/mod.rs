@@ -376,6 +376,12 @@ async fn handle(
         .filter(|s| !s.is_empty())
         .map(|s| crate::percent::percent_decode(s, false))
         .collect();
+    *shared
+        .state
+        .lock()
+        .request_counts
+        .entry(format!("{method} {rel}"))
+        .or_default() += 1;
     let call = api::Call {
         state: shared.state.clone(),
         authid,

@@ -131,6 +131,9 @@ pub struct World {
     pub tasks: Vec<Task>,
     /// Per task (by UPID), what the task-wait benchmark measures.
     pub task_timing: BTreeMap<String, TaskTiming>,
+    /// Authenticated requests answered, by `METHOD /path` (path below `/api2/json`, no query):
+    /// what tests count to see how many calls the agent makes.
+    pub request_counts: BTreeMap<String, u32>,
     /// `pbs` storages backed by a PBS simulator (see [`super::pbs_link`]).
     pub pbs_links: Vec<PbsLink>,
     /// Encryption keys of `pbs` storages (`/etc/pve/priv/storage/<id>.enc`), by storage id.
@@ -208,6 +211,7 @@ impl World {
             backups,
             tasks: Vec::new(),
             task_timing: BTreeMap::new(),
+            request_counts: BTreeMap::new(),
             pbs_links: Vec::new(),
             storage_keys,
             next_pid: rand::Rng::random_range(&mut rng, 100_000..900_000),
@@ -354,6 +358,12 @@ impl SimState {
     /// Copies of all tasks, oldest first.
     pub fn tasks(&self) -> Vec<Task> {
         self.lock().tasks.clone()
+    }
+
+    /// How many authenticated `method` requests `path` (below `/api2/json`) has answered.
+    pub fn request_count(&self, method: &str, path: &str) -> u32 {
+        let key = format!("{method} {path}");
+        self.lock().request_counts.get(&key).copied().unwrap_or(0)
     }
 
     /// A copy of one task.
