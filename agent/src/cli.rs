@@ -61,7 +61,9 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
     {
         Ok(rt) => rt.block_on(run(cli)),
         Err(e) => {
-            eprintln!("felhom-agent: cannot start the async runtime: {e}");
+            let text = format!("cannot start the async runtime: {e}");
+            eprintln!("felhom-agent: {text}");
+            status_on_exit(&text);
             Exit::Failed
         }
     };
@@ -92,7 +94,11 @@ async fn run(cli: Cli) -> Exit {
     let config = match Config::load(cli.config.as_deref(), &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("felhom-agent: configuration error: {}", chain(&e));
+            let text = format!("configuration error: {}", chain(&e));
+            eprintln!("felhom-agent: {text}");
+            if matches!(cli.command, Command::Run) {
+                status_on_exit(&text);
+            }
             return Exit::Config;
         }
     };
@@ -180,7 +186,9 @@ async fn run_daemon(config: Config) -> Exit {
     ) {
         (Ok(t), Ok(i)) => (t, i),
         (Err(e), _) | (_, Err(e)) => {
-            eprintln!("felhom-agent: cannot install signal handlers: {e}");
+            let text = format!("cannot install signal handlers: {e}");
+            eprintln!("felhom-agent: {text}");
+            status_on_exit(&text);
             return Exit::Failed;
         }
     };
@@ -193,13 +201,23 @@ async fn run_daemon(config: Config) -> Exit {
     });
     match crate::daemon::run(config, shutdown).await {
         Ok(()) => Exit::Ok,
-        Err(e @ crate::daemon::DaemonError::RunningAsRoot) => {
-            eprintln!("felhom-agent: {e}");
-            Exit::Config
-        }
         Err(e) => {
-            eprintln!("felhom-agent: {}", chain(&e));
-            Exit::Failed
+            let text = chain(&e);
+            eprintln!("felhom-agent: {text}");
+            status_on_exit(&text);
+            match e {
+                crate::daemon::DaemonError::RunningAsRoot => Exit::Config,
+                _ => Exit::Failed,
+            }
         }
+    }
+}
+
+/// Tells systemd why the daemon is exiting (`STATUS=`), so `systemctl status` shows the error
+/// instead of the last progress message (e.g. "recovering interrupted operations"). Outside
+/// systemd (no `NOTIFY_SOCKET`) this does nothing.
+fn status_on_exit(text: &str) {
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Status(text)]) {
+        eprintln!("felhom-agent: cannot notify systemd: {e}");
     }
 }

@@ -223,6 +223,11 @@ async fn start_gateway(config: &Config, ctx: &AgentContext) -> Result<(), Daemon
 
 /// Socket access is the authorization of the operator surface: owner (agent) and the operator
 /// group may connect, nobody else.
+///
+/// Under the packaged unit the socket is born with its group: /run/felhom is setgid
+/// felhom-ops (tmpfiles.d/felhom.conf), and the unit's system-call filter denies chown(2)
+/// (`~@privileged` includes `@chown`), so the agent only checks the group there. The chown
+/// remains for runs outside that directory (devhost, manual runs), where it is permitted.
 fn set_socket_access(socket: &Path, group: Option<&str>) -> Result<(), DaemonError> {
     if let Some(name) = group {
         let gid = nix::unistd::Group::from_name(name)
@@ -232,10 +237,18 @@ fn set_socket_access(socket: &Path, group: Option<&str>) -> Result<(), DaemonErr
             })?
             .ok_or_else(|| DaemonError::UnknownGroup(name.to_owned()))?
             .gid;
-        nix::unistd::chown(socket, None, Some(gid)).map_err(|e| DaemonError::SocketPerms {
-            path: socket.to_owned(),
-            source: e.into(),
-        })?;
+        let born_with_group = std::os::unix::fs::MetadataExt::gid(
+            &std::fs::metadata(socket).map_err(|source| DaemonError::SocketPerms {
+                path: socket.to_owned(),
+                source,
+            })?,
+        ) == gid.as_raw();
+        if !born_with_group {
+            nix::unistd::chown(socket, None, Some(gid)).map_err(|e| DaemonError::SocketPerms {
+                path: socket.to_owned(),
+                source: e.into(),
+            })?;
+        }
     }
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660)).map_err(|source| {
         DaemonError::SocketPerms {
