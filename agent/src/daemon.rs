@@ -237,12 +237,12 @@ fn set_socket_access(socket: &Path, group: Option<&str>) -> Result<(), DaemonErr
             })?
             .ok_or_else(|| DaemonError::UnknownGroup(name.to_owned()))?
             .gid;
-        let born_with_group = std::os::unix::fs::MetadataExt::gid(
-            &std::fs::metadata(socket).map_err(|source| DaemonError::SocketPerms {
-                path: socket.to_owned(),
-                source,
-            })?,
-        ) == gid.as_raw();
+        let perms_error = |source| DaemonError::SocketPerms {
+            path: socket.to_owned(),
+            source,
+        };
+        let current = std::fs::metadata(socket).map_err(perms_error)?;
+        let born_with_group = std::os::unix::fs::MetadataExt::gid(&current) == gid.as_raw();
         if !born_with_group {
             nix::unistd::chown(socket, None, Some(gid)).map_err(|e| DaemonError::SocketPerms {
                 path: socket.to_owned(),
