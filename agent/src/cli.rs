@@ -73,9 +73,12 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FELHOM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only on a terminal: under systemd stderr is the journal, where escape codes
+    // would land in every line (as the helper already does).
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
