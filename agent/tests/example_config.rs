@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use felhom_agent::config::Config;
+use felhom_agent::app::config::Config;
 
 #[test]
 fn the_packaged_example_config_loads() {

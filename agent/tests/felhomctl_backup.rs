@@ -16,10 +16,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::{Run, felhomctl};
-use felhom_agent::config::Config;
-use felhom_agent::context::{AgentContext, BackupSetup};
-use felhom_agent::grpc::{bind_unix, serve};
-use felhom_agent::pve::PveClient;
+use felhom_agent::app::config::Config;
+use felhom_agent::app::context::{AgentContext, BackupSetup};
+use felhom_agent::frontends::grpc::{bind_unix, serve_agent};
+use felhom_agent::infra::pve::PveClient;
 use felhom_simhost::pve::{PveSim, PveSimOptions};
 
 /// The token the simulated Proxmox VE knows for the agent.
@@ -102,9 +102,14 @@ impl Host {
                 .expect("agent context");
                 let listener = bind_unix(&path).expect("bind agent socket");
                 ready_tx.send(()).expect("test thread waits for readiness");
-                serve(listener, std::sync::Arc::new(ctx), async {
-                    let _ = stopped.await;
-                })
+                serve_agent(
+                    listener,
+                    ctx.capabilities.clone(),
+                    ctx.local_api_gateway.clone(),
+                    async {
+                        let _ = stopped.await;
+                    },
+                )
                 .await
                 .expect("agent gRPC server");
                 sim.shutdown().await;
@@ -225,13 +230,11 @@ fn backup_status_of_a_guest_never_backed_up_is_idle() {
 #[test]
 fn backup_of_a_guest_without_policy_is_refused_with_the_agents_reason() {
     let host = Host::start();
-    let run = host.ctl(&["backup", "now", "--vmid", "102", "--wait"]);
-    assert_eq!(run.code, 4, "{run:?}");
-    assert_eq!(
-        run.stderr,
-        "felhomctl: FAILED_PRECONDITION: Guest 102 has no backup policy\n"
-    );
-    assert_eq!(run.stdout, "");
+    host.ctl(&["backup", "now", "--vmid", "102", "--wait"])
+        .fails_with_only(
+            4,
+            "felhomctl: FAILED_PRECONDITION: Guest 102 has no backup policy\n",
+        );
 }
 
 #[test]
@@ -288,12 +291,10 @@ fn verify_on_a_local_tier_is_refused_with_the_agents_reason() {
     let run = host.ctl(&[
         "verify", "run", "--vmid", "101", "--tier", "local", "--wait",
     ]);
-    assert_eq!(run.code, 4, "{run:?}");
-    assert_eq!(
-        run.stderr,
-        "felhomctl: FAILED_PRECONDITION: Tier 'local' is not a PBS tier\n"
+    run.fails_with_only(
+        4,
+        "felhomctl: FAILED_PRECONDITION: Tier 'local' is not a PBS tier\n",
     );
-    assert_eq!(run.stdout, "");
 }
 
 #[test]

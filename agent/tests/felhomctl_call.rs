@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::Agent;
+use common::{Agent, PVE_NOT_CONFIGURED, Run};
 
 const REFLECT: &str = "grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
 
@@ -22,10 +22,9 @@ fn listed_services(stdout: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn call_with_json_argument_prints_the_response() {
-    let agent = Agent::start();
-    let run = agent.ctl(&["call", REFLECT, r#"{"listServices": ""}"#]);
+/// The run succeeded and its `listServices` response names the agent's service.
+#[track_caller]
+fn assert_lists_the_agent(run: &Run) {
     let services = listed_services(run.success());
     assert!(
         services.contains(&"felhom.agent.v1.Agent".to_owned()),
@@ -34,15 +33,18 @@ fn call_with_json_argument_prints_the_response() {
 }
 
 #[test]
+fn call_with_json_argument_prints_the_response() {
+    let agent = Agent::start();
+    let run = agent.ctl(&["call", REFLECT, r#"{"listServices": ""}"#]);
+    assert_lists_the_agent(&run);
+}
+
+#[test]
 fn call_accepts_dotted_method_name() {
     let agent = Agent::start();
     let dotted = REFLECT.replace('/', ".");
     let run = agent.ctl(&["call", &dotted, r#"{"listServices": ""}"#]);
-    let services = listed_services(run.success());
-    assert!(
-        services.contains(&"felhom.agent.v1.Agent".to_owned()),
-        "{services:?}"
-    );
+    assert_lists_the_agent(&run);
 }
 
 #[test]
@@ -52,22 +54,14 @@ fn call_reads_request_from_file() {
     std::fs::write(&file, r#"{"list_services": ""}"#).expect("write request file");
     let arg = format!("@{}", file.display());
     let run = agent.ctl(&["call", REFLECT, &arg]);
-    let services = listed_services(run.success());
-    assert!(
-        services.contains(&"felhom.agent.v1.Agent".to_owned()),
-        "{services:?}"
-    );
+    assert_lists_the_agent(&run);
 }
 
 #[test]
 fn call_reads_request_from_stdin() {
     let agent = Agent::start();
     let run = agent.ctl_with_stdin(&["call", REFLECT, "-"], r#"{"listServices": ""}"#);
-    let services = listed_services(run.success());
-    assert!(
-        services.contains(&"felhom.agent.v1.Agent".to_owned()),
-        "{services:?}"
-    );
+    assert_lists_the_agent(&run);
 }
 
 #[test]
@@ -96,49 +90,34 @@ fn streaming_call_prints_every_response() {
 
 #[test]
 fn unknown_method_lists_the_known_methods() {
-    let agent = Agent::start();
-    let run = agent.ctl(&["call", "felhom.agent.v1.Agent/Reboot"]);
-    assert_eq!(run.code, 2, "{run:?}");
-    assert_eq!(
-        run.stderr,
-        "felhomctl: service felhom.agent.v1.Agent has no method `Reboot`; methods: Selftest, ListGuests, ListTasks, ListJobs, ListOperations, AuditTail, AuditVerify, MintGuestToken, RotateGuestToken, RevokeGuestToken, ListGuestTokens, ProvisionGuest, GetLocalApiPins, RotateLocalApiCertificate, BackupNow, GetBackupStatus, ListBackups, GetBackupDue, RunRestoreTest, GetRestoreTestStatus, RunVerify, GetVerifyStatus\n"
-    );
+    Agent::start()
+        .ctl(&["call", "felhom.agent.v1.Agent/Reboot"])
+        .fails_with(2, "felhomctl: service felhom.agent.v1.Agent has no method `Reboot`; methods: Selftest, ListGuests, ListTasks, ListJobs, ListOperations, AuditTail, AuditVerify, MintGuestToken, RotateGuestToken, RevokeGuestToken, ListGuestTokens, ProvisionGuest, GetLocalApiPins, RotateLocalApiCertificate, BackupNow, GetBackupStatus, ListBackups, GetBackupDue, RunRestoreTest, GetRestoreTestStatus, RunVerify, GetVerifyStatus\n");
 }
 
 #[test]
 fn invalid_json_reports_its_position() {
-    let agent = Agent::start();
-    let run = agent.ctl(&["call", REFLECT, "{\"listServices\": \n  oops}"]);
-    assert_eq!(run.code, 2, "{run:?}");
-    assert_eq!(
-        run.stderr,
-        "felhomctl: invalid JSON in the argument: expected value at line 2 column 3\n"
-    );
+    Agent::start()
+        .ctl(&["call", REFLECT, "{\"listServices\": \n  oops}"])
+        .fails_with(
+            2,
+            "felhomctl: invalid JSON in the argument: expected value at line 2 column 3\n",
+        );
 }
 
 #[test]
 fn unknown_field_is_named() {
-    let agent = Agent::start();
-    let run = agent.ctl(&[
+    let args = [
         "call",
         "felhom.agent.v1.Agent/Selftest",
         r#"{"verbose": true}"#,
-    ]);
-    assert_eq!(run.code, 2, "{run:?}");
-    assert_eq!(
-        run.stderr,
-        "felhomctl: invalid request in the argument for felhom.agent.v1.SelftestRequest: unrecognized field name 'verbose'\n"
-    );
+    ];
+    Agent::start().ctl(&args).fails_with(2, "felhomctl: invalid request in the argument for felhom.agent.v1.SelftestRequest: unrecognized field name 'verbose'\n");
 }
 
 #[test]
 fn grpc_error_prints_code_and_message() {
-    let agent = Agent::start();
-    let run = agent.ctl(&["call", "felhom.agent.v1.Agent/Selftest"]);
-    assert_eq!(run.code, 4, "{run:?}");
-    assert_eq!(
-        run.stderr,
-        "felhomctl: FAILED_PRECONDITION: Proxmox VE is not configured ([proxmox] endpoint)\n"
-    );
-    assert_eq!(run.stdout, "");
+    Agent::start()
+        .ctl(&["call", "felhom.agent.v1.Agent/Selftest"])
+        .fails_with_only(4, PVE_NOT_CONFIGURED);
 }

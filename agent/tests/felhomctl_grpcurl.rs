@@ -52,12 +52,7 @@ fn grpcurl_describes_the_selftest_method() {
         text.contains("felhom.agent.v1.Agent is a service:"),
         "{text}"
     );
-    assert!(
-        text.contains(
-            "rpc Selftest ( .felhom.agent.v1.SelftestRequest ) returns ( .felhom.agent.v1.SelftestReport );"
-        ),
-        "{text}"
-    );
+    assert!(text.contains(common::SELFTEST_RPC), "{text}");
 }
 
 #[test]

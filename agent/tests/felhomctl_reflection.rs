@@ -2,7 +2,30 @@
 
 mod common;
 
-use common::Agent;
+use common::{Agent, SELFTEST_RPC};
+
+/// What `felhomctl describe what` prints (asserted to succeed).
+#[track_caller]
+fn describe(what: &str) -> String {
+    Agent::start().ctl(&["describe", what]).success().to_owned()
+}
+
+/// What `felhomctl describe what` prints, asserted to succeed and start with `heading`.
+#[track_caller]
+fn describe_as(what: &str, heading: &str) -> String {
+    let text = describe(what);
+    assert!(text.starts_with(heading), "{text}");
+    text
+}
+
+/// felhomctl `args` exits 2 with an error that starts with `start` and names the agent's
+/// service.
+#[track_caller]
+fn assert_names_the_services(args: &[&str], start: &str) {
+    let run = Agent::start().ctl(args).exits(2);
+    assert!(run.stderr.starts_with(start), "{run:?}");
+    assert!(run.stderr.contains("felhom.agent.v1.Agent"), "{run:?}");
+}
 
 #[test]
 fn list_shows_agent_and_reflection_services() {
@@ -11,17 +34,16 @@ fn list_shows_agent_and_reflection_services() {
     let services: Vec<&str> = run.success().lines().collect();
     assert!(services.contains(&"felhom.agent.v1.Agent"), "{services:?}");
     for expected in [
-        "felhom.agent.v1.LocalApi",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     ] {
         assert!(services.contains(&expected), "{services:?}");
     }
-    // The descriptor set also holds the helper's service; the agent does not serve it.
-    assert!(
-        !services.contains(&"felhom.helper.v1.Helper"),
-        "{services:?}"
-    );
+    // The descriptor set also holds the helper's service and the guests' LocalApi; the
+    // operators' socket serves neither (LocalApi has a socket of its own).
+    for absent in ["felhom.helper.v1.Helper", "felhom.agent.v1.LocalApi"] {
+        assert!(!services.contains(&absent), "{services:?}");
+    }
     let mut sorted = services.clone();
     sorted.sort_unstable();
     assert_eq!(services, sorted, "services are listed sorted");
@@ -50,42 +72,26 @@ fn list_service_shows_its_methods() {
 
 #[test]
 fn list_unknown_service_names_the_known_ones() {
-    let agent = Agent::start();
-    let run = agent.ctl(&["list", "felhom.agent.v1.Nope"]);
-    assert_eq!(run.code, 2, "{run:?}");
-    assert!(
-        run.stderr
-            .starts_with("felhomctl: unknown service `felhom.agent.v1.Nope`; services: "),
-        "{run:?}"
+    assert_names_the_services(
+        &["list", "felhom.agent.v1.Nope"],
+        "felhomctl: unknown service `felhom.agent.v1.Nope`; services: ",
     );
-    assert!(run.stderr.contains("felhom.agent.v1.Agent"), "{run:?}");
 }
 
 #[test]
 fn describe_method_prints_its_rpc_line() {
-    let agent = Agent::start();
-    let run = agent.ctl(&["describe", "felhom.agent.v1.Agent.Selftest"]);
-    let text = run.success();
-    assert!(
-        text.starts_with("felhom.agent.v1.Agent.Selftest is a method:\n"),
-        "{text}"
+    let text = describe_as(
+        "felhom.agent.v1.Agent.Selftest",
+        "felhom.agent.v1.Agent.Selftest is a method:\n",
     );
-    assert!(
-        text.contains(
-            "rpc Selftest ( .felhom.agent.v1.SelftestRequest ) returns ( .felhom.agent.v1.SelftestReport );"
-        ),
-        "{text}"
-    );
+    assert!(text.contains(SELFTEST_RPC), "{text}");
 }
 
 #[test]
 fn describe_message_prints_its_fields() {
-    let agent = Agent::start();
-    let run = agent.ctl(&["describe", "felhom.agent.v1.SelftestReport"]);
-    let text = run.success();
-    assert!(
-        text.starts_with("felhom.agent.v1.SelftestReport is a message:\n"),
-        "{text}"
+    let text = describe_as(
+        "felhom.agent.v1.SelftestReport",
+        "felhom.agent.v1.SelftestReport is a message:\n",
     );
     assert!(text.contains("message SelftestReport {\n"), "{text}");
     assert!(text.contains("  bool ok = 1;\n"), "{text}");
@@ -97,9 +103,7 @@ fn describe_message_prints_its_fields() {
 
 #[test]
 fn describe_service_lists_streaming_methods() {
-    let agent = Agent::start();
-    let run = agent.ctl(&["describe", "grpc.reflection.v1.ServerReflection"]);
-    let text = run.success();
+    let text = describe("grpc.reflection.v1.ServerReflection");
     assert!(text.contains("service ServerReflection {"), "{text}");
     assert!(
         text.contains(
@@ -111,13 +115,8 @@ fn describe_service_lists_streaming_methods() {
 
 #[test]
 fn describe_unknown_symbol_names_the_services() {
-    let agent = Agent::start();
-    let run = agent.ctl(&["describe", "felhom.agent.v1.Nothing"]);
-    assert_eq!(run.code, 2, "{run:?}");
-    assert!(
-        run.stderr
-            .starts_with("felhomctl: unknown symbol `felhom.agent.v1.Nothing`; services: "),
-        "{run:?}"
+    assert_names_the_services(
+        &["describe", "felhom.agent.v1.Nothing"],
+        "felhomctl: unknown symbol `felhom.agent.v1.Nothing`; services: ",
     );
-    assert!(run.stderr.contains("felhom.agent.v1.Agent"), "{run:?}");
 }

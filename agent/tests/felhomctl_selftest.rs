@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::Agent;
+use common::{Agent, PVE_NOT_CONFIGURED};
 
 #[test]
 fn failed_report_prints_fail_rows_and_exits_1() {
@@ -49,11 +49,7 @@ fn library_entry_point_returns_report_and_verdict() {
 
 #[test]
 fn unconfigured_agent_error_is_printed_with_its_code() {
-    let agent = Agent::start();
-    let run = agent.ctl(&["selftest"]);
-    assert_eq!(run.code, 4, "{run:?}");
-    assert_eq!(
-        run.stderr,
-        "felhomctl: FAILED_PRECONDITION: Proxmox VE is not configured ([proxmox] endpoint)\n"
-    );
+    Agent::start()
+        .ctl(&["selftest"])
+        .fails_with(4, PVE_NOT_CONFIGURED);
 }

@@ -5,11 +5,24 @@
 
 mod common;
 
-use common::Agent;
-use felhom_agent::state::{DB_FILE_NAME, JobId, NewAuditEntry, NewOperation, StateDb};
+use common::{Agent, PVE_NOT_CONFIGURED};
+use felhom_agent::infra::state::{
+    DB_FILE_NAME, JobId, NewAuditEntry, NewOperation, OperationId, StateDb,
+};
 
 fn db(agent: &Agent) -> StateDb {
     StateDb::open(agent.dir.path()).expect("the agent's state database opens twice")
+}
+
+/// Begins a `provision` operation for guest 9100 in the journal.
+fn begin_provision(db: &StateDb) -> OperationId {
+    db.journal()
+        .begin(NewOperation {
+            kind: "provision",
+            vmid: Some(9100),
+            idempotency_key: None,
+        })
+        .expect("the journal begins an operation")
 }
 
 fn audit_rows(db: &StateDb, n: u32) {
@@ -28,24 +41,10 @@ fn audit_rows(db: &StateDb, n: u32) {
 #[test]
 fn journal_prints_operations_as_a_table() {
     let agent = Agent::start();
-    db(&agent)
-        .journal()
-        .begin(NewOperation {
-            kind: "provision",
-            vmid: Some(9100),
-            idempotency_key: None,
-        })
-        .unwrap();
-    let out = agent.ctl(&["journal"]).success().to_owned();
-    let lines: Vec<Vec<&str>> = out
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
-    assert_eq!(
-        lines[0],
-        ["ID", "KIND", "VMID", "STATE", "CREATED", "ERROR"],
-        "{out}"
-    );
+    begin_provision(&db(&agent));
+    let run = agent.ctl(&["journal"]);
+    let lines = run.table_under(&["ID", "KIND", "VMID", "STATE", "CREATED", "ERROR"]);
+    let out = &run.stdout;
     assert_eq!(lines.len(), 2, "{out}");
     assert_eq!(
         &lines[1][..4],
@@ -58,14 +57,7 @@ fn journal_prints_operations_as_a_table() {
 fn journal_json_includes_the_steps() {
     let agent = Agent::start();
     let db = db(&agent);
-    let op = db
-        .journal()
-        .begin(NewOperation {
-            kind: "provision",
-            vmid: Some(9100),
-            idempotency_key: None,
-        })
-        .unwrap();
+    let op = begin_provision(&db);
     db.journal().step_started(op, "restore", None).unwrap();
     let out = agent.ctl(&["journal", "--json"]).success().to_owned();
     let json: serde_json::Value = serde_json::from_str(&out).expect("JSON");
@@ -87,16 +79,9 @@ fn jobs_prints_the_job_history() {
         .jobs()
         .insert_queued(&id, 9100, "provision")
         .unwrap();
-    let out = agent.ctl(&["jobs"]).success().to_owned();
-    let lines: Vec<Vec<&str>> = out
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
-    assert_eq!(
-        lines[0],
-        ["JOB", "VMID", "KIND", "PHASE", "CREATED", "ERROR"],
-        "{out}"
-    );
+    let run = agent.ctl(&["jobs"]);
+    let lines = run.table_under(&["JOB", "VMID", "KIND", "PHASE", "CREATED", "ERROR"]);
+    let out = &run.stdout;
     assert_eq!(
         lines[1][..4],
         [id.to_string().as_str(), "9100", "provision", "queued"],
@@ -108,16 +93,9 @@ fn jobs_prints_the_job_history() {
 fn audit_prints_the_newest_rows() {
     let agent = Agent::start();
     audit_rows(&db(&agent), 2);
-    let out = agent.ctl(&["audit"]).success().to_owned();
-    let lines: Vec<Vec<&str>> = out
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
-    assert_eq!(
-        lines[0],
-        ["SEQ", "AT", "ACTOR", "ACTION", "TARGET", "DETAIL"],
-        "{out}"
-    );
+    let run = agent.ctl(&["audit"]);
+    let lines = run.table_under(&["SEQ", "AT", "ACTOR", "ACTION", "TARGET", "DETAIL"]);
+    let out = &run.stdout;
     assert_eq!(lines.len(), 3, "{out}");
     assert_eq!(lines[2][0], "2", "{out}");
     assert_eq!(
@@ -130,13 +108,8 @@ fn audit_prints_the_newest_rows() {
 #[test]
 fn audit_verify_is_ok_on_a_fresh_database() {
     let agent = Agent::start();
-    let run = agent.ctl(&["audit", "verify"]);
-    assert_eq!(run.code, 0, "{run:?}");
-    let lines: Vec<Vec<&str>> = run
-        .stdout
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
+    let run = agent.ctl(&["audit", "verify"]).exits(0);
+    let lines = run.table();
     assert_eq!(lines[0], ["OK", "ROWS", "HEAD", "PROBLEM"], "{run:?}");
     assert_eq!(lines[1][..2], ["ok", "0"], "{run:?}");
 }
@@ -150,8 +123,7 @@ fn audit_verify_names_the_tampered_row_and_exits_1() {
         .expect("the agent created both triggers");
     raw.execute("UPDATE audit_log SET target = 'guest:1' WHERE seq = 2", [])
         .unwrap();
-    let run = agent.ctl(&["audit", "verify"]);
-    assert_eq!(run.code, 1, "{run:?}");
+    let run = agent.ctl(&["audit", "verify"]).exits(1);
     let row = run.stdout.lines().nth(1).unwrap_or_default();
     assert!(row.starts_with("FAIL "), "{run:?}");
     assert!(
@@ -170,11 +142,7 @@ fn audit_verify_names_the_tampered_row_and_exits_1() {
 
 #[test]
 fn guests_without_proxmox_prints_the_agents_error() {
-    let agent = Agent::start();
-    let run = agent.ctl(&["guests"]);
-    assert_eq!(run.code, 4, "{run:?}");
-    assert_eq!(
-        run.stderr,
-        "felhomctl: FAILED_PRECONDITION: Proxmox VE is not configured ([proxmox] endpoint)\n"
-    );
+    Agent::start()
+        .ctl(&["guests"])
+        .fails_with(4, PVE_NOT_CONFIGURED);
 }

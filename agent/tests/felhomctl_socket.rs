@@ -8,18 +8,27 @@ use std::process::Command;
 
 use common::{Agent, felhomctl, felhomctl_bin, run};
 
-#[test]
-fn missing_socket_says_so_and_exits_3() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let socket = dir.path().join("agent.sock");
-    let run = felhomctl(&socket, &["list"], None);
+/// `felhomctl list` on `socket` exits 3 with "cannot connect to <socket>: `detail`".
+#[track_caller]
+fn assert_cannot_connect(socket: &std::path::Path, detail: &str) {
+    let run = felhomctl(socket, &["list"], None);
     assert_eq!(run.code, 3, "{run:?}");
     assert_eq!(
         run.stderr,
         format!(
-            "felhomctl: cannot connect to {}: no such file — is felhom-agent running? (--socket to choose another)\n",
+            "felhomctl: cannot connect to {}: {detail}\n",
             socket.display()
         )
+    );
+}
+
+#[test]
+fn missing_socket_says_so_and_exits_3() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("agent.sock");
+    assert_cannot_connect(
+        &socket,
+        "no such file — is felhom-agent running? (--socket to choose another)",
     );
 }
 
@@ -29,20 +38,15 @@ fn stale_socket_says_nobody_listens() {
     let socket = dir.path().join("agent.sock");
     // Binding and closing leaves the socket file behind with nobody listening, as after a crash.
     drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind"));
-    let run = felhomctl(&socket, &["list"], None);
-    assert_eq!(run.code, 3, "{run:?}");
-    assert_eq!(
-        run.stderr,
-        format!(
-            "felhomctl: cannot connect to {}: connection refused — nobody is listening; is felhom-agent running?\n",
-            socket.display()
-        )
+    assert_cannot_connect(
+        &socket,
+        "connection refused — nobody is listening; is felhom-agent running?",
     );
 }
 
 #[test]
 fn helper_flag_targets_the_helper_socket() {
-    let helper = std::path::Path::new(felhom_agent::paths::HELPER_SOCKET);
+    let helper = std::path::Path::new(felhom_agent::app::paths::HELPER_SOCKET);
     if helper.exists() {
         println!("skipped: {} exists on this machine", helper.display());
         return;

@@ -9,29 +9,28 @@ use common::Agent;
 
 #[test]
 fn pins_without_the_gateway_says_how_to_turn_it_on() {
-    let agent = Agent::start();
-    let run = agent.ctl(&["pins"]);
-    assert_eq!(run.code, 4, "{run:?}");
-    assert_eq!(
-        run.stderr,
-        "felhomctl: FAILED_PRECONDITION: the local API gateway is off (set [local_api] listen in the agent config)\n"
-    );
+    Agent::start()
+        .ctl(&["pins"])
+        .fails_with(
+            4,
+            "felhomctl: FAILED_PRECONDITION: the local API gateway is off (set [local_api] listen in the agent config)\n",
+        );
 }
 
 #[test]
 fn revoking_a_guest_without_a_token_prints_no_token_and_exits_1() {
-    let agent = Agent::start();
-    let run = agent.ctl(&["token", "revoke", "--vmid", "101"]);
-    assert_eq!(run.code, 1, "{run:?}");
+    let run = Agent::start()
+        .ctl(&["token", "revoke", "--vmid", "101"])
+        .exits(1);
     assert_eq!(run.stdout, "no token\n");
     assert_eq!(run.stderr, "");
 }
 
 #[test]
 fn rotating_a_guest_without_a_token_is_not_found() {
-    let agent = Agent::start();
-    let run = agent.ctl(&["token", "rotate", "--vmid", "101"]);
-    assert_eq!(run.code, 4, "{run:?}");
+    let run = Agent::start()
+        .ctl(&["token", "rotate", "--vmid", "101"])
+        .exits(4);
     assert!(run.stderr.starts_with("felhomctl: NOT_FOUND: "), "{run:?}");
     assert_eq!(run.stdout, "");
 }
@@ -39,10 +38,8 @@ fn rotating_a_guest_without_a_token_is_not_found() {
 #[test]
 fn token_needs_a_valid_vmid() {
     let agent = Agent::start();
-    let run = agent.ctl(&["token", "mint", "--vmid", "7"]);
-    assert_eq!(run.code, 2, "{run:?}");
+    let run = agent.ctl(&["token", "mint", "--vmid", "7"]).exits(2);
     assert!(run.stderr.contains("--vmid"), "{run:?}");
-    let run = agent.ctl(&["token", "mint"]);
-    assert_eq!(run.code, 2, "{run:?}");
+    let run = agent.ctl(&["token", "mint"]).exits(2);
     assert!(run.stderr.contains("--vmid <N>"), "{run:?}");
 }

@@ -1,6 +1,6 @@
 //! Audit chain over a real database file, tampered with through a raw SQLite connection.
 
-use felhom_agent::state::{AuditError, DB_FILE_NAME, NewAuditEntry, StateDb};
+use felhom_agent::infra::state::{AuditError, DB_FILE_NAME, NewAuditEntry, StateDb};
 
 fn append_rows(db: &StateDb, n: u32) {
     for i in 1..=n {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use felhom_agent::state::{Claim, FakeClock, StateDb, Timestamp};
+use felhom_agent::infra::state::{Claim, FakeClock, StateDb, Timestamp};
 use serde_json::json;
 
 const TTL: Duration = Duration::from_secs(24 * 3600);

@@ -1,6 +1,6 @@
 //! Operation journal over a real database file, including a simulated crash.
 
-use felhom_agent::state::{NewOperation, OperationState, Resource, StateDb, StepState};
+use felhom_agent::infra::state::{NewOperation, OperationState, Resource, StateDb, StepState};
 
 const RESTORE_UPID: &str =
     "UPID:pve1:0001E240:00A2F3B1:6745A1C2:vzrestore:9001:felhom-agent@pve!agent:";
@@ -168,7 +168,7 @@ fn compensation_after_restart_destroys_only_what_the_operation_created() {
     let step = stale.in_flight_step().unwrap();
     journal
         .step_failed(
-            felhom_agent::state::StepRef {
+            felhom_agent::infra::state::StepRef {
                 operation: op,
                 index: step.index,
             },

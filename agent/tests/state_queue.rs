@@ -5,11 +5,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use felhom_agent::queue::{
+use felhom_agent::infra::queue::{
     GuestQueue, JobOutcome, JobStatus, QueueError, QueueLimits, RESTARTED_BEFORE_FINISH,
     SHUTDOWN_BEFORE_START,
 };
-use felhom_agent::state::{JobId, JobPhase, StateDb};
+use felhom_agent::infra::state::{JobId, JobPhase, StateDb};
 use serde_json::json;
 use tokio::sync::{Barrier, oneshot};
 

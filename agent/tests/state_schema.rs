@@ -1,6 +1,6 @@
 //! Opening the state database: migrations, schema version checks, file placement.
 
-use felhom_agent::state::{DB_FILE_NAME, OpenError, StateDb, schema};
+use felhom_agent::infra::state::{DB_FILE_NAME, OpenError, StateDb, schema};
 
 #[test]
 fn reopening_keeps_data_and_schema_version() {

@@ -1,6 +1,6 @@
 //! Per-guest tokens over a real database file.
 
-use felhom_agent::state::{StateDb, TokensError};
+use felhom_agent::infra::state::{StateDb, TokensError};
 use secrecy::ExposeSecret as _;
 
 #[test]

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::peer::Caller;
+use crate::caller::Caller;
 
 /// The audit sink.
 #[derive(Debug)]

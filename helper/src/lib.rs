@@ -31,6 +31,7 @@
 //! configuration (command line of its systemd unit) and the programs it is pointed at.
 
 pub mod audit;
+pub mod caller;
 pub mod cli;
 pub mod config;
 pub mod exec;

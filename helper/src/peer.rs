@@ -22,18 +22,10 @@ use tonic::Status;
 use tonic::transport::server::UdsConnectInfo;
 
 use crate::audit::{Audit, Outcome};
+use crate::caller::Caller;
 
 /// Most refusal audit lines written per minute.
 pub const DENIAL_LINES_PER_MINUTE: u64 = 30;
-
-/// Who is calling, per the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller {
-    /// Peer uid.
-    pub uid: u32,
-    /// Peer pid (absent if the kernel did not report one).
-    pub pid: Option<i32>,
-}
 
 /// Which uids may call.
 #[derive(Debug, Clone, Copy)]

@@ -24,18 +24,23 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::audit::{Audit, Outcome};
+use crate::caller::Caller;
 use crate::config::Config;
 use crate::exec::ExecError;
 use crate::golden::{self, GoldenConfig, GoldenError, GoldenSpec};
 use crate::hostns::{HostNs, HostNsError};
 use crate::mounts::{self, MountConfig, MountError};
-use crate::peer::{Caller, PeerCheck, Policy};
+use crate::peer::{PeerCheck, Policy};
 use crate::sensors::{self, SensorsConfig, SensorsError};
 use crate::smart::{self, SmartConfig, SmartError};
 use crate::validate::{
     Bridge, DevicePath, FsType, FsUuid, Hostname, Invalid, MountOption, MountPoint, StorageId,
     TemplateVolid, Vmid, bounded,
 };
+
+/// Fully qualified name of the one service the helper serves (the only one its reflection
+/// advertises besides the reflection services themselves).
+pub const HELPER_SERVICE: &str = <HelperServer<HelperService> as tonic::server::NamedService>::NAME;
 
 /// Output cap for pct, smartctl and sensors (each of stdout and stderr).
 pub const OUTPUT_CAP: usize = 1 << 20;
@@ -142,12 +147,9 @@ pub async fn serve_in(
         },
         Arc::clone(&audit),
     );
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(felhom_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(felhom_proto::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    // Reflection advertises only what this server serves (the descriptor set also holds the
+    // agent's services), and itself.
+    let (reflection_v1, reflection_v1alpha) = felhom_proto::reflection(&[HELPER_SERVICE])?;
     let listener = UnixListener::from_std(listener).map_err(|source| ServeError::Socket {
         step: "register",
         path: cfg.socket.clone(),

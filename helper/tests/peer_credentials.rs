@@ -10,16 +10,11 @@ use felhom_proto::helper::v1::CreateGoldenRequest;
 /// Env var telling [`denied_probe`] where the socket is; unset in normal runs.
 const PROBE_SOCKET: &str = "FELHOM_HELPER_DENIED_PROBE_SOCKET";
 
+/// The shared golden request without a bridge (so pct gets no `--net0`).
 fn golden_request() -> CreateGoldenRequest {
     CreateGoldenRequest {
-        vmid: 9000,
-        template_volid: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
-        hostname: "golden".into(),
-        storage: "local-lvm".into(),
-        disk_gib: 8,
-        memory_mib: 1024,
-        cores: 2,
         bridge: None,
+        ..common::golden_request()
     }
 }
 

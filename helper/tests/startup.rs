@@ -164,8 +164,18 @@ async fn reflection_lists_the_helper_service() {
     let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
         panic!("unexpected reflection reply: {reply:?}");
     };
-    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    let mut names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"felhom.helper.v1.Helper"), "{names:?}");
+    // Only what the helper serves: the descriptor set also holds the agent's services.
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "felhom.helper.v1.Helper",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ],
+    );
 }
 
 #[test]

@@ -16,16 +16,7 @@ enum Call {
 }
 
 fn golden(edit: impl FnOnce(&mut CreateGoldenRequest)) -> Call {
-    let mut r = CreateGoldenRequest {
-        vmid: 9000,
-        template_volid: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
-        hostname: "golden".into(),
-        storage: "local-lvm".into(),
-        disk_gib: 8,
-        memory_mib: 1024,
-        cores: 2,
-        bridge: Some("vmbr0".into()),
-    };
+    let mut r = common::golden_request();
     edit(&mut r);
     Call::Golden(r)
 }

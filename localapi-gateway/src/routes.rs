@@ -35,6 +35,22 @@ pub enum Rpc {
     GetRestoreTestStatus,
 }
 
+impl Rpc {
+    /// The `felhom.agent.v1.LocalApi` method this calls (the surface policy test checks that
+    /// every LocalApi method is reached by exactly one route).
+    pub const fn method(self) -> &'static str {
+        match self {
+            Rpc::GetStorage => "GetStorage",
+            Rpc::Snapshot => "Snapshot",
+            Rpc::Rollback => "Rollback",
+            Rpc::StartBackup => "StartBackup",
+            Rpc::GetBackupDue => "GetBackupDue",
+            Rpc::GetBackupStatus => "GetBackupStatus",
+            Rpc::GetRestoreTestStatus => "GetRestoreTestStatus",
+        }
+    }
+}
+
 /// What the gateway does with a request to a route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Handling {

@@ -71,7 +71,10 @@ impl std::fmt::Debug for DemoGuest {
 /// What `devhost.json` says.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct DevhostInfo {
+    /// The operators' `Agent` service.
     pub agent_socket: PathBuf,
+    /// The guests' `LocalApi` (the agent user only; the embedded gateway calls it).
+    pub local_api_socket: PathBuf,
     pub helper_socket: PathBuf,
     pub pve_url: String,
     pub pve_fingerprint: String,
@@ -144,6 +147,43 @@ fn write_private(path: &Path, contents: &str, owner: Option<u32>) -> anyhow::Res
             .with_context(|| format!("cannot chown {}", path.display()))?;
     }
     Ok(())
+}
+
+/// A devhost in a temporary directory of its own (removed once it has stopped), as the
+/// end-to-end tests start it.
+pub struct TempDevhost {
+    devhost: Option<Devhost>,
+    _dir: tempfile::TempDir,
+}
+
+impl TempDevhost {
+    /// Starts a devhost with `options` in a fresh temporary directory.
+    pub async fn start(options: &DevhostOptions) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let devhost = Devhost::start_with(&dir.path().join("dh"), options).await?;
+        Ok(Self {
+            devhost: Some(devhost),
+            _dir: dir,
+        })
+    }
+
+    /// The running devhost.
+    pub fn dh(&self) -> &Devhost {
+        self.devhost.as_ref().expect("running until stop")
+    }
+
+    /// The running devhost, to restart its agent.
+    pub fn dh_mut(&mut self) -> &mut Devhost {
+        self.devhost.as_mut().expect("running until stop")
+    }
+
+    /// Stops everything, then removes the directory.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        match self.devhost.take() {
+            Some(d) => d.stop().await,
+            None => Ok(()),
+        }
+    }
 }
 
 impl Devhost {
@@ -315,6 +355,7 @@ impl Devhost {
         };
 
         let info = DevhostInfo {
+            local_api_socket: run_dir.join("localapi.sock"),
             agent_socket,
             helper_socket,
             pve_url: pve.url().to_owned(),

@@ -25,6 +25,8 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde_json::Value;
 
+use crate::percent::percent_encode;
+
 /// The fixture token that stands for root on the node.
 const ROOT_TOKEN: &str = "root@pam!sim";
 /// pct's exit status when the API call or the task fails (`exit(-1)`).
@@ -202,21 +204,10 @@ async fn get(sim: &Sim, path: &str) -> anyhow::Result<Value> {
     Ok(body.get("data").cloned().unwrap_or(Value::Null))
 }
 
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// Polls the task until it stops (pct itself waits as long as it takes; the helper's own
 /// timeout bounds this) and returns its exit status.
 async fn wait_task(sim: &Sim, upid: &str) -> anyhow::Result<String> {
-    let path = format!("/nodes/{}/tasks/{}/status", sim.node, encode(upid));
+    let path = format!("/nodes/{}/tasks/{}/status", sim.node, percent_encode(upid));
     loop {
         let status = get(sim, &path).await?;
         if status.get("status").and_then(Value::as_str) == Some("stopped") {
@@ -231,7 +222,11 @@ async fn wait_task(sim: &Sim, upid: &str) -> anyhow::Result<String> {
 }
 
 async fn task_log(sim: &Sim, upid: &str) -> anyhow::Result<Vec<String>> {
-    let path = format!("/nodes/{}/tasks/{}/log?limit=1000", sim.node, encode(upid));
+    let path = format!(
+        "/nodes/{}/tasks/{}/log?limit=1000",
+        sim.node,
+        percent_encode(upid)
+    );
     let lines = get(sim, &path).await?;
     Ok(lines
         .as_array()

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use felhom_proto::agent::v1::agent_client::AgentClient;
 use felhom_proto::agent::v1::{GuestBackupRequest, ListOperationsRequest};
-use felhom_simhost::devhost::{Devhost, DevhostOptions};
+use felhom_simhost::devhost::{Devhost, DevhostOptions, TempDevhost};
 use felhom_simhost::pinned::pinned_client;
 use felhom_simhost::pve::fixture::GuestStatus;
 use serde_json::Value;
@@ -21,10 +21,7 @@ const SCRATCH: std::ops::RangeInclusive<u32> = 9900..=9999;
 /// A short settle time so restore-tests finish quickly.
 const FAST: [(&str, &str); 1] = [("FELHOM_AGENT_BACKUP_RESTORE_TEST_SETTLE_SECS", "1")];
 
-struct Host {
-    devhost: Option<Devhost>,
-    _dir: tempfile::TempDir,
-}
+struct Host(TempDevhost);
 
 impl Host {
     async fn start(env: &[(&str, &str)]) -> Self {
@@ -34,7 +31,6 @@ impl Host {
     /// `schedules`: devhost's own `[backup]` with the restore-test schedule (what the
     /// `felhom-devhost` binary runs), instead of the quiet one tests get by default.
     async fn start_with(env: &[(&str, &str)], schedules: bool) -> Self {
-        let dir = tempfile::tempdir().unwrap();
         let options = DevhostOptions {
             backup_schedules: schedules,
             agent_program: Some(env!("CARGO_BIN_EXE_felhom-devhost").into()),
@@ -44,21 +40,15 @@ impl Host {
                 .collect(),
             ..DevhostOptions::default()
         };
-        let devhost = Devhost::start_with(&dir.path().join("dh"), &options)
-            .await
-            .unwrap();
-        Self {
-            devhost: Some(devhost),
-            _dir: dir,
-        }
+        Self(TempDevhost::start(&options).await.unwrap())
     }
 
     fn dh(&self) -> &Devhost {
-        self.devhost.as_ref().unwrap()
+        self.0.dh()
     }
 
     fn dh_mut(&mut self) -> &mut Devhost {
-        self.devhost.as_mut().unwrap()
+        self.0.dh_mut()
     }
 
     fn token(&self, vmid: u32) -> String {
@@ -113,8 +103,8 @@ impl Host {
         })
     }
 
-    async fn stop(mut self) {
-        self.devhost.take().unwrap().stop().await.unwrap();
+    async fn stop(self) {
+        self.0.stop().await.unwrap();
     }
 }
 
@@ -296,7 +286,7 @@ async fn a_backup_is_waited_for_the_backup_deadline_not_the_proxmox_one() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_encryption_key_fails_the_encrypted_tier_closed() {
     let h = Host::start(&[]).await;
-    let key = h._dir.path().join("dh").join("pbs-encryption-key.json");
+    let key = h.dh().info.state_dir.join("pbs-encryption-key.json");
     std::fs::remove_file(&key).unwrap();
     let (status, body) = h.send(102, reqwest::Method::POST, "/backup").await;
     assert_eq!(status, 202, "{body}");

@@ -356,7 +356,7 @@ async fn an_undecided_guest_keeps_its_operation_open_and_its_vmid_refused() {
 /// the vmid, waits for it, and removes the guest it created.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restore_whose_upid_was_never_journaled_is_found_by_its_task_and_removed() {
-    use felhom_agent::pve::{
+    use felhom_agent::infra::pve::{
         ApiToken, CertFingerprint, PveClient, PveClientConfig, RestoreRequest, TlsTrust, Vmid,
     };
     let dir = tempfile::tempdir().unwrap();
@@ -542,7 +542,8 @@ async fn recovery_waiting_on_a_long_task_extends_the_start_timeout_and_stops_on_
         "ready while recovering: {said:?}"
     );
 
-    let db = felhom_agent::state::StateDb::open(&host.info.state_dir.join("agent-state")).unwrap();
+    let db = felhom_agent::infra::state::StateDb::open(&host.info.state_dir.join("agent-state"))
+        .unwrap();
     let ops = db.journal().unfinished().unwrap();
     assert_eq!(ops.len(), 1, "{ops:#?}");
     let restore = ops[0]
@@ -622,18 +623,18 @@ fn interrupt_a_restore(host: &mut Devhost, vmid: u32, recorded: bool) {
     host.kill_agent().unwrap();
     let dir = host.info.state_dir.join("agent-state");
     {
-        let db = felhom_agent::state::StateDb::open(&dir).unwrap();
+        let db = felhom_agent::infra::state::StateDb::open(&dir).unwrap();
         let j = db.journal();
         let op = j
-            .begin(felhom_agent::state::NewOperation {
-                kind: felhom_agent::provision::KIND_START,
+            .begin(felhom_agent::infra::state::NewOperation {
+                kind: felhom_agent::capabilities::guests::provision::KIND_START,
                 vmid: Some(vmid),
                 idempotency_key: None,
             })
             .unwrap();
         let step = j.step_started(op, "restore", None).unwrap();
         if recorded {
-            j.record_created(step, &felhom_agent::state::Resource::Guest { vmid })
+            j.record_created(step, &felhom_agent::infra::state::Resource::Guest { vmid })
                 .unwrap();
         }
     }

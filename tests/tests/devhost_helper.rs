@@ -4,11 +4,13 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use felhom_agent::helper_client::{Helper as _, HelperClient, HelperError};
+use felhom_agent::infra::helper::{Helper as _, HelperClient, HelperError};
 use felhom_simhost::devhost::{DevhostInfo, UNPRIVILEGED_ID};
 
 const PROBE_SOCKET: &str = "FELHOM_DEVHOST_PROBE_SOCKET";
@@ -165,16 +167,7 @@ async fn devhost_helper_creates_the_golden_container_through_the_pct_stand_in() 
     let devhost = start_devhost().await;
     // Root is admitted by design (diagnostics); the test runs as root or as the agent's uid.
     let client = HelperClient::new(&devhost.info.helper_socket);
-    let spec = felhom_agent::helper_client::CreateGoldenRequest {
-        vmid: 9001,
-        template_volid: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
-        hostname: "golden".into(),
-        storage: "local-lvm".into(),
-        disk_gib: 8,
-        memory_mib: 1024,
-        cores: 2,
-        bridge: Some("vmbr0".into()),
-    };
+    let spec = common::golden_spec(9001);
     assert_eq!(client.create_golden(spec.clone()).await, Ok(9001));
     let again = client.create_golden(spec).await;
     assert!(again.is_err(), "a taken vmid must fail: {again:?}");

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use felhom_agent::pve::{CertFingerprint, TlsTrust, client_config};
+use felhom_agent::infra::pve::{CertFingerprint, TlsTrust, client_config};
 use felhom_simhost::devhost::{Devhost, DevhostOptions, PBS_STORAGE};
 use serde_json::Value;
 

@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use felhom_agent::helper_client::{
-    CreateGoldenRequest, DriveProtocol, Helper, HelperClient, HelperError, SmartHealth,
-};
+use felhom_agent::infra::helper::{DriveProtocol, Helper, HelperClient, HelperError, SmartHealth};
 use felhom_simhost::pve::{PveSim, PveSimHandle, PveSimOptions};
 
 mod common;
@@ -186,34 +184,54 @@ fn sim_pct_wrapper(sim: &PveSimHandle, dir: &Path) -> PathBuf {
     wrapper
 }
 
-fn golden_spec(vmid: u32) -> CreateGoldenRequest {
-    CreateGoldenRequest {
-        vmid,
-        template_volid: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
-        hostname: "golden".into(),
-        storage: "local-lvm".into(),
-        disk_gib: 8,
-        memory_mib: 1024,
-        cores: 2,
-        bridge: Some("vmbr0".into()),
+/// A simulator with short tasks, a helper whose `pct` is the simulator's stand-in, and a
+/// client of that helper.
+struct GoldenSim {
+    sim: PveSimHandle,
+    /// The stand-in's state; lives as long as the helper.
+    _files: tempfile::TempDir,
+    helper: Running,
+    client: HelperClient,
+}
+
+impl GoldenSim {
+    /// Starts the pair and has the helper create golden container `vmid` (asserted to succeed).
+    async fn with_golden(vmid: u32) -> Self {
+        let sim = PveSim::start(PveSimOptions {
+            task_duration: Duration::from_millis(100),
+            ..PveSimOptions::default()
+        })
+        .await
+        .expect("simulator starts");
+        let files = tempfile::tempdir().expect("temp dir");
+        let helper = start_helper_with_pct(Some(sim_pct_wrapper(&sim, files.path())));
+        let client = HelperClient::new(&helper.socket);
+        assert_eq!(
+            client.create_golden(common::golden_spec(vmid)).await,
+            Ok(vmid)
+        );
+        Self {
+            sim,
+            _files: files,
+            helper,
+            client,
+        }
+    }
+
+    async fn shutdown(self) {
+        self.helper.stop().await;
+        self.sim.shutdown().await;
     }
 }
 
 #[tokio::test]
 async fn golden_create_builds_a_keyctl_container_in_the_simulator() {
-    let sim = PveSim::start(PveSimOptions {
-        task_duration: Duration::from_millis(100),
-        ..PveSimOptions::default()
-    })
-    .await
-    .expect("simulator starts");
-    let files = tempfile::tempdir().expect("temp dir");
-    let helper = start_helper_with_pct(Some(sim_pct_wrapper(&sim, files.path())));
-    let client = HelperClient::new(&helper.socket);
-
-    assert_eq!(client.create_golden(golden_spec(9001)).await, Ok(9001));
-
-    let guest = sim.state().guest(9001).expect("golden container exists");
+    let golden = GoldenSim::with_golden(9001).await;
+    let guest = golden
+        .sim
+        .state()
+        .guest(9001)
+        .expect("golden container exists");
     let config = &guest.config;
     let get = |k: &str| config.get(k).map(String::as_str);
     assert_eq!(get("features"), Some("nesting=1,keyctl=1"));
@@ -226,30 +244,19 @@ async fn golden_create_builds_a_keyctl_container_in_the_simulator() {
         get("net0").is_some_and(|n| n.starts_with("name=eth0,bridge=vmbr0,ip=dhcp,hwaddr=")),
         "{config:?}"
     );
-    helper.stop().await;
-    sim.shutdown().await;
+    golden.shutdown().await;
 }
 
 #[tokio::test]
 async fn golden_create_of_a_taken_vmid_fails() {
-    let sim = PveSim::start(PveSimOptions {
-        task_duration: Duration::from_millis(100),
-        ..PveSimOptions::default()
-    })
-    .await
-    .expect("simulator starts");
-    let files = tempfile::tempdir().expect("temp dir");
-    let helper = start_helper_with_pct(Some(sim_pct_wrapper(&sim, files.path())));
-    let client = HelperClient::new(&helper.socket);
-    assert_eq!(client.create_golden(golden_spec(9002)).await, Ok(9002));
+    let golden = GoldenSim::with_golden(9002).await;
     assert_eq!(
-        client.create_golden(golden_spec(9002)).await,
+        golden.client.create_golden(common::golden_spec(9002)).await,
         Err(HelperError::Failed(
             "pct create failed with exit status: 255".into()
         ))
     );
-    helper.stop().await;
-    sim.shutdown().await;
+    golden.shutdown().await;
 }
 
 #[tokio::test]

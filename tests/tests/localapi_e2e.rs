@@ -10,38 +10,26 @@ use std::time::Duration;
 
 use felhom_agent::ctl::token::{self, TokenAction};
 use felhom_agent::ctl::{self, CtlError};
-use felhom_simhost::devhost::{Devhost, DevhostOptions};
+use felhom_simhost::devhost::{Devhost, DevhostOptions, TempDevhost};
 use felhom_simhost::pinned::{pinned_client, pinned_tls};
 use felhom_simhost::pve::fixture::GuestStatus;
 use rustls_pki_types::{CertificateDer, ServerName};
 use sha2::{Digest, Sha256};
 
 /// A running devhost with its temporary directory (removed after the devhost stops).
-struct Host {
-    devhost: Option<Devhost>,
-    _dir: tempfile::TempDir,
-}
+struct Host(TempDevhost);
 
 impl Host {
     async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
         let options = DevhostOptions {
-            local_api_port: 0,
             agent_program: Some(env!("CARGO_BIN_EXE_felhom-devhost").into()),
-            agent_env: Vec::new(),
-            backup_schedules: false,
+            ..DevhostOptions::default()
         };
-        let devhost = Devhost::start_with(&dir.path().join("dh"), &options)
-            .await
-            .unwrap();
-        Self {
-            devhost: Some(devhost),
-            _dir: dir,
-        }
+        Self(TempDevhost::start(&options).await.unwrap())
     }
 
     fn dh(&self) -> &Devhost {
-        self.devhost.as_ref().unwrap()
+        self.0.dh()
     }
 
     fn token(&self, vmid: u32) -> String {
@@ -58,8 +46,8 @@ impl Host {
         pinned_client(&self.dh().info.local_api_pin_sha256)
     }
 
-    async fn stop(mut self) {
-        self.devhost.take().unwrap().stop().await.unwrap();
+    async fn stop(self) {
+        self.0.stop().await.unwrap();
     }
 }
 

@@ -2,7 +2,9 @@
 
 mod pbs_common;
 
-use felhom_agent::pbs::{BackupType, CertFingerprint, PbsError, PbsToken, TlsTrust, VerifyRequest};
+use felhom_agent::infra::pbs::{
+    BackupType, CertFingerprint, PbsError, PbsToken, TlsTrust, VerifyRequest,
+};
 use felhom_simhost::pbs::Role;
 use pbs_common::*;
 

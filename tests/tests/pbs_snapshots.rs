@@ -2,7 +2,7 @@
 
 mod pbs_common;
 
-use felhom_agent::pbs::{BackupType, CryptMode, VerifyState};
+use felhom_agent::infra::pbs::{BackupType, CryptMode, VerifyState};
 use pbs_common::*;
 
 #[tokio::test]

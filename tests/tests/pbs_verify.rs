@@ -3,7 +3,9 @@
 
 mod pbs_common;
 
-use felhom_agent::pbs::{BackupType, PbsError, PbsUpid, TaskOutcome, VerifyRequest, VerifyState};
+use felhom_agent::infra::pbs::{
+    BackupType, PbsError, PbsUpid, TaskOutcome, VerifyRequest, VerifyState,
+};
 use felhom_simhost::pbs::VERIFY_FAILED;
 use pbs_common::*;
 use tokio_util::sync::CancellationToken;

@@ -5,7 +5,7 @@ mod pbs_common;
 
 use std::time::Duration;
 
-use felhom_agent::pve::client_config;
+use felhom_agent::infra::pve::client_config;
 use felhom_simhost::pbs::{PbsSimHandle, Role};
 use pbs_common::*;
 use serde_json::Value;

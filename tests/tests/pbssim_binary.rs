@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use felhom_agent::pbs::{CertFingerprint, PbsClient, PbsClientConfig, PbsToken, TlsTrust};
+use felhom_agent::infra::pbs::{CertFingerprint, PbsClient, PbsClientConfig, PbsToken, TlsTrust};
 
 const BIN: &str = env!("CARGO_BIN_EXE_felhom-pbssim");
 

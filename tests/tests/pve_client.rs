@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use felhom_agent::pve::{
+use felhom_agent::infra::pve::{
     ApiToken, BackupMode, CertFingerprint, ConfigUpdate, DestroyOptions, PveClient,
     PveClientConfig, PveError, RestoreRequest, TaskFilter, TaskOutcome, TlsTrust, Upid, Vmid,
     VzdumpRequest, WaitOptions,

@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use felhom_agent::pve::client_config;
-use felhom_agent::pve::{CertFingerprint, TlsTrust};
+use felhom_agent::infra::pve::client_config;
+use felhom_agent::infra::pve::{CertFingerprint, TlsTrust};
 use felhom_simhost::pbs::fixture::{LINKED_AGENT_TOKEN, LINKED_BACKUP_USER, LINKED_DATASTORE};
 use felhom_simhost::pbs::{BackupType, CryptMode, PbsSimHandle, VerifyState};
 use felhom_simhost::pve::PveSimHandle;

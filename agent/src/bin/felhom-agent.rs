@@ -1,5 +1,5 @@
 //! `felhom-agent`: the host agent daemon and its maintenance commands.
 
 fn main() -> std::process::ExitCode {
-    felhom_agent::cli::main()
+    felhom_agent::app::cli::main()
 }

@@ -31,7 +31,7 @@ use super::wait::{
     self, EverySecond, Job, JobKind, JobStatus, Progress, Silent, StatusSource, TerminalLine,
 };
 use super::{CtlError, Exit, connect, json, shortcut};
-use crate::pbs::types::epoch_to_rfc3339_utc;
+use crate::infra::pbs::types::epoch_to_rfc3339_utc;
 
 /// One backup-related command.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! The felhomctl command line: `list`, `describe`, `call`, and one subcommand per shortcut
 //! (built from [`SHORTCUTS`](super::SHORTCUTS), so a new shortcut needs no CLI code).
 
+use crate::core::error_chain;
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use super::backup::{self, Action};
 use super::token::TokenAction;
 use super::{CtlError, EXIT_CODES_HELP, Exit, RequestSource, SHORTCUTS, Session, shortcut, token};
-use crate::paths;
+use crate::app::paths;
 
 /// Environment variable naming the default socket.
 pub const SOCKET_ENV: &str = "FELHOMCTL_SOCKET";
@@ -286,7 +287,7 @@ pub fn main() -> ExitCode {
         // `felhomctl list | head`: the reader went away; nothing left to tell anyone.
         Err(CtlError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Ok,
         Err(e) => {
-            eprintln!("felhomctl: {}", chain(&e));
+            eprintln!("felhomctl: {}", error_chain(&e));
             e.exit()
         }
     };
@@ -393,17 +394,6 @@ async fn run(matches: &ArgMatches) -> Result<Exit, CtlError> {
             Ok(if output.ok { Exit::Ok } else { Exit::NotOk })
         }
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

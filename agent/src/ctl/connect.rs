@@ -14,7 +14,7 @@ use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint};
 
 use super::CtlError;
-use crate::paths;
+use crate::app::paths;
 
 /// Why a socket could not be connected; the `Display` text tells the operator what to do.
 #[derive(Debug, thiserror::Error)]

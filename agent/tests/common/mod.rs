@@ -10,9 +10,9 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use felhom_agent::context::AgentContext;
-use felhom_agent::grpc::{bind_unix, serve};
-use felhom_agent::pve::{ApiToken, PveClient, PveClientConfig, TlsTrust, WaitOptions};
+use felhom_agent::app::context::AgentContext;
+use felhom_agent::frontends::grpc::{bind_unix, serve_agent};
+use felhom_agent::infra::pve::{ApiToken, PveClient, PveClientConfig, TlsTrust, WaitOptions};
 
 /// Generous bound for one felhomctl run on a loaded 2-core machine; only a hang reaches it.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
@@ -77,9 +77,14 @@ impl Agent {
                 .expect("agent context");
                 let listener = bind_unix(&path).expect("bind agent socket");
                 ready_tx.send(()).expect("test thread waits for readiness");
-                serve(listener, std::sync::Arc::new(ctx), async {
-                    let _ = stopped.await;
-                })
+                serve_agent(
+                    listener,
+                    ctx.capabilities.clone(),
+                    ctx.local_api_gateway.clone(),
+                    async {
+                        let _ = stopped.await;
+                    },
+                )
                 .await
                 .expect("agent gRPC server");
             });
@@ -125,11 +130,58 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// How the Selftest method's rpc line reads in a descriptor dump.
+pub const SELFTEST_RPC: &str = "rpc Selftest ( .felhom.agent.v1.SelftestRequest ) returns ( .felhom.agent.v1.SelftestReport );";
+
+/// What felhomctl prints when the agent has no Proxmox VE configured.
+pub const PVE_NOT_CONFIGURED: &str =
+    "felhomctl: FAILED_PRECONDITION: Proxmox VE is not configured ([proxmox] endpoint)\n";
+
 impl Run {
     /// Asserts exit code 0 and returns stdout.
     pub fn success(&self) -> &str {
         assert_eq!(self.code, 0, "felhomctl failed: {self:?}");
         &self.stdout
+    }
+
+    /// Asserts exit code `code` and returns the run.
+    #[track_caller]
+    pub fn exits(self, code: i32) -> Self {
+        assert_eq!(self.code, code, "{self:?}");
+        self
+    }
+
+    /// Asserts exit code `code` and exactly `stderr` on standard error.
+    #[track_caller]
+    pub fn fails_with(self, code: i32, stderr: &str) -> Self {
+        let run = self.exits(code);
+        assert_eq!(run.stderr, stderr);
+        run
+    }
+
+    /// Asserts exit code `code`, exactly `stderr` on standard error and nothing on stdout.
+    #[track_caller]
+    pub fn fails_with_only(self, code: i32, stderr: &str) {
+        let run = self.fails_with(code, stderr);
+        assert_eq!(run.stdout, "");
+    }
+
+    /// Asserts exit code 0 and that the stdout table's first line is `header`; returns the
+    /// whitespace-separated words of each line.
+    #[track_caller]
+    pub fn table_under(&self, header: &[&str]) -> Vec<Vec<&str>> {
+        let out = self.success();
+        let lines = self.table();
+        assert_eq!(lines[0], header, "{out}");
+        lines
+    }
+
+    /// The whitespace-separated words of each stdout line.
+    pub fn table(&self) -> Vec<Vec<&str>> {
+        self.stdout
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect()
     }
 }
 

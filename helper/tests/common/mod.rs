@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use felhom_proto::helper::v1::CreateGoldenRequest;
 use felhom_proto::helper::v1::helper_client::HelperClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -212,5 +213,20 @@ impl Helper {
 
     pub fn audit_text(&self) -> String {
         std::fs::read_to_string(&self.audit).unwrap_or_default()
+    }
+}
+
+/// A valid golden-container request (vmid 9000 from the Debian 12 template, bridged to
+/// `vmbr0`); tests change the field they are about.
+pub fn golden_request() -> CreateGoldenRequest {
+    CreateGoldenRequest {
+        vmid: 9000,
+        template_volid: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
+        hostname: "golden".into(),
+        storage: "local-lvm".into(),
+        disk_gib: 8,
+        memory_mib: 1024,
+        cores: 2,
+        bridge: Some("vmbr0".into()),
     }
 }

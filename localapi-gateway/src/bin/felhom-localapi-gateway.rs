@@ -1,5 +1,11 @@
 //! `felhom-localapi-gateway`: the local API gateway as its own process (normally it runs inside
 //! the agent). Serves until SIGTERM or SIGINT, then shuts down gracefully.
+//!
+//! It calls the agent's `LocalApi` service on the agent's LocalApi socket
+//! (`/run/felhom/localapi.sock`), which is 0600 and owned by the agent user unless the agent is
+//! configured with `agent.local_api_socket_group = "felhom-gateway"`: then the socket is 0660,
+//! group `felhom-gateway`, and this process must run with that group (e.g. `User=felhom-gateway`,
+//! `Group=felhom-gateway`). The operators' `agent.sock` does not serve LocalApi.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,9 +15,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use felhom_localapi_gateway::{Gateway, GatewayConfig, cert, connect_unix};
 
-/// Agent gRPC socket (felhom-agent's `paths::AGENT_SOCKET`; repeated here because this crate
-/// must not depend on the agent).
-const AGENT_SOCKET: &str = "/run/felhom/agent.sock";
+/// The agent's LocalApi socket (felhom-agent's `paths::LOCAL_API_SOCKET`; repeated here because
+/// this crate must not depend on the agent).
+const LOCAL_API_SOCKET: &str = "/run/felhom/localapi.sock";
 /// Agent state directory (felhom-agent's `paths::STATE_DIR`).
 const STATE_DIR: &str = "/var/lib/felhom-agent";
 
@@ -24,9 +30,10 @@ struct Args {
     /// Address to listen on, ADDR:PORT (repeatable; e.g. the bridge IP and port 8443).
     #[arg(long = "listen", value_name = "ADDR:PORT")]
     listen: Vec<SocketAddr>,
-    /// The agent's gRPC Unix socket.
-    #[arg(long, value_name = "PATH", default_value = AGENT_SOCKET)]
-    agent_socket: PathBuf,
+    /// The agent's LocalApi Unix socket (needs the agent user or its configured gateway group).
+    /// (`--agent-socket` is the old name, from when LocalApi was served on agent.sock.)
+    #[arg(long, alias = "agent-socket", value_name = "PATH", default_value = LOCAL_API_SOCKET)]
+    local_api_socket: PathBuf,
     /// Directory holding the persisted certificate and key.
     #[arg(long, value_name = "DIR", default_value = STATE_DIR)]
     state_dir: PathBuf,
@@ -76,7 +83,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     let config = GatewayConfig::new(args.listen, args.state_dir);
-    let gateway = Gateway::start(config, connect_unix(args.agent_socket)).await?;
+    let gateway = Gateway::start(config, connect_unix(args.local_api_socket)).await?;
     let pins = gateway.pins();
     tracing::info!(
         leaf_sha256 = %pins.leaf_sha256_hex,

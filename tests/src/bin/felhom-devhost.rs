@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     }
     if rest.first().is_some_and(|a| a == AGENT_ENTRY) {
         // Child process: be the agent.
-        return felhom_agent::cli::main_from(
+        return felhom_agent::app::cli::main_from(
             std::iter::once(program.clone()).chain(rest.into_iter().skip(1)),
         );
     }

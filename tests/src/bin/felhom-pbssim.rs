@@ -6,16 +6,14 @@
 //! or SIGINT.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use clap::Parser;
 use felhom_simhost::pbs::{PbsFixture, PbsSim, PbsSimOptions};
+use felhom_simhost::sim_bin::{self, announce_and_wait, require_loopback, write_private};
 
 /// Simulated Proxmox Backup Server for tests (loopback only).
 #[derive(Debug, Parser)]
@@ -36,29 +34,17 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("felhom-pbssim: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    sim_bin::main("felhom-pbssim", run)
 }
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    if !args.listen.ip().is_loopback() {
-        bail!(
-            "--listen {} is not a loopback address; the simulator only serves 127.0.0.0/8 or ::1",
-            args.listen
-        );
-    }
+    require_loopback(args.listen)?;
     let fixture = match &args.fixture {
         Some(path) => PbsFixture::from_file(path)?,
         None => PbsFixture::default_host(),
     };
-    let runtime = tokio::runtime::Runtime::new().context("Cannot start the async runtime")?;
-    runtime.block_on(serve(args, fixture))
+    sim_bin::block_on(serve(args, fixture))
 }
 
 async fn serve(args: Args, fixture: PbsFixture) -> anyhow::Result<()> {
@@ -85,43 +71,7 @@ async fn serve(args: Args, fixture: PbsFixture) -> anyhow::Result<()> {
         });
         write_private(state_path, serde_json::to_string_pretty(&state)?.as_bytes())?;
     }
-    println!(
-        "felhom-pbssim ready: url={} node={} fingerprint={}",
-        sim.url(),
-        sim.node(),
-        sim.fingerprint()
-    );
-    std::io::stdout()
-        .flush()
-        .context("Cannot write to stdout")?;
-
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("Cannot install the SIGTERM handler")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    announce_and_wait("felhom-pbssim", sim.url(), &sim.node(), sim.fingerprint()).await?;
     sim.shutdown().await;
-    Ok(())
-}
-
-/// Writes `data` to `path` with mode 0600 via a temp file and rename, so readers never see a
-/// half-written file.
-fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("Cannot create {}", tmp.display()))?;
-    f.write_all(data)
-        .with_context(|| format!("Cannot write {}", tmp.display()))?;
-    f.sync_all()
-        .with_context(|| format!("Cannot flush {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("Cannot move into {}", path.display()))?;
     Ok(())
 }

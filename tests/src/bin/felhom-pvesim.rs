@@ -5,16 +5,14 @@
 //! for other processes to pick up, and stops cleanly on SIGINT/SIGTERM.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use clap::Parser;
 use felhom_simhost::pve::{Fixture, PveSim, PveSimOptions};
+use felhom_simhost::sim_bin::{self, announce_and_wait, require_loopback, write_private};
 
 /// Simulated Proxmox VE node for tests (loopback only).
 #[derive(Debug, Parser)]
@@ -41,29 +39,17 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("felhom-pvesim: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    sim_bin::main("felhom-pvesim", run)
 }
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    if !args.listen.ip().is_loopback() {
-        bail!(
-            "--listen {} is not a loopback address; the simulator only serves 127.0.0.0/8 or ::1",
-            args.listen
-        );
-    }
+    require_loopback(args.listen)?;
     let fixture = match &args.fixture {
         Some(path) => Fixture::from_file(path)?,
         None => Fixture::default_host(),
     };
-    let runtime = tokio::runtime::Runtime::new().context("Cannot start the async runtime")?;
-    runtime.block_on(serve(args, fixture))
+    sim_bin::block_on(serve(args, fixture))
 }
 
 async fn serve(args: Args, fixture: Fixture) -> anyhow::Result<()> {
@@ -98,42 +84,7 @@ async fn serve(args: Args, fixture: Fixture) -> anyhow::Result<()> {
     } else if let Some(ca_path) = &args.ca_pem {
         write_private(ca_path, sim.ca_pem().as_bytes())?;
     }
-    println!(
-        "felhom-pvesim ready: url={} node={} fingerprint={}",
-        sim.url(),
-        sim.node(),
-        sim.fingerprint()
-    );
-    std::io::stdout()
-        .flush()
-        .context("Cannot write to stdout")?;
-
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("Cannot install the SIGTERM handler")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    announce_and_wait("felhom-pvesim", sim.url(), &sim.node(), sim.fingerprint()).await?;
     sim.shutdown().await;
-    Ok(())
-}
-
-/// Writes `data` to `path` with mode 0600 (via a temp file and rename, so readers never see a
-/// half-written file).
-fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("Cannot create {}", tmp.display()))?;
-    f.write_all(data)
-        .with_context(|| format!("Cannot write {}", tmp.display()))?;
-    f.sync_all().ok();
-    std::fs::rename(&tmp, path).with_context(|| format!("Cannot move into {}", path.display()))?;
     Ok(())
 }

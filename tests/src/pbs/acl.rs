@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::pve::reply::percent_decode;
+use crate::percent::percent_decode;
 
 /// PBS's privilege table, in its order.
 pub const PRIVILEGES: &[(&str, u64)] = &[

@@ -373,6 +373,9 @@ fn task_status(
 ) -> Result<Answer, ApiError> {
     check_allowed(params, &[])?;
     let task = readable_task(state, authid, upid)?;
+    if let Some(t) = state.lock().tasks.get_mut(upid) {
+        t.status_reads += 1;
+    }
     let sim_node = state.node();
     let fields: Vec<&str> = upid["UPID:".len()..].split(':').collect();
     let task_authid = fields[7];

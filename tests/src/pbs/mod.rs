@@ -14,7 +14,7 @@
 //! roles, privsep, permission texts), `api` (envelope, parameter and status rules), `state`
 //! (verify worker behaviour and texts), `model` (listing shape).
 //!
-//! TLS and the accept loop are shared with the PVE simulator (`crate::pve::tls`,
+//! TLS and the accept loop are shared with the PVE simulator (`crate::tls`,
 //! `crate::https`). Real PBS serves a self-signed `proxy.pem`; here the leaf is signed by a
 //! throwaway CA like PVE's, which a fingerprint pin does not see (it hashes the leaf only).
 //!
@@ -45,8 +45,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::pve::reply::percent_decode;
-use crate::pve::tls::{TlsError, TlsIdentity};
+use crate::percent::percent_decode;
+use crate::tls::{TlsError, TlsIdentity};
 
 pub use acl::Role;
 pub use fixture::PbsFixture;

@@ -151,23 +151,8 @@ pub fn ns_display_as_path(ns: &str) -> String {
 
 /// `YYYY-MM-DDTHH:MM:SS<suffix>` for an epoch (UTC; `suffix` `Z` or `+00:00`).
 pub fn rfc3339_utc(epoch: i64, suffix: &str) -> String {
-    let days = epoch.div_euclid(86_400);
-    let secs = epoch.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}{suffix}",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    let t = crate::utc::datetime(epoch).format("%Y-%m-%dT%H:%M:%S");
+    format!("{t}{suffix}")
 }
 
 /// Seconds since the epoch, now.

@@ -48,6 +48,10 @@ pub struct SimTask {
     pub exitstatus: Option<String>,
     /// Lines as written: `<time>: <message>`.
     pub log: Vec<String>,
+    /// `GET …/tasks/{upid}/status` answers given for it (for the task-wait benchmark).
+    pub status_reads: u32,
+    /// When it stopped.
+    pub ended_at: Option<std::time::Instant>,
 }
 
 /// Damage a verify will find: `file` of the snapshot fails its check.
@@ -334,6 +338,8 @@ impl PbsState {
                 authid: authid.to_owned(),
                 exitstatus: None,
                 log: Vec::new(),
+                status_reads: 0,
+                ended_at: None,
             };
             w.tasks.insert(upid.clone(), task);
             upid
@@ -434,12 +440,14 @@ impl World {
                 self.log(upid, "TASK OK");
                 if let Some(t) = self.tasks.get_mut(upid) {
                     t.exitstatus = Some("OK".into());
+                    t.ended_at = Some(std::time::Instant::now());
                 }
             }
             Err(msg) => {
                 self.log(upid, format!("TASK ERROR: {msg}"));
                 if let Some(t) = self.tasks.get_mut(upid) {
                     t.exitstatus = Some(msg);
+                    t.ended_at = Some(std::time::Instant::now());
                 }
             }
         }

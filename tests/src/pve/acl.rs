@@ -20,7 +20,31 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::fixture::{AclFixture, AclKind};
+use serde::{Deserialize, Serialize};
+
+/// Who an ACL entry is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AclKind {
+    User,
+    Token,
+}
+
+/// One ACL entry (`pveum acl modify <path> -user|-token <ugid> -role <role>`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclFixture {
+    pub path: String,
+    pub role: String,
+    pub kind: AclKind,
+    pub ugid: String,
+    #[serde(default = "yes")]
+    pub propagate: bool,
+}
+
+fn yes() -> bool {
+    true
+}
 
 /// Every privilege PVE 8 knows (used to validate fixtures and for `root@pam`/Administrator).
 pub const ALL_PRIVILEGES: &[&str] = &[

@@ -25,47 +25,11 @@
 use hyper::Method;
 use serde_json::{Map, Value, json};
 
+pub use super::call::{Call, guest};
 use super::fixture::GuestStatus;
 use super::ops;
-use super::reply::{ApiError, Params};
-use super::state::{Guest, SimState, TaskState, World};
-
-/// One authenticated API call.
-pub struct Call {
-    pub state: SimState,
-    pub authid: String,
-    pub params: Params,
-}
-
-impl Call {
-    /// Fails with PVE's 403 unless the caller holds `privilege` on `path`.
-    pub fn need(&self, w: &World, path: &str, privilege: &str) -> Result<(), ApiError> {
-        if w.access.has(&self.authid, path, privilege) {
-            Ok(())
-        } else {
-            Err(ApiError::perm(path, privilege))
-        }
-    }
-
-    /// Fails unless the caller holds any of `privs` on `path` (PVE's `check_any`).
-    pub fn need_any(&self, w: &World, path: &str, privs: &[&str]) -> Result<(), ApiError> {
-        if privs.iter().any(|p| w.access.has(&self.authid, path, p)) {
-            Ok(())
-        } else {
-            Err(ApiError::perm_any(path, privs))
-        }
-    }
-
-    /// True when the caller holds `privilege` on `path`.
-    pub fn has(&self, w: &World, path: &str, privilege: &str) -> bool {
-        w.access.has(&self.authid, path, privilege)
-    }
-
-    /// The user part of the authid (`felhom-agent@pve` for `felhom-agent@pve!agent`).
-    pub fn user(&self) -> &str {
-        self.authid.split_once('!').map_or(&self.authid, |(u, _)| u)
-    }
-}
+use super::reply::ApiError;
+use super::state::{Guest, TaskState, World};
 
 /// Dispatches an authenticated request under `/api2/json`.
 pub fn route(
@@ -154,7 +118,16 @@ fn node_route(
         ("GET", ["storage"]) => node_storage(call, w),
         ("GET", ["storage", sid, "status"]) => storage_status(call, w, sid),
         ("GET", ["storage", sid, "content"]) => storage_content(call, w, sid),
-        ("GET", ["tasks", upid, "status"]) => task_status(call, w, upid),
+        ("GET", ["tasks", upid, "status"]) => {
+            let answer = task_status(call, w, upid);
+            if answer.is_ok() {
+                w.task_timing
+                    .entry((*upid).to_owned())
+                    .or_default()
+                    .status_reads += 1;
+            }
+            answer
+        }
         ("GET", ["disks", "list"]) => node_audit(call, w).map(|()| json!(w.node.disks)),
         ("GET", ["disks", "lvmthin"]) => node_audit(call, w).map(|()| json!(w.node.lvmthin)),
         _ => return None,
@@ -177,13 +150,6 @@ fn check_node(w: &World, node: &str) -> Result<(), ApiError> {
 
 fn node_audit(call: &Call, w: &World) -> Result<(), ApiError> {
     call.need(w, &format!("/nodes/{}", w.node.name), "Sys.Audit")
-}
-
-/// The guest, or PVE's "config file does not exist" 500.
-pub fn guest(w: &World, vmid: u32) -> Result<&Guest, ApiError> {
-    w.guests
-        .get(&vmid)
-        .ok_or_else(|| ApiError::no_config(&w.node.name, vmid))
 }
 
 fn nodes(call: &Call, w: &World) -> Result<Value, ApiError> {

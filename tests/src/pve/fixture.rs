@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+// ACL entries are the ACL model's own types; a fixture lists them.
+pub use super::acl::{AclFixture, AclKind};
+
 /// The embedded default fixture: node `pve1`, three LXC guests, `local`/`local-lvm`/`felhom-pbs`
 /// storages, a golden backup and the FelhomAgent role setup.
 pub const DEFAULT_FIXTURE_JSON: &str = include_str!("../../fixtures/pve-default.json");
@@ -116,26 +119,6 @@ impl std::fmt::Debug for TokenFixture {
 pub struct RoleFixture {
     pub roleid: String,
     pub privs: Vec<String>,
-}
-
-/// Who an ACL entry is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AclKind {
-    User,
-    Token,
-}
-
-/// One ACL entry (`pveum acl modify <path> -user|-token <ugid> -role <role>`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AclFixture {
-    pub path: String,
-    pub role: String,
-    pub kind: AclKind,
-    pub ugid: String,
-    #[serde(default = "yes")]
-    pub propagate: bool,
 }
 
 /// A storage as configured in `storage.cfg` plus its node-local usage.

@@ -58,6 +58,7 @@
 
 pub mod acl;
 pub mod api;
+pub mod call;
 pub mod faults;
 pub mod fixture;
 pub mod ops;
@@ -65,7 +66,6 @@ pub mod pbs_link;
 pub mod prune;
 pub mod reply;
 pub mod state;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,7 +99,7 @@ pub enum PveSimError {
     #[error("Refusing to listen on non-loopback address {0}")]
     NotLoopback(SocketAddr),
     #[error("Cannot build the TLS identity")]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] crate::tls::TlsError),
     #[error("Storage '{storage}' has an unusable encryption key")]
     EncryptionKey {
         storage: String,
@@ -167,7 +167,7 @@ impl PveSim {
             return Err(PveSimError::NotLoopback(opts.listen));
         }
         let node = opts.fixture.node.name.clone();
-        let identity = tls::TlsIdentity::generate(&node)?;
+        let identity = crate::tls::TlsIdentity::generate(&node)?;
         let listener =
             TcpListener::bind(opts.listen)
                 .await
@@ -374,7 +374,7 @@ async fn handle(
     let segs: Vec<String> = rel
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| reply::percent_decode(s, false))
+        .map(|s| crate::percent::percent_decode(s, false))
         .collect();
     let call = api::Call {
         state: shared.state.clone(),

@@ -75,7 +75,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::api::{Call, guest};
+use super::call::{Call, guest};
 use super::fixture::GuestStatus;
 use super::reply::{ApiError, is_indexed};
 use super::state::{Backup, Guest, TaskPlan, World, civil, now, pve_time};

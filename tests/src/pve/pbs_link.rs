@@ -45,27 +45,27 @@
 
 use std::collections::BTreeMap;
 
-use crate::pbs::{BackupType, CryptMode, PbsKey, PbsSimHandle, PbsState, SimFile, SimSnapshot};
+use crate::pbs::{BackupType, CryptMode, PbsKey, PbsSimHandle, SimFile, SimSnapshot};
 
 use super::fixture::StorageFixture;
-use super::state::{Backup, World};
+use super::state::{Backup, SimState, World};
 
 /// The PBS user PVE's `pbs` storages log in as unless the fixture names another.
 pub const DEFAULT_PBS_USER: &str = "felhom-backup@pbs";
 
-/// Links a PVE storage id to a PBS simulator's datastore.
-#[derive(Debug, Clone)]
-pub struct PbsLink {
-    /// The PVE storage id (type `pbs`), e.g. `felhom-pbs`.
-    pub storage: String,
-    /// The PBS simulator's state.
-    pub pbs: PbsState,
-    /// The datastore on the PBS side.
-    pub datastore: String,
-    /// PBS port (what the storage's `port` becomes).
-    pub port: u16,
-    /// PBS certificate fingerprint (what the storage's `fingerprint` becomes).
-    pub fingerprint: String,
+pub use super::state::PbsLink;
+
+// Reading a storage's backups depends on the link (a linked storage lists what PBS still has).
+impl SimState {
+    /// Copies of the backups on `storage` (on a PBS-linked storage: those PBS still has).
+    pub fn backups(&self, storage: &str) -> Vec<Backup> {
+        let w = self.lock();
+        w.backups
+            .iter()
+            .filter(|b| b.storage() == storage && volume_exists(&w, b))
+            .cloned()
+            .collect()
+    }
 }
 
 impl PbsLink {
@@ -152,23 +152,8 @@ fn parse_utc(s: &str) -> Option<i64> {
     if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[19] != b'Z' {
         return None;
     }
-    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, se) = (
-        n(0..4)?,
-        n(5..7)?,
-        n(8..10)?,
-        n(11..13)?,
-        n(14..16)?,
-        n(17..19)?,
-    );
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + mi * 60 + se)
+    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+    Some(t.timestamp())
 }
 
 /// The snapshot a vzdump of `config` writes (sizes derived from the config).

@@ -12,6 +12,8 @@
 //!
 //! Limits: periods are computed in UTC (PVE and PBS use the host's local time zone).
 
+use chrono::Datelike;
+
 use super::reply::ApiError;
 use super::state::civil;
 
@@ -169,33 +171,22 @@ pub fn removals(group: &[Candidate], keep: &Keep) -> Vec<String> {
         .collect()
 }
 
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// ISO 8601 (year, week) of a unix time (UTC): the week's Thursday decides the year.
 fn iso_week(t: i64) -> (i64, i64) {
-    let days = t.div_euclid(86_400);
-    // 1970-01-01 was a Thursday: Monday = 0.
-    let weekday = (days + 3).rem_euclid(7);
-    let thursday = days - weekday + 3;
-    let (y, _, _, _, _, _) = civil(thursday * 86_400);
-    let week = (thursday - days_from_civil(y, 1, 1)) / 7 + 1;
-    (y, week)
+    let week = crate::utc::datetime(t).iso_week();
+    (i64::from(week.year()), i64::from(week.week()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn day(y: i64, m: i64, d: i64, h: i64) -> i64 {
-        days_from_civil(y, m, d) * 86_400 + h * 3600
+    fn day(y: i32, m: u32, d: u32, h: u32) -> i64 {
+        chrono::NaiveDate::from_ymd_opt(y, m, d)
+            .and_then(|date| date.and_hms_opt(h, 0, 0))
+            .expect("valid date")
+            .and_utc()
+            .timestamp()
     }
 
     fn cands(times: &[i64]) -> Vec<Candidate> {

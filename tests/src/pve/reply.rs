@@ -285,49 +285,6 @@ pub fn is_indexed(key: &str, prefixes: &[&str]) -> bool {
     })
 }
 
-/// Percent-decodes a path segment or form value (`+` is a space only in forms).
-pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex_val(bytes[i + 1]), hex_val(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 3;
-                    continue;
-                }
-                (None, _) | (_, None) => out.push(b'%'),
-            },
-            b'+' if plus_is_space => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex_val(b: u8) -> Option<u8> {
-    char::from(b)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
-}
-
 fn form_decode(s: &str) -> String {
-    percent_decode(s, true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percent_decoding_handles_upid_characters() {
-        assert_eq!(
-            percent_decode("UPID%3Apve1%3Aa%40pve%21t%3A", false),
-            "UPID:pve1:a@pve!t:"
-        );
-        assert_eq!(percent_decode("a+b%2", true), "a b%2");
-    }
+    crate::percent::percent_decode(s, true)
 }

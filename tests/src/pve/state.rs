@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chrono::{Datelike, Timelike};
+
 use super::acl::{AccessConfig, TokenEntry};
 use super::faults::Faults;
 use super::fixture::{
@@ -108,6 +110,15 @@ pub struct Task {
     pub log: Vec<String>,
 }
 
+/// How often a task's status was read and when it stopped (to the instant; `endtime` has whole
+/// seconds only).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TaskTiming {
+    /// `GET …/tasks/{upid}/status` answers given for it.
+    pub status_reads: u32,
+    pub ended_at: Option<std::time::Instant>,
+}
+
 /// Everything the simulated node knows.
 #[derive(Debug)]
 pub struct World {
@@ -118,8 +129,10 @@ pub struct World {
     pub guests: BTreeMap<u32, Guest>,
     pub backups: Vec<Backup>,
     pub tasks: Vec<Task>,
+    /// Per task (by UPID), what the task-wait benchmark measures.
+    pub task_timing: BTreeMap<String, TaskTiming>,
     /// `pbs` storages backed by a PBS simulator (see [`super::pbs_link`]).
-    pub pbs_links: Vec<super::pbs_link::PbsLink>,
+    pub pbs_links: Vec<PbsLink>,
     /// Encryption keys of `pbs` storages (`/etc/pve/priv/storage/<id>.enc`), by storage id.
     pub storage_keys: BTreeMap<String, crate::pbs::PbsKey>,
     next_pid: u32,
@@ -194,6 +207,7 @@ impl World {
             guests,
             backups,
             tasks: Vec::new(),
+            task_timing: BTreeMap::new(),
             pbs_links: Vec::new(),
             storage_keys,
             next_pid: rand::Rng::random_range(&mut rng, 100_000..900_000),
@@ -347,16 +361,6 @@ impl SimState {
         self.lock().task(upid).cloned()
     }
 
-    /// Copies of the backups on `storage` (on a PBS-linked storage: those PBS still has).
-    pub fn backups(&self, storage: &str) -> Vec<Backup> {
-        let w = self.lock();
-        w.backups
-            .iter()
-            .filter(|b| b.storage() == storage && super::pbs_link::volume_exists(&w, b))
-            .cloned()
-            .collect()
-    }
-
     /// Sets or removes a `pbs` storage's encryption key, as `pvesm set <storage>
     /// --encryption-key <key JSON>` / `--delete encryption-key` do: the key goes to
     /// `/etc/pve/priv/storage/<storage>.enc` and the config shows its fingerprint.
@@ -505,6 +509,8 @@ impl SimState {
                     exitstatus,
                     endtime,
                 };
+                w.task_timing.entry(task_upid.clone()).or_default().ended_at =
+                    Some(std::time::Instant::now());
             }
         });
         upid
@@ -557,22 +563,17 @@ pub fn pve_time(t: i64) -> String {
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
 }
 
-/// Calendar parts (UTC) of a unix time.
+/// Calendar parts (UTC) of a unix time: year, month, day, hour, minute, second.
 pub fn civil(t: i64) -> (i64, i64, i64, i64, i64, i64) {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    // Howard Hinnant's days_from_civil inverse.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    (y, m, d, secs / 3600, (secs % 3600) / 60, secs % 60)
+    let dt = crate::utc::datetime(t);
+    (
+        i64::from(dt.year()),
+        i64::from(dt.month()),
+        i64::from(dt.day()),
+        i64::from(dt.hour()),
+        i64::from(dt.minute()),
+        i64::from(dt.second()),
+    )
 }
 
 /// A random v4 UUID string (token secrets).
@@ -589,6 +590,21 @@ pub fn random_uuid(rng: &mut impl rand::Rng) -> String {
         &h[16..20],
         &h[20..32]
     )
+}
+
+/// Links a PVE storage id to a PBS simulator's datastore.
+#[derive(Debug, Clone)]
+pub struct PbsLink {
+    /// The PVE storage id (type `pbs`), e.g. `felhom-pbs`.
+    pub storage: String,
+    /// The PBS simulator's state.
+    pub pbs: crate::pbs::PbsState,
+    /// The datastore on the PBS side.
+    pub datastore: String,
+    /// PBS port (what the storage's `port` becomes).
+    pub port: u16,
+    /// PBS certificate fingerprint (what the storage's `fingerprint` becomes).
+    pub fingerprint: String,
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use felhom_agent::infra::helper::CreateGoldenRequest;
 use felhom_simhost::pbs::PbsSimOptions;
 use felhom_simhost::pve::pbs_link::{LinkedOptions, LinkedSims};
 use felhom_simhost::pve::{PveSim, PveSimHandle, PveSimOptions};
@@ -154,15 +155,9 @@ pub async fn task_log(sim: &PveSimHandle, token: &str, upid: &str) -> Vec<String
         .collect()
 }
 
+/// Percent-encodes a path segment (everything but RFC 3986's unreserved characters).
 pub fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                char::from(b).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
+    felhom_simhost::percent::percent_encode(s)
 }
 
 /// Starts a PVE simulator whose `felhom-pbs` storage is backed by a running PBS simulator
@@ -183,4 +178,18 @@ pub async fn start_linked(encrypted: bool) -> LinkedSims {
     })
     .await
     .expect("linked simulators start")
+}
+
+/// A valid golden-container request for `vmid` (Debian 12 template, bridged to `vmbr0`).
+pub fn golden_spec(vmid: u32) -> CreateGoldenRequest {
+    CreateGoldenRequest {
+        vmid,
+        template_volid: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
+        hostname: "golden".into(),
+        storage: "local-lvm".into(),
+        disk_gib: 8,
+        memory_mib: 1024,
+        cores: 2,
+        bridge: Some("vmbr0".into()),
+    }
 }

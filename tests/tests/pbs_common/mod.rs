@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use felhom_agent::pbs::{
+use felhom_agent::infra::pbs::{
     CertFingerprint, PbsClient, PbsClientConfig, PbsToken, TlsTrust, WaitOptions,
 };
 use felhom_simhost::pbs::{PbsSim, PbsSimHandle, PbsSimOptions};

@@ -1,0 +1,8 @@
+//! The application: command line, configuration, paths and the daemon that wires the layers
+//! together.
+
+pub mod cli;
+pub mod config;
+pub mod context;
+pub mod daemon;
+pub mod paths;

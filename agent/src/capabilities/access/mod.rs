@@ -1,0 +1,141 @@
+//! Access: the guests' local-API tokens. Minting (only for a guest that exists), rotating,
+//! revoking and listing them, audited; and turning a presented bearer token into the one guest
+//! it belongs to — the only way a LocalApi caller is identified.
+
+use crate::capabilities::records::Records;
+use crate::core::{Actor, InvalidValue, Vmid};
+use crate::infra::pve::{PveClient, PveError};
+use crate::infra::state::{MintedToken, StateDb, TokenInfo, TokensError};
+
+/// Why a token call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("Proxmox VE is not configured ([proxmox] endpoint)")]
+    NoPve,
+    #[error("vmid: {0}")]
+    Invalid(InvalidValue),
+    /// The guest a token was asked for cannot be confirmed to exist.
+    #[error("Proxmox VE call failed")]
+    Pve(#[source] PveError),
+    #[error(transparent)]
+    Tokens(TokensError),
+    /// Unknown, revoked or malformed: all look alike to the caller.
+    #[error("unknown or revoked token")]
+    UnknownToken,
+    /// A stored token names a vmid that is not valid (a corrupt row).
+    #[error("token belongs to an invalid vmid")]
+    CorruptOwner(#[source] InvalidValue),
+}
+
+/// How a guest token is issued.
+#[derive(Debug, Clone, Copy)]
+enum Issue {
+    /// First token of a guest (fails if it has one).
+    Mint,
+    /// Replaces the guest's token; the old one stops working.
+    Rotate,
+}
+
+/// The access capability.
+#[derive(Debug, Clone)]
+pub struct GuestTokens {
+    db: StateDb,
+    pve: Option<PveClient>,
+    records: Records,
+}
+
+impl GuestTokens {
+    pub fn new(db: StateDb, pve: Option<PveClient>, records: Records) -> Self {
+        Self { db, pve, records }
+    }
+
+    /// The guest `token` belongs to.
+    pub async fn authenticate(&self, token: String) -> Result<Vmid, AccessError> {
+        let owner = match self.db.run(move |db| db.tokens().lookup(&token)).await {
+            Ok(Some(owner)) => owner,
+            Ok(None) | Err(TokensError::Malformed) => return Err(AccessError::UnknownToken),
+            Err(
+                e @ (TokensError::Sqlite(_)
+                | TokensError::Interrupted(_)
+                | TokensError::InvalidField(_)
+                | TokensError::AlreadyMinted { .. }
+                | TokensError::NoToken { .. }
+                | TokensError::Entropy(_)),
+            ) => return Err(AccessError::Tokens(e)),
+        };
+        Vmid::new(owner.vmid).map_err(AccessError::CorruptOwner)
+    }
+
+    /// Mints a guest's first token; the guest must exist (a token for a guest that does not
+    /// would be a dangling credential).
+    pub async fn mint(&self, actor: Actor, vmid: u32) -> Result<MintedToken, AccessError> {
+        let vmid = Vmid::new(vmid).map_err(AccessError::Invalid)?;
+        let pve = self.pve.as_ref().ok_or(AccessError::NoPve)?;
+        pve.lxc_status(vmid).await.map_err(AccessError::Pve)?;
+        self.issue(actor, vmid, Issue::Mint).await
+    }
+
+    /// Replaces a guest's token.
+    pub async fn rotate(&self, actor: Actor, vmid: u32) -> Result<MintedToken, AccessError> {
+        let vmid = Vmid::new(vmid).map_err(AccessError::Invalid)?;
+        self.issue(actor, vmid, Issue::Rotate).await
+    }
+
+    /// Revokes a guest's token; `false` when it had none.
+    pub async fn revoke(&self, actor: Actor, vmid: u32) -> Result<bool, AccessError> {
+        let vmid = Vmid::new(vmid).map_err(AccessError::Invalid)?;
+        let revoked = self
+            .db
+            .run(move |db| db.tokens().revoke(vmid.get()))
+            .await
+            .map_err(AccessError::Tokens)?;
+        if revoked {
+            self.records
+                .audit(
+                    actor,
+                    "token.revoke",
+                    format!("guest:{vmid}"),
+                    String::new(),
+                )
+                .await;
+        }
+        Ok(revoked)
+    }
+
+    /// Every guest's token id (never the token).
+    pub async fn list(&self) -> Result<Vec<TokenInfo>, AccessError> {
+        self.db
+            .run(|db| db.tokens().list())
+            .await
+            .map_err(AccessError::Tokens)
+    }
+
+    async fn issue(
+        &self,
+        actor: Actor,
+        vmid: Vmid,
+        how: Issue,
+    ) -> Result<MintedToken, AccessError> {
+        let minted = self
+            .db
+            .run(move |db| match how {
+                Issue::Mint => db.tokens().mint(vmid.get()),
+                Issue::Rotate => db.tokens().rotate(vmid.get()),
+            })
+            .await
+            .map_err(AccessError::Tokens)?;
+        let action = match how {
+            Issue::Mint => "token.mint",
+            Issue::Rotate => "token.rotate",
+        };
+        self.records
+            .audit(
+                actor,
+                action,
+                format!("guest:{vmid}"),
+                format!("token id {}", minted.id),
+            )
+            .await;
+        Ok(minted)
+    }
+}
