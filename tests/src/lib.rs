@@ -4,6 +4,7 @@
 pub mod devhost;
 pub mod devhost_helper;
 pub mod https;
+pub mod packaging;
 pub mod pbs;
 pub mod percent;
 pub mod pinned;

@@ -15,80 +15,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Highest accepted exposure of felhom-agent.service.
-const AGENT_MAX_EXPOSURE: f64 = 2.0;
-/// Highest accepted exposure of felhom-helper.service: the brief's target. The helper runs in
-/// a private mount namespace (ProtectSystem=strict, PrivateTmp=, ProtectKernel*=, …) and
-/// performs host mounts and pct through PID 1's mount namespace (helper/src/hostns.rs); each
-/// remaining exposure is explained in the unit.
-const HELPER_MAX_EXPOSURE: f64 = 4.5;
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate lives one level below the workspace root")
-        .to_owned()
-}
+use felhom_simhost::packaging::{
+    AGENT_MAX_EXPOSURE, HELPER_MAX_EXPOSURE, build_deb, built_binaries, cargo_deb_available,
+    tool_available, workspace_root,
+};
 
 fn unit_path(name: &str) -> PathBuf {
     workspace_root().join("packaging/systemd").join(name)
-}
-
-/// True when `program --version` runs; otherwise prints why the caller skips.
-fn tool_available(program: &str, args: &[&str], test: &str) -> bool {
-    match Command::new(program).args(args).output() {
-        Ok(out) if out.status.success() => true,
-        Ok(out) => {
-            println!(
-                "SKIPPED {test}: `{program} {}` failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            false
-        }
-        Err(e) => {
-            println!("SKIPPED {test}: cannot run {program}: {e}");
-            false
-        }
-    }
-}
-
-/// The profile directory the test binary was built into (target/<dir>/deps/<test>).
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary knows its path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test binaries live in target/<profile>/deps")
-        .to_owned()
-}
-
-/// Builds the three shipped binaries with this run's cargo and profile; returns their dir.
-fn built_binaries() -> PathBuf {
-    let dir = profile_dir();
-    let profile = match dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => "dev".to_owned(),
-        Some(other) => other.to_owned(),
-        None => panic!("unexpected target directory {}", dir.display()),
-    };
-    let out = Command::new(env!("CARGO"))
-        .current_dir(workspace_root())
-        .args(["build", "--locked", "--profile", &profile])
-        .args(["-p", "felhom-agent", "-p", "felhom-helper", "--bins"])
-        .output()
-        .expect("cargo runs");
-    assert!(
-        out.status.success(),
-        "building the packaged binaries failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for bin in ["felhom-agent", "felhomctl", "felhom-helper"] {
-        assert!(
-            dir.join(bin).is_file(),
-            "{bin} missing in {}",
-            dir.display()
-        );
-    }
-    dir
 }
 
 fn copy(from: &Path, to: &Path) {
@@ -221,38 +154,11 @@ const DEB_FILES: &[&str] = &[
 #[test]
 fn deb_contains_binaries_units_and_configuration() {
     let test = "deb_contains_binaries_units_and_configuration";
-    if !tool_available(env!("CARGO"), &["deb", "--version"], test)
-        || !tool_available("dpkg-deb", &["--version"], test)
-    {
+    if !cargo_deb_available(test) || !tool_available("dpkg-deb", &["--version"], test) {
         return;
     }
-    built_binaries();
     let out_dir = tempfile::tempdir().expect("temp output dir");
-    let profile = match profile_dir().file_name().and_then(|n| n.to_str()) {
-        Some("debug") => "dev".to_owned(),
-        Some(other) => other.to_owned(),
-        None => panic!("unexpected target directory"),
-    };
-    let build = Command::new(env!("CARGO"))
-        .current_dir(workspace_root())
-        .args(["deb", "--locked", "-p", "felhom-agent", "--no-build"])
-        .args(["--profile", &profile, "--no-strip", "--fast", "-o"])
-        .arg(out_dir.path())
-        .output()
-        .expect("cargo deb runs");
-    assert!(
-        build.status.success(),
-        "cargo deb failed:\n{}",
-        String::from_utf8_lossy(&build.stderr)
-    );
-    let deb = std::fs::read_dir(out_dir.path())
-        .expect("read output dir")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .expect("cargo deb wrote a .deb");
-    let name = deb.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    assert!(name.starts_with("felhom-host-agent_"), "{name}");
+    let deb = build_deb(out_dir.path());
 
     let listing = Command::new("dpkg-deb")
         .arg("-c")

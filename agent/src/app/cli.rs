@@ -62,7 +62,9 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
     {
         Ok(rt) => rt.block_on(run(cli)),
         Err(e) => {
-            eprintln!("felhom-agent: cannot start the async runtime: {e}");
+            let text = format!("cannot start the async runtime: {e}");
+            eprintln!("felhom-agent: {text}");
+            status_on_exit(&text);
             Exit::Failed
         }
     };
@@ -72,9 +74,12 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FELHOM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only on a terminal: under systemd stderr is the journal, where escape codes
+    // would land in every line (as the helper already does).
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -82,7 +87,11 @@ async fn run(cli: Cli) -> Exit {
     let config = match Config::load(cli.config.as_deref(), &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("felhom-agent: configuration error: {}", error_chain(&e));
+            let text = format!("configuration error: {}", error_chain(&e));
+            eprintln!("felhom-agent: {text}");
+            if matches!(cli.command, Command::Run) {
+                status_on_exit(&text);
+            }
             return Exit::Config;
         }
     };
@@ -170,7 +179,9 @@ async fn run_daemon(config: Config) -> Exit {
     ) {
         (Ok(t), Ok(i)) => (t, i),
         (Err(e), _) | (_, Err(e)) => {
-            eprintln!("felhom-agent: cannot install signal handlers: {e}");
+            let text = format!("cannot install signal handlers: {e}");
+            eprintln!("felhom-agent: {text}");
+            status_on_exit(&text);
             return Exit::Failed;
         }
     };
@@ -184,13 +195,23 @@ async fn run_daemon(config: Config) -> Exit {
     // Boxed: the daemon's future holds both servers and is large.
     match Box::pin(crate::app::daemon::run(config, shutdown)).await {
         Ok(()) => Exit::Ok,
-        Err(e @ crate::app::daemon::DaemonError::RunningAsRoot) => {
-            eprintln!("felhom-agent: {e}");
-            Exit::Config
-        }
         Err(e) => {
-            eprintln!("felhom-agent: {}", error_chain(&e));
-            Exit::Failed
+            let text = error_chain(&e);
+            eprintln!("felhom-agent: {text}");
+            status_on_exit(&text);
+            match e {
+                crate::app::daemon::DaemonError::RunningAsRoot => Exit::Config,
+                _ => Exit::Failed,
+            }
         }
+    }
+}
+
+/// Tells systemd why the daemon is exiting (`STATUS=`), so `systemctl status` shows the error
+/// instead of the last progress message (e.g. "recovering interrupted operations"). Outside
+/// systemd (no `NOTIFY_SOCKET`) this does nothing.
+fn status_on_exit(text: &str) {
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Status(text)]) {
+        eprintln!("felhom-agent: cannot notify systemd: {e}");
     }
 }

@@ -281,6 +281,12 @@ async fn start_gateway(config: &Config, ctx: &AgentContext) -> Result<(), Daemon
 
 /// Socket access is the authorization of each surface: the owner (agent) and, with `mode` 0660,
 /// the given group may connect, nobody else.
+///
+/// Under the packaged unit a socket is born with its group: /run/felhom is setgid felhom-ops
+/// (tmpfiles.d/felhom.conf), and the unit's system-call filter denies chown(2) (`~@privileged`
+/// includes `@chown`), so the agent only checks the group there. The chown remains for other
+/// directories (devhost, manual runs, a standalone gateway's socket directory), where the
+/// unit's filter does not apply or the group must differ from the directory's.
 fn set_socket_access(socket: &Path, group: Option<&str>, mode: u32) -> Result<(), DaemonError> {
     if let Some(name) = group {
         let gid = nix::unistd::Group::from_name(name)
@@ -290,10 +296,18 @@ fn set_socket_access(socket: &Path, group: Option<&str>, mode: u32) -> Result<()
             })?
             .ok_or_else(|| DaemonError::UnknownGroup(name.to_owned()))?
             .gid;
-        nix::unistd::chown(socket, None, Some(gid)).map_err(|e| DaemonError::SocketPerms {
+        let perms_error = |source| DaemonError::SocketPerms {
             path: socket.to_owned(),
-            source: e.into(),
-        })?;
+            source,
+        };
+        let current = std::fs::metadata(socket).map_err(perms_error)?;
+        let born_with_group = std::os::unix::fs::MetadataExt::gid(&current) == gid.as_raw();
+        if !born_with_group {
+            nix::unistd::chown(socket, None, Some(gid)).map_err(|e| DaemonError::SocketPerms {
+                path: socket.to_owned(),
+                source: e.into(),
+            })?;
+        }
     }
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode)).map_err(|source| {
         DaemonError::SocketPerms {
