@@ -100,26 +100,14 @@ enum Effect {
 /// Env var that turns [`connect_probe`] / [`helper_probe`] on (set by their parent tests).
 const PROBE_SOCKETS: &str = "FELHOM_SURFACE_PROBE_SOCKETS";
 
-/// The methods of `service` in the compiled descriptor set.
-fn methods_of(service: &str) -> Vec<String> {
-    let set = prost_types::FileDescriptorSet::decode(felhom_proto::FILE_DESCRIPTOR_SET).unwrap();
-    let mut out = Vec::new();
-    for file in &set.file {
-        for svc in &file.service {
-            if format!("{}.{}", file.package(), svc.name()) == service {
-                out.extend(svc.method.iter().map(|m| m.name().to_owned()));
-            }
-        }
-    }
-    assert!(!out.is_empty(), "{service} is not in the descriptor set");
-    out
+fn descriptor_set() -> prost_types::FileDescriptorSet {
+    prost_types::FileDescriptorSet::decode(felhom_proto::FILE_DESCRIPTOR_SET).unwrap()
 }
 
-/// Input message type names of `service`'s methods.
+/// `(method, input type)` of every method of `service` in the compiled descriptor set.
 fn input_types_of(service: &str) -> Vec<(String, String)> {
-    let set = prost_types::FileDescriptorSet::decode(felhom_proto::FILE_DESCRIPTOR_SET).unwrap();
     let mut out = Vec::new();
-    for file in &set.file {
+    for file in &descriptor_set().file {
         for svc in &file.service {
             if format!("{}.{}", file.package(), svc.name()) == service {
                 for m in &svc.method {
@@ -128,7 +116,16 @@ fn input_types_of(service: &str) -> Vec<(String, String)> {
             }
         }
     }
+    assert!(!out.is_empty(), "{service} is not in the descriptor set");
     out
+}
+
+/// The methods of `service` in the compiled descriptor set.
+fn methods_of(service: &str) -> Vec<String> {
+    input_types_of(service)
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect()
 }
 
 async fn channel(socket: &Path) -> Channel {
@@ -203,8 +200,7 @@ fn every_gateway_route_maps_to_exactly_one_local_api_method_or_is_not_yet_availa
     let mut routed: Vec<String> = Vec::new();
     let mut unavailable: Vec<String> = Vec::new();
     for r in ROUTES {
-        let name = format!("{:?} {}", r.verb, r.path).to_uppercase();
-        let name = name.replacen(&r.path.to_uppercase(), r.path, 1);
+        let name = format!("{} {}", r.verb.as_str(), r.path);
         match r.handling {
             Handling::Call(rpc) => routed.push(rpc.method().to_owned()),
             Handling::NotAvailable => unavailable.push(name),
@@ -226,7 +222,7 @@ fn every_gateway_route_maps_to_exactly_one_local_api_method_or_is_not_yet_availa
 fn no_local_api_request_names_a_guest() {
     // The caller's guest comes from its token only; a vmid field would let a guest name
     // another one.
-    let set = prost_types::FileDescriptorSet::decode(felhom_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let set = descriptor_set();
     for (method, input) in input_types_of(LOCAL_API) {
         let short = input.rsplit('.').next().unwrap();
         let message = set

@@ -26,18 +26,12 @@ use crate::infra::state::{OpenError, StateDb};
 pub struct AgentContext {
     /// `None` when Proxmox VE is not configured.
     pub pve: Option<PveClient>,
-    /// TLS trust the client uses (the selftest compares a pin with what the node reports).
-    pub trust: Option<TlsTrust>,
     pub db: StateDb,
     pub queue: GuestQueue,
     /// How long to wait for Proxmox tasks.
     pub wait: WaitOptions,
-    /// Storage id → class.
-    pub storage_classes: BTreeMap<String, StorageClass>,
     /// The embedded local API gateway, once the daemon has started it.
     pub local_api_gateway: GatewaySlot,
-    /// Backups, restore-tests and verify (also inside `capabilities`; the scheduler drives it).
-    pub backup: BackupService,
     /// What the front ends call.
     pub capabilities: Arc<Capabilities>,
 }
@@ -96,21 +90,18 @@ impl AgentContext {
                 wait.clone(),
                 records.clone(),
             ),
-            backup: Backups::new(backup.clone(), records.clone()),
-            storage: Storage::new(pve.clone(), storage_classes.clone()),
+            backup: Backups::new(backup, records.clone()),
+            storage: Storage::new(pve.clone(), storage_classes),
             tokens: GuestTokens::new(db.clone(), pve.clone(), records.clone()),
-            selftest: Selftest::new(pve.clone(), trust.clone()),
+            selftest: Selftest::new(pve.clone(), trust),
             records,
         });
         Ok(Self {
             capabilities,
-            backup,
             pve,
-            trust,
             db,
             queue,
             wait,
-            storage_classes,
             local_api_gateway: GatewaySlot::default(),
         })
     }

@@ -194,7 +194,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     ]);
     let watchdog = spawn_watchdog(shutdown.clone());
     let scheduler = tokio::spawn(crate::frontends::scheduler::run(
-        ctx.backup.clone(),
+        ctx.capabilities.backup.service().clone(),
         shutdown.clone(),
     ));
 
@@ -223,17 +223,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             gateway.shutdown().await;
         }
     });
-    let stop_on_error = |stop: CancellationToken| {
-        move |r: Result<(), grpc::ServeError>| {
-            if r.is_err() {
-                stop.cancel();
-            }
-            r
-        }
-    };
-    let agent_server = async { stop_on_error(stop.clone())(agent_server.await) };
-    let local_server = async { stop_on_error(stop.clone())(local_server.await) };
-    let (agent_result, local_result) = tokio::join!(agent_server, local_server);
+    let (agent_result, local_result) = tokio::join!(
+        stop_on_error(agent_server, &stop),
+        stop_on_error(local_server, &stop)
+    );
     let report = queue.shutdown().await;
     if !report.never_started.is_empty() {
         tracing::warn!(
@@ -245,6 +238,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     scheduler.abort();
     remove_sockets();
     agent_result.and(local_result).map_err(DaemonError::from)
+}
+
+/// Runs `server`; when it fails, cancels `stop` so the other server stops too.
+async fn stop_on_error(
+    server: impl std::future::Future<Output = Result<(), grpc::ServeError>>,
+    stop: &CancellationToken,
+) -> Result<(), grpc::ServeError> {
+    let result = server.await;
+    if result.is_err() {
+        stop.cancel();
+    }
+    result
 }
 
 /// Starts the embedded gateway when listen addresses are configured, with a LocalApi client on
