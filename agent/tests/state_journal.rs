@@ -23,7 +23,13 @@ fn step_lifecycle_is_recorded_in_order() {
         .step_started(op, "restore golden image", None)
         .unwrap();
     journal
-        .record_created(restore, &Resource::Guest { vmid: 9001 })
+        .record_created(
+            restore,
+            &Resource::Guest {
+                vmid: 9001,
+                marker: None,
+            },
+        )
         .unwrap();
     journal.record_upid(restore, RESTORE_UPID).unwrap();
     journal.step_done(restore).unwrap();
@@ -54,7 +60,13 @@ fn step_lifecycle_is_recorded_in_order() {
         ]
     );
     assert_eq!(stored.resources.len(), 1);
-    assert_eq!(stored.resources[0].resource, Resource::Guest { vmid: 9001 });
+    assert_eq!(
+        stored.resources[0].resource,
+        Resource::Guest {
+            vmid: 9001,
+            marker: None
+        }
+    );
     assert_eq!(stored.resources[0].step, 0);
     assert!(journal.unfinished().unwrap().is_empty());
     assert_eq!(journal.recent(10).unwrap()[0].id, op);
@@ -86,7 +98,13 @@ fn unfinished_operations_survive_a_crash_with_their_upid_and_created_resources()
             .step_started(running, "restore golden image", None)
             .unwrap();
         journal
-            .record_created(step, &Resource::Guest { vmid: 9001 })
+            .record_created(
+                step,
+                &Resource::Guest {
+                    vmid: 9001,
+                    marker: None,
+                },
+            )
             .unwrap();
         journal.record_upid(step, RESTORE_UPID).unwrap();
 
@@ -101,7 +119,13 @@ fn unfinished_operations_survive_a_crash_with_their_upid_and_created_resources()
             .step_started(compensating, "restore backup", None)
             .unwrap();
         journal
-            .record_created(step, &Resource::Guest { vmid: 9002 })
+            .record_created(
+                step,
+                &Resource::Guest {
+                    vmid: 9002,
+                    marker: None,
+                },
+            )
             .unwrap();
         journal.step_failed(step, "restore task failed").unwrap();
         journal
@@ -126,7 +150,10 @@ fn unfinished_operations_survive_a_crash_with_their_upid_and_created_resources()
     assert_eq!(in_flight.upid.as_deref(), Some(RESTORE_UPID));
     assert_eq!(
         first.remaining_resources().collect::<Vec<_>>(),
-        [&Resource::Guest { vmid: 9001 }]
+        [&Resource::Guest {
+            vmid: 9001,
+            marker: None
+        }]
     );
 
     let second = &unfinished[1];
@@ -134,7 +161,10 @@ fn unfinished_operations_survive_a_crash_with_their_upid_and_created_resources()
     assert_eq!(second.error.as_deref(), Some("restore task failed"));
     assert_eq!(
         db.journal()
-            .creator_of(&Resource::Guest { vmid: 9002 })
+            .creator_of(&Resource::Guest {
+                vmid: 9002,
+                marker: None
+            })
             .unwrap(),
         Some(compensating)
     );
@@ -157,7 +187,13 @@ fn compensation_after_restart_destroys_only_what_the_operation_created() {
             .step_started(op, "restore golden image", Some(RESTORE_UPID))
             .unwrap();
         journal
-            .record_created(step, &Resource::Guest { vmid: 9001 })
+            .record_created(
+                step,
+                &Resource::Guest {
+                    vmid: 9001,
+                    marker: None,
+                },
+            )
             .unwrap();
         op
     };
@@ -187,7 +223,13 @@ fn compensation_after_restart_destroys_only_what_the_operation_created() {
     }
     // A guest this operation never created cannot be recorded as removed by it.
     let err = journal
-        .record_removed(op, &Resource::Guest { vmid: 100 })
+        .record_removed(
+            op,
+            &Resource::Guest {
+                vmid: 100,
+                marker: None,
+            },
+        )
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -197,7 +239,12 @@ fn compensation_after_restart_destroys_only_what_the_operation_created() {
     journal.mark_compensated(op).unwrap();
     assert!(journal.unfinished().unwrap().is_empty());
     assert_eq!(
-        journal.creator_of(&Resource::Guest { vmid: 9001 }).unwrap(),
+        journal
+            .creator_of(&Resource::Guest {
+                vmid: 9001,
+                marker: None
+            })
+            .unwrap(),
         None
     );
 }

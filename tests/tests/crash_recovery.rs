@@ -269,6 +269,137 @@ async fn a_guest_recorded_before_a_restore_post_that_never_went_out_is_left_alon
     host.stop().await.unwrap();
 }
 
+/// The restore POST went out and its UPID is journaled; the agent dies; the operator deletes
+/// the leftover guest and Proxmox hands its vmid to a new guest of someone else's. Recovery
+/// must not take that guest for the operation's: it lacks the restore's marker tag.
+#[tokio::test(flavor = "multi_thread")]
+async fn compensation_leaves_alone_a_guest_created_on_the_vmid_after_the_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host: Option<Devhost> = None;
+    for n in 1..=16u32 {
+        let failpoint = format!("journal:{n}");
+        let env = [("FELHOM_AGENT_FAILPOINT", failpoint.as_str())];
+        let h = match host.as_mut() {
+            None => {
+                host = Some(
+                    Devhost::start_with(&dir.path().join("dh"), &agent_options(&env))
+                        .await
+                        .unwrap(),
+                );
+                host.as_mut().unwrap()
+            }
+            Some(h) => {
+                h.restart_agent(&env).await.unwrap();
+                h
+            }
+        };
+        let result = client(h).await.provision_guest(request(false)).await;
+        assert!(
+            result.is_err(),
+            "write {n}: the provision finished before its restore UPID was journaled"
+        );
+        assert!(
+            h.wait_agent_exit(Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_some(),
+            "write {n}: the agent did not die"
+        );
+        if !restore_upid_journaled(h) {
+            h.restart_agent(&[]).await.unwrap();
+            wait_recovered(h).await;
+            h.pve().state().with(|w| w.guests.remove(&TARGET));
+            continue;
+        }
+        wait_tasks_ended(h).await;
+        let created = h
+            .pve()
+            .state()
+            .guest(TARGET)
+            .expect("the restore created the guest");
+        assert!(
+            created
+                .config
+                .get("tags")
+                .is_some_and(|t| t.contains("felhom-op-")),
+            "the restore POST tags the guest with its marker: {:?}",
+            created.config
+        );
+        // The operator deletes the leftover; the next guest anyone creates gets the vmid.
+        h.pve().state().with(|w| w.guests.remove(&TARGET));
+        let mut config = std::collections::BTreeMap::new();
+        config.insert("hostname".to_owned(), "someone-else".to_owned());
+        config.insert(
+            "rootfs".to_owned(),
+            format!("local-lvm:vm-{TARGET}-disk-0,size=4G"),
+        );
+        h.pve()
+            .state()
+            .add_guest(
+                TARGET,
+                felhom_simhost::pve::fixture::GuestStatus::Running,
+                config,
+            )
+            .unwrap();
+        h.restart_agent(&[]).await.unwrap();
+        wait_recovered(h).await;
+        let g = h
+            .pve()
+            .state()
+            .guest(TARGET)
+            .expect("the new guest on the reused vmid must survive recovery");
+        assert_eq!(g.name(), "someone-else");
+        assert!(matches!(
+            g.status,
+            felhom_simhost::pve::fixture::GuestStatus::Running
+        ));
+        let ops = client(h)
+            .await
+            .list_operations(pb::ListOperationsRequest {
+                unfinished_only: false,
+                limit: 1,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .operations;
+        assert_eq!(ops[0].state, "compensated", "{ops:?}");
+        host.unwrap().stop().await.unwrap();
+        return;
+    }
+    panic!("no crash point left the restore step with its UPID journaled");
+}
+
+/// Whether the (dead) agent's journal holds an unfinished restore step with its UPID.
+fn restore_upid_journaled(host: &Devhost) -> bool {
+    let dir = host.info.state_dir.join("agent-state");
+    let found = {
+        let db = felhom_agent::infra::state::StateDb::open(&dir).unwrap();
+        db.journal().unfinished().unwrap().iter().any(|op| {
+            op.steps
+                .iter()
+                .any(|s| s.name == "restore" && s.upid.is_some())
+        })
+    };
+    give_state_back(&dir);
+    found
+}
+
+/// Waits (bounded) until the simulated node runs no task.
+async fn wait_tasks_ended(host: &Devhost) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while host
+        .pve()
+        .state()
+        .tasks()
+        .iter()
+        .any(|t| matches!(t.state, TaskState::Running))
+    {
+        assert!(Instant::now() < deadline, "tasks still running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Puts a finished task into the simulated node's task list, as if it had run earlier.
 fn add_finished_task(host: &Devhost, kind: &str, vmid: u32, user: &str, starttime: i64) {
     host.pve().state().with(|w| {
@@ -385,7 +516,7 @@ async fn a_restore_whose_upid_was_never_journaled_is_found_by_its_task_and_remov
         memory_mib: None,
         cores: None,
         onboot: None,
-        tags: None,
+        tags: Some(MARKER.into()),
         protection: None,
     })
     .await
@@ -616,9 +747,13 @@ async fn assert_guest_101_survives_a_compensated_operation(host: &Devhost) {
     assert_eq!(ops[0].state, "compensated", "{ops:?}");
 }
 
+/// The marker tag [`interrupt_a_restore`] records for a guest (as a restore step would).
+const MARKER: &str = "felhom-op-00112233aabbccdd";
+
 /// Stops the agent and journals what a crash inside a provision's `restore` step leaves: the
-/// step in flight with no UPID, and (when `recorded`) the guest recorded as created, as it is
-/// just before the restore POST. The database stays the unprivileged agent's.
+/// step in flight with no UPID, and (when `recorded`) the guest recorded as created with
+/// [`MARKER`], as it is just before the restore POST. The database stays the unprivileged
+/// agent's.
 fn interrupt_a_restore(host: &mut Devhost, vmid: u32, recorded: bool) {
     host.kill_agent().unwrap();
     let dir = host.info.state_dir.join("agent-state");
@@ -634,13 +769,21 @@ fn interrupt_a_restore(host: &mut Devhost, vmid: u32, recorded: bool) {
             .unwrap();
         let step = j.step_started(op, "restore", None).unwrap();
         if recorded {
-            j.record_created(step, &felhom_agent::infra::state::Resource::Guest { vmid })
-                .unwrap();
+            let guest = felhom_agent::infra::state::Resource::Guest {
+                vmid,
+                marker: Some(MARKER.to_owned()),
+            };
+            j.record_created(step, &guest).unwrap();
         }
     }
+    give_state_back(&dir);
+}
+
+/// The state database files stay the unprivileged agent's after a test opened them as root.
+fn give_state_back(dir: &Path) {
     if nix::unistd::geteuid().is_root() {
         let uid = felhom_simhost::devhost::UNPRIVILEGED_ID;
-        for entry in std::fs::read_dir(&dir).unwrap() {
+        for entry in std::fs::read_dir(dir).unwrap() {
             nix::unistd::chown(&entry.unwrap().path(), Some(uid.into()), Some(uid.into())).unwrap();
         }
     }

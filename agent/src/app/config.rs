@@ -13,6 +13,9 @@
 //! (default `<state_dir>/local-api`), `storage_classes`, and the gateway limits an operator may
 //! need to change (`max_body_bytes`, `max_connections`, `rate_per_second`, `rate_burst`); the
 //! other limits keep `felhom_localapi_gateway::Limits` defaults.
+//!
+//! `[snapshots]`: `max_per_guest` (agent-made snapshots of one guest that may exist at once,
+//! default 10) and `min_interval_secs` (between two of one guest, default 300; 0 = none).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,6 +27,7 @@ use serde::Deserialize;
 
 use crate::app::paths;
 use crate::capabilities::backup::{BackupSettings, RawBackup};
+use crate::capabilities::guests::snapshot_limits::SnapshotLimits;
 use crate::core::StorageClass;
 use crate::infra::pbs::{PbsClientConfig, PbsToken};
 use crate::infra::pve::{ApiToken, CertFingerprint, PveClientConfig, TlsTrust};
@@ -104,6 +108,15 @@ struct RawConfig {
     pbs: RawPbs,
     #[serde(default)]
     backup: RawBackup,
+    #[serde(default)]
+    snapshots: RawSnapshots,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSnapshots {
+    max_per_guest: Option<u64>,
+    min_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -204,6 +217,8 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("backup", "grace_secs", Kind::Int),
     ("backup", "restore_test_settle_secs", Kind::Int),
     ("backup", "task_deadline_secs", Kind::Int),
+    ("snapshots", "max_per_guest", Kind::Int),
+    ("snapshots", "min_interval_secs", Kind::Int),
 ];
 
 /// Validated Proxmox VE connection settings (the token already read).
@@ -261,6 +276,8 @@ pub struct Config {
     /// `None` when no `[pbs]` endpoint is configured.
     pub pbs: Option<PbsSettings>,
     pub backup: BackupSettings,
+    /// Limits on the snapshots guests ask for.
+    pub snapshots: SnapshotLimits,
 }
 
 /// Default config file location.
@@ -320,6 +337,7 @@ impl Config {
         }
         Ok(Config {
             proxmox,
+            snapshots: validate_snapshots(raw.snapshots)?,
             local_api: validate_local_api(raw.local_api, &agent.state_dir)?,
             agent,
             pbs,
@@ -372,6 +390,34 @@ fn apply_env(table: &mut toml::Table, env: &dyn EnvSource) -> Result<(), ConfigE
         sec.insert(key.to_string(), value);
     }
     Ok(())
+}
+
+fn validate_snapshots(raw: RawSnapshots) -> Result<SnapshotLimits, ConfigError> {
+    let default = SnapshotLimits::default();
+    let max_per_guest = match raw.max_per_guest {
+        None => default.max_per_guest,
+        Some(n @ 1..=1000) => u32::try_from(n).expect("at most 1000"),
+        Some(n) => {
+            return Err(invalid(
+                "snapshots.max_per_guest",
+                format!("{n} is outside 1..=1000"),
+            ));
+        }
+    };
+    let min_interval = match raw.min_interval_secs {
+        None => default.min_interval,
+        Some(n @ 0..=86_400) => Duration::from_secs(n),
+        Some(n) => {
+            return Err(invalid(
+                "snapshots.min_interval_secs",
+                format!("{n} is outside 0..=86400 seconds"),
+            ));
+        }
+    };
+    Ok(SnapshotLimits {
+        max_per_guest,
+        min_interval,
+    })
 }
 
 fn secs(key: &str, v: Option<u64>, default: u64, max: u64) -> Result<Duration, ConfigError> {

@@ -6,6 +6,7 @@ use crate::capabilities::access::GuestTokens;
 use crate::capabilities::backup::service::PbsTarget;
 use crate::capabilities::backup::{BackupService, BackupSettings, Backups};
 use crate::capabilities::guests::Guests;
+use crate::capabilities::guests::snapshot_limits::SnapshotLimits;
 use crate::capabilities::records::Records;
 use crate::capabilities::selftest::Selftest;
 use crate::capabilities::storage::Storage;
@@ -36,6 +37,14 @@ pub struct AgentContext {
     pub capabilities: Arc<Capabilities>,
 }
 
+/// Settings of what guests may do through the local API.
+#[derive(Debug, Clone, Default)]
+pub struct GuestSetup {
+    /// Storage id → class, for `GET /storage`.
+    pub storage_classes: BTreeMap<String, StorageClass>,
+    pub snapshot_limits: SnapshotLimits,
+}
+
 /// What the backup side needs beyond the Proxmox client.
 #[derive(Debug, Clone, Default)]
 pub struct BackupSetup {
@@ -59,7 +68,7 @@ impl AgentContext {
         pve: Option<(PveClient, TlsTrust)>,
         state_dir: &Path,
         wait: WaitOptions,
-        storage_classes: BTreeMap<String, StorageClass>,
+        guest_setup: GuestSetup,
         backup: BackupSetup,
     ) -> Result<Self, ContextError> {
         let db = StateDb::open(state_dir).map_err(ContextError::State)?;
@@ -89,9 +98,10 @@ impl AgentContext {
                 queue.clone(),
                 wait.clone(),
                 records.clone(),
+                guest_setup.snapshot_limits,
             ),
             backup: Backups::new(backup, records.clone()),
-            storage: Storage::new(pve.clone(), storage_classes),
+            storage: Storage::new(pve.clone(), guest_setup.storage_classes),
             tokens: GuestTokens::new(db.clone(), pve.clone(), records.clone()),
             selftest: Selftest::new(pve.clone(), trust),
             records,

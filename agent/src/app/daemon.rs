@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use std::sync::Arc;
 
 use crate::app::config::Config;
-use crate::app::context::{AgentContext, BackupSetup, ContextError};
+use crate::app::context::{AgentContext, BackupSetup, ContextError, GuestSetup};
 use crate::capabilities::backup::service::PbsTarget;
 use crate::frontends::grpc;
 use crate::infra::pbs::{PbsClient, PbsError};
@@ -98,7 +98,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             pve,
             &config.agent.state_dir,
             wait,
-            config.local_api.storage_classes.clone(),
+            GuestSetup {
+                storage_classes: config.local_api.storage_classes.clone(),
+                snapshot_limits: config.snapshots,
+            },
             BackupSetup {
                 settings: config.backup.clone(),
                 pbs: match &config.pbs {

@@ -1,8 +1,9 @@
 //! Core types every layer shares: validated identifiers ([`Vmid`], storage ids, snapshot names),
-//! who acted ([`Actor`]), the storage speed class, and the one way an error chain is printed. Depends on nothing else
+//! who acted ([`Actor`]), the storage speed class, the shared [`fill`] thresholds, and the one way an error chain is printed. Depends on nothing else
 //! in the crate.
 
 mod actor;
+pub mod fill;
 mod ids;
 mod storage_class;
 

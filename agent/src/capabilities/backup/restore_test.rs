@@ -43,7 +43,8 @@ use crate::capabilities::backup::service::{
 use crate::capabilities::backup::{Tier, TierKind};
 use crate::core::error_chain as chain;
 use crate::infra::journaled::{
-    self, JournalWriter, JournaledError, compensate, new_guest_restore, restore_new_guest, step,
+    self, GuestMarker, JournalWriter, JournaledError, compensate, new_guest_restore,
+    restore_new_guest, step,
 };
 use crate::infra::pve::{ConfigUpdate, PveClient, Vmid};
 use crate::infra::state::{JobId, OperationId, Timestamp};
@@ -404,7 +405,17 @@ impl Run<'_> {
                     .await
                     .map_err(pve_err("configure"))?;
                 let mut update = ConfigUpdate::default();
-                update.set.insert("tags".into(), SCRATCH_TAG.into());
+                // The restore's marker stays: compensation recognises the guest by it.
+                let tags: Vec<&str> = std::iter::once(SCRATCH_TAG)
+                    .chain(
+                        config
+                            .tags
+                            .iter()
+                            .map(String::as_str)
+                            .filter(|t| GuestMarker::is_marker(t)),
+                    )
+                    .collect();
+                update.set.insert("tags".into(), tags.join(";"));
                 update.set.insert("onboot".into(), "0".into());
                 for (index, value) in &config.nets {
                     update

@@ -3,6 +3,7 @@
 //! resumable or compensated after a crash). Every change is audited with its actor.
 
 pub mod provision;
+pub mod snapshot_limits;
 
 use felhom_proto::agent::v1 as pb;
 use tokio::sync::oneshot;
@@ -14,6 +15,7 @@ use crate::infra::pve::{PveClient, PveError, TaskFilter, TaskSource, WaitOptions
 use crate::infra::queue::{GuestQueue, JobOutcome, QueueError};
 use crate::infra::state::{OperationId, StateDb, Timestamp, TokensError};
 use provision::{ProvisionError, ProvisionRequest};
+use snapshot_limits::{LimitsError, SnapshotLimits, SnapshotRefusal};
 
 /// Longest snapshot description accepted (PVE stores it in the guest config).
 const MAX_DESCRIPTION: usize = 1024;
@@ -47,6 +49,11 @@ pub enum GuestsError {
     NoResult,
     #[error("the provisioning job was dropped (agent stopping)")]
     Dropped,
+    /// A snapshot limit (count, interval, storage fill) refuses the snapshot.
+    #[error(transparent)]
+    SnapshotRefused(SnapshotRefusal),
+    #[error("Cannot check the snapshot limits")]
+    SnapshotLimits(#[source] LimitsError),
 }
 
 impl GuestsError {
@@ -105,6 +112,7 @@ pub struct Guests {
     queue: GuestQueue,
     wait: WaitOptions,
     records: Records,
+    snapshot_limits: SnapshotLimits,
 }
 
 impl Guests {
@@ -114,8 +122,10 @@ impl Guests {
         queue: GuestQueue,
         wait: WaitOptions,
         records: Records,
+        snapshot_limits: SnapshotLimits,
     ) -> Self {
         Self {
+            snapshot_limits,
             pve,
             db,
             queue,
@@ -211,10 +221,29 @@ impl Guests {
         let wait = self.wait.clone();
         let snap = name.clone();
         let description = (!description.is_empty()).then_some(description);
+        let (db, limits) = (self.db.clone(), self.snapshot_limits);
         let result = self
             .run_job(vmid, "snapshot", move || async move {
-                let upid = pve.snapshot(vmid, &snap, description.as_deref()).await?;
-                pve.wait_task(&upid, &wait, &Default::default()).await
+                snapshot_limits::check(&pve, &db, limits, vmid)
+                    .await
+                    .map_err(GuestsError::SnapshotLimits)?
+                    .map_err(GuestsError::SnapshotRefused)?;
+                let upid = pve
+                    .snapshot(vmid, &snap, description.as_deref())
+                    .await
+                    .map_err(GuestsError::Pve)?;
+                // Recorded as soon as Proxmox accepted it: a snapshot whose task then fails
+                // still counts for the interval, and the cap counts only what Proxmox lists.
+                let record = snap.clone();
+                if let Err(e) = db
+                    .run(move |db| db.snapshots().record(vmid.get(), &record))
+                    .await
+                {
+                    tracing::warn!(%vmid, error = %crate::core::error_chain(&e), "cannot record the agent-made snapshot");
+                }
+                pve.wait_task(&upid, &wait, &Default::default())
+                    .await
+                    .map_err(GuestsError::Pve)
             })
             .await;
         let detail = match &result {
@@ -249,9 +278,12 @@ impl Guests {
         let result = self
             .run_job(vmid, "rollback", move || async move {
                 // A rollback stops a running guest; start it again so the caller keeps running.
-                let running = pve.lxc_status(vmid).await?.status == "running";
-                let upid = pve.rollback(vmid, &snap, running).await?;
-                pve.wait_task(&upid, &wait, &Default::default()).await
+                let rollback = async {
+                    let running = pve.lxc_status(vmid).await?.status == "running";
+                    let upid = pve.rollback(vmid, &snap, running).await?;
+                    pve.wait_task(&upid, &wait, &Default::default()).await
+                };
+                rollback.await.map_err(GuestsError::Pve)
             })
             .await;
         let detail = match &result {
@@ -349,7 +381,7 @@ impl Guests {
     async fn run_job<F, Fut>(&self, vmid: Vmid, kind: &str, work: F) -> Result<String, GuestsError>
     where
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<crate::infra::pve::TaskOutcome, PveError>>
+        Fut: std::future::Future<Output = Result<crate::infra::pve::TaskOutcome, GuestsError>>
             + Send
             + 'static,
     {
@@ -371,7 +403,7 @@ impl Guests {
         let job_id = handle.id().to_string();
         match rx.await {
             Ok(Ok(_)) => Ok(job_id),
-            Ok(Err(e)) => Err(GuestsError::Pve(e)),
+            Ok(Err(e)) => Err(e),
             // The job never ran (shutdown before start) or panicked: ask the queue why.
             Err(_) => match handle.wait().await {
                 Ok(JobOutcome::Failed(text)) => Err(GuestsError::JobFailed(text)),

@@ -11,6 +11,7 @@ use crate::capabilities::backup::BackupError;
 use crate::capabilities::backup::restore_test::RestoreTestError;
 use crate::capabilities::guests::GuestsError;
 use crate::capabilities::guests::provision::ProvisionError;
+use crate::capabilities::guests::snapshot_limits::{LimitsError, SnapshotRefusal};
 use crate::capabilities::records::RecordsError;
 use crate::capabilities::selftest::SelftestError;
 use crate::capabilities::storage::StorageError;
@@ -258,6 +259,20 @@ pub fn guests(e: &GuestsError) -> Status {
         GuestsError::JobFailed(text) => Status::aborted(text.clone()),
         GuestsError::NoResult => Status::internal(e.to_string()),
         GuestsError::Dropped => Status::unavailable(e.to_string()),
+        GuestsError::SnapshotRefused(r) => snapshot_refusal(r),
+        GuestsError::SnapshotLimits(LimitsError::Pve(p)) => pve(p),
+        GuestsError::SnapshotLimits(LimitsError::State(_)) => Status::internal(error_chain(e)),
+    }
+}
+
+/// A snapshot limit: the cap and a full storage are conflicts with the guest's state (409);
+/// the interval is a rate limit (429) that passes by itself.
+fn snapshot_refusal(r: &SnapshotRefusal) -> Status {
+    match r {
+        SnapshotRefusal::TooMany { .. } | SnapshotRefusal::StorageFull { .. } => {
+            Status::failed_precondition(r.to_string())
+        }
+        SnapshotRefusal::TooSoon { .. } => Status::resource_exhausted(r.to_string()),
     }
 }
 
@@ -280,7 +295,9 @@ pub fn local_api_guests(e: &GuestsError) -> Status {
         | GuestsError::Provision(_)
         | GuestsError::JobFailed(_)
         | GuestsError::NoResult
-        | GuestsError::Dropped) => guests(other),
+        | GuestsError::Dropped
+        | GuestsError::SnapshotRefused(_)
+        | GuestsError::SnapshotLimits(_)) => guests(other),
     }
 }
 

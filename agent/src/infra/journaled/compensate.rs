@@ -2,7 +2,7 @@
 
 use tokio_util::sync::CancellationToken;
 
-use super::{JournalWriter, JournaledError, step};
+use super::{GuestMarker, JournalWriter, JournaledError, step};
 use crate::core::Vmid;
 use crate::infra::pve::{
     DestroyOptions, PveClient, PveError, RestoreRequest, TaskFilter, TaskSource, Upid, WaitOptions,
@@ -28,8 +28,9 @@ pub fn new_guest_restore(vmid: Vmid, archive: &str, storage: &str) -> RestoreReq
 }
 
 /// The body of a `restore` step: refuses an existing vmid, records the guest as created
-/// *before* the restore POST (so a crash cannot orphan it), and un-records it when Proxmox
-/// refused the request outright (nothing was created). Never overwrites (`force` is refused).
+/// *before* the restore POST (so a crash cannot orphan it) with a fresh [`GuestMarker`] that
+/// the POST adds to the guest's tags, and un-records it when Proxmox refused the request
+/// outright (nothing was created). Never overwrites (`force` is refused).
 pub async fn restore_new_guest(
     pve: &PveClient,
     journal: &JournalWriter,
@@ -48,9 +49,15 @@ pub async fn restore_new_guest(
         Ok(_) => return Err(JournaledError::AlreadyExists(vmid.get())),
         Err(e) => return Err(JournaledError::pve("restore")(e)),
     }
-    let guest = Resource::Guest { vmid: vmid.get() };
+    let marker = GuestMarker::random();
+    let mut restore = restore.clone();
+    restore.tags = Some(marker.add_to(restore.tags.as_deref()));
+    let guest = Resource::Guest {
+        vmid: vmid.get(),
+        marker: Some(marker.as_str().to_owned()),
+    };
     journal.record_created(s, guest.clone()).await?;
-    match pve.restore_lxc(restore).await {
+    match pve.restore_lxc(&restore).await {
         Ok(upid) => Ok(Some(upid)),
         // Proxmox refused the request itself: nothing was created.
         Err(
@@ -100,7 +107,7 @@ pub async fn compensate(
         .collect();
     for (resource, created_by) in remaining {
         match &resource {
-            Resource::Guest { vmid } => {
+            Resource::Guest { vmid, marker } => {
                 let vmid =
                     Vmid::new(*vmid).map_err(|e| JournaledError::pve("compensate")(e.into()))?;
                 // A guest is recorded before the POST that creates it. Without the task's UPID
@@ -118,9 +125,17 @@ pub async fn compensate(
                     journal.record_removed(op, resource.clone()).await?;
                     continue;
                 }
-                remove_guest(pve, journal, wait, cancel, op, vmid).await?;
+                match remove_guest(pve, journal, wait, cancel, op, vmid, marker.as_deref()).await? {
+                    Removal::Removed => {
+                        tracing::info!(operation = %op, %vmid, "compensation: guest removed");
+                    }
+                    Removal::Gone => {}
+                    Removal::NotOurs => {
+                        tracing::warn!(operation = %op, %vmid,
+                            "compensation: the guest on this vmid does not carry this operation's marker; left alone");
+                    }
+                }
                 journal.record_removed(op, resource.clone()).await?;
-                tracing::info!(operation = %op, %vmid, "compensation: guest removed");
             }
             Resource::Snapshot { .. }
             | Resource::Volume { .. }
@@ -209,7 +224,17 @@ fn user_of(authid: &str) -> &str {
     authid.split_once('!').map_or(authid, |(user, _)| user)
 }
 
-/// Stops (if running) and destroys a guest this operation created; gone already is fine.
+/// What [`remove_guest`] found.
+enum Removal {
+    Removed,
+    /// Nothing on the vmid any more.
+    Gone,
+    /// A guest without this operation's marker: someone else's, left alone.
+    NotOurs,
+}
+
+/// Stops (if running) and destroys the guest this operation created, identified by its
+/// `marker` tag; a guest without it (or a record without a marker) is not touched.
 async fn remove_guest(
     pve: &PveClient,
     journal: &JournalWriter,
@@ -217,10 +242,19 @@ async fn remove_guest(
     cancel: &CancellationToken,
     op: OperationId,
     vmid: Vmid,
-) -> Result<(), JournaledError> {
+    marker: Option<&str>,
+) -> Result<Removal, JournaledError> {
+    let config = match pve.lxc_config(vmid).await {
+        Ok(c) => c,
+        Err(PveError::GuestNotFound { .. }) => return Ok(Removal::Gone),
+        Err(e) => return Err(JournaledError::pve("compensate")(e)),
+    };
+    if !marker.is_some_and(|m| config.tags.iter().any(|t| t == m)) {
+        return Ok(Removal::NotOurs);
+    }
     let status = match pve.lxc_status(vmid).await {
         Ok(s) => s,
-        Err(PveError::GuestNotFound { .. }) => return Ok(()),
+        Err(PveError::GuestNotFound { .. }) => return Ok(Removal::Gone),
         Err(e) => return Err(JournaledError::pve("compensate")(e)),
     };
     if status.status == "running" {
@@ -252,9 +286,12 @@ async fn remove_guest(
             match pve
                 .destroy(
                     vmid,
+                    // Not `destroy-unreferenced-disks`: it removes every `vm-<vmid>-disk-*`
+                    // volume on every storage, which on a reused vmid may be someone else's.
+                    // A restore Proxmox finished references all the volumes it made.
                     DestroyOptions {
                         purge: true,
-                        destroy_unreferenced_disks: true,
+                        destroy_unreferenced_disks: false,
                         force: false,
                     },
                 )
@@ -266,5 +303,6 @@ async fn remove_guest(
             }
         },
     )
-    .await
+    .await?;
+    Ok(Removal::Removed)
 }

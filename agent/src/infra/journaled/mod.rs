@@ -15,8 +15,11 @@
 //!   rest. [`recover_kind`] does the same for one kind when its owner knows none is running.
 //!
 //! Guests are the resource kind compensation can remove today ([`restore_new_guest`] creates
-//! one the journaled way). A guest recorded before its restore POST whose UPID never reached
-//! the journal is removed only if Proxmox lists this agent's own creating task for it.
+//! one the journaled way). The restore POST tags the guest with a random [`GuestMarker`] the
+//! journal records beside the vmid; compensation stops and destroys a guest only while it
+//! carries that marker, so a guest created later on a reused vmid is never taken for ours. A
+//! guest recorded before its restore POST whose UPID never reached the journal is also
+//! waited for through this agent's own creating task, when Proxmox lists one.
 //!
 //! Test hook: `FELHOM_AGENT_FAILPOINT=journal:<n>` makes the process SIGKILL itself right after
 //! its n-th journal write of the run (writes made through [`JournalWriter`]). Only the crash
@@ -24,11 +27,13 @@
 
 mod compensate;
 mod failpoint;
+mod marker;
 mod recover;
 mod step;
 mod writer;
 
 pub use compensate::{compensate, new_guest_restore, restore_new_guest};
+pub use marker::GuestMarker;
 pub use recover::{Plans, recover, recover_kind};
 pub use step::step;
 pub use writer::JournalWriter;

@@ -368,6 +368,12 @@ pub struct StorageConfig {
     pub datastore: Option<String>,
     #[serde(default)]
     pub fingerprint: Option<String>,
+    /// `lvm`/`lvmthin`: the volume group.
+    #[serde(default)]
+    pub vgname: Option<String>,
+    /// `lvmthin`: the thin pool LV in `vgname`.
+    #[serde(default)]
+    pub thinpool: Option<String>,
 }
 
 /// One entry of `GET /nodes/{node}/storage`, or the answer of `.../storage/{s}/status`.

@@ -217,8 +217,15 @@ impl fmt::Display for StepState {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Resource {
-    /// A guest (LXC container) with this vmid.
-    Guest { vmid: u32 },
+    /// A guest (LXC container) with this vmid. `marker` is the random tag the creating POST
+    /// gave it: compensation destroys a guest only while it still carries that tag, so a
+    /// guest someone else later created on the same vmid is never taken for this one. Absent
+    /// on records that predate markers (such a guest is left for an operator).
+    Guest {
+        vmid: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        marker: Option<String>,
+    },
     /// A snapshot of a guest.
     Snapshot { vmid: u32, name: String },
     /// A storage volume, by Proxmox volume id (`local-lvm:vm-9001-disk-0`).
@@ -230,7 +237,12 @@ pub enum Resource {
 impl Resource {
     fn validate(&self) -> Result<(), InvalidField> {
         match self {
-            Self::Guest { vmid } => check_vmid(*vmid),
+            Self::Guest { vmid, marker } => {
+                check_vmid(*vmid)?;
+                marker
+                    .as_deref()
+                    .map_or(Ok(()), |m| check_text("guest marker", m, MAX_RESOURCE_TEXT))
+            }
             Self::Snapshot { vmid, name } => {
                 check_vmid(*vmid)?;
                 check_text("snapshot name", name, MAX_RESOURCE_TEXT)
@@ -257,7 +269,7 @@ impl Resource {
 impl fmt::Display for Resource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Guest { vmid } => write!(f, "guest {vmid}"),
+            Self::Guest { vmid, .. } => write!(f, "guest {vmid}"),
             Self::Snapshot { vmid, name } => write!(f, "snapshot {name:?} of guest {vmid}"),
             Self::Volume { volid } => write!(f, "volume {volid}"),
             Self::BackupArchive { volid } => write!(f, "backup archive {volid}"),
@@ -1039,7 +1051,13 @@ mod tests {
         let op = begin(&db);
         let step = journal.step_started(op, "restore", None).unwrap();
         journal
-            .record_created(step, &Resource::Guest { vmid: 9001 })
+            .record_created(
+                step,
+                &Resource::Guest {
+                    vmid: 9001,
+                    marker: None,
+                },
+            )
             .unwrap();
         journal.step_failed(step, "task failed").unwrap();
         journal.begin_compensation(op, "restore failed").unwrap();
@@ -1053,7 +1071,13 @@ mod tests {
             "Operation #1 cannot be compensated yet: guest 9001 not removed"
         );
         journal
-            .record_removed(op, &Resource::Guest { vmid: 9001 })
+            .record_removed(
+                op,
+                &Resource::Guest {
+                    vmid: 9001,
+                    marker: None,
+                },
+            )
             .unwrap();
         journal.mark_compensated(op).unwrap();
         let loaded = journal.get(op).unwrap().unwrap();
@@ -1069,7 +1093,13 @@ mod tests {
         let creator = begin(&db);
         let step = journal.step_started(creator, "restore", None).unwrap();
         journal
-            .record_created(step, &Resource::Guest { vmid: 9001 })
+            .record_created(
+                step,
+                &Resource::Guest {
+                    vmid: 9001,
+                    marker: None,
+                },
+            )
             .unwrap();
         let other = journal
             .begin(NewOperation {
@@ -1079,15 +1109,31 @@ mod tests {
             })
             .unwrap();
         let err = journal
-            .record_removed(other, &Resource::Guest { vmid: 9001 })
+            .record_removed(
+                other,
+                &Resource::Guest {
+                    vmid: 9001,
+                    marker: None,
+                },
+            )
             .unwrap_err();
         assert_eq!(err.to_string(), "Operation #2 did not create guest 9001");
         assert_eq!(
-            journal.creator_of(&Resource::Guest { vmid: 9001 }).unwrap(),
+            journal
+                .creator_of(&Resource::Guest {
+                    vmid: 9001,
+                    marker: None
+                })
+                .unwrap(),
             Some(creator)
         );
         assert_eq!(
-            journal.creator_of(&Resource::Guest { vmid: 9002 }).unwrap(),
+            journal
+                .creator_of(&Resource::Guest {
+                    vmid: 9002,
+                    marker: None
+                })
+                .unwrap(),
             None
         );
     }
@@ -1097,7 +1143,10 @@ mod tests {
         let (_dir, db, _clock) = db();
         let journal = db.journal();
         let op = begin(&db);
-        let guest = Resource::Guest { vmid: 9001 };
+        let guest = Resource::Guest {
+            vmid: 9001,
+            marker: None,
+        };
         let first = journal.step_started(op, "restore", None).unwrap();
         journal.record_created(first, &guest).unwrap();
         journal.record_removed(op, &guest).unwrap();

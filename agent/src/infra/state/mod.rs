@@ -3,7 +3,7 @@
 //! What it holds, one submodule each: the operation [`journal`] (multi-step operations with
 //! their in-flight UPIDs and the resources each step created), per-guest bearer [`tokens`]
 //! (stored only as SHA-256 hashes), the hash-chained [`audit`] log, [`idempotency`] keys and
-//! the [`jobs`] history of the per-guest work queue.
+//! the [`jobs`] history of the per-guest work queue, and the [`snapshots`] the agent took.
 //!
 //! How it is opened: the state directory must already exist (packaging creates it with the
 //! agent's owner and mode; the agent never invents its own state location). The file is
@@ -38,6 +38,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod journal;
 pub mod schema;
+pub mod snapshots;
 pub mod tokens;
 
 use std::fs::{OpenOptions, Permissions};
@@ -60,6 +61,7 @@ pub use self::journal::{
     Resource, Step, StepRef, StepState,
 };
 pub use self::schema::SchemaError;
+pub use self::snapshots::{GuestSnapshots, Snapshots, SnapshotsError};
 pub use self::tokens::{MintedToken, TokenId, TokenInfo, TokenOwner, Tokens, TokensError};
 
 /// File name of the database inside the state directory.
@@ -241,6 +243,11 @@ impl StateDb {
     /// Backup, restore-test and verify history.
     pub fn backups(&self) -> Backups<'_> {
         Backups::new(self)
+    }
+
+    /// Snapshots the agent took for guests (the snapshot cap counts these).
+    pub fn snapshots(&self) -> Snapshots<'_> {
+        Snapshots::new(self)
     }
 
     /// Runs `f` on tokio's blocking pool with a clone of this handle, for use from async code:

@@ -156,6 +156,15 @@ const MIGRATIONS: &[&str] = &[
         finished_at INTEGER
     ) STRICT;
     ",
+    // 3: snapshots the agent took for guests (the per-guest snapshot cap and interval).
+    r"
+    CREATE TABLE agent_snapshots (
+        vmid     INTEGER NOT NULL,
+        name     TEXT    NOT NULL,
+        taken_at INTEGER NOT NULL,
+        PRIMARY KEY (vmid, name)
+    ) STRICT;
+    ",
 ];
 
 /// Schema version this code writes and understands.
