@@ -21,11 +21,36 @@ struct Host(TempDevhost);
 
 impl Host {
     async fn start() -> Self {
+        Self::start_with_env(&[]).await
+    }
+
+    /// With `env` added to the agent's environment (`FELHOM_AGENT_*` config overrides).
+    async fn start_with_env(env: &[(&str, &str)]) -> Self {
         let options = DevhostOptions {
             agent_program: Some(env!("CARGO_BIN_EXE_felhom-devhost").into()),
+            agent_env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             ..DevhostOptions::default()
         };
         Self(TempDevhost::start(&options).await.unwrap())
+    }
+
+    /// `POST /snapshot` as guest 101 with `name`.
+    async fn snapshot_101(&self, name: &str) -> (u16, String) {
+        send(
+            self.client()
+                .post(self.url("/snapshot"))
+                .bearer_auth(self.token(101))
+                .json(&serde_json::json!({ "name": name })),
+        )
+        .await
+    }
+
+    fn snapshots_of_101(&self) -> Vec<String> {
+        let g = self.dh().pve().state().guest(101).unwrap();
+        g.snapshots.iter().map(|s| s.name.clone()).collect()
     }
 
     fn dh(&self) -> &Devhost {
@@ -261,6 +286,92 @@ async fn snapshot_then_rollback_round_trip_through_the_simulator() {
         Some("e2e_before")
     );
     assert_eq!(g101.status, GuestStatus::Running, "guest runs again");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_at_its_snapshot_cap_gets_409_and_no_snapshot() {
+    let h = Host::start_with_env(&[
+        ("FELHOM_AGENT_SNAPSHOTS_MAX_PER_GUEST", "2"),
+        ("FELHOM_AGENT_SNAPSHOTS_MIN_INTERVAL_SECS", "0"),
+    ])
+    .await;
+    let before = h.snapshots_of_101();
+    for name in ["cap_1", "cap_2"] {
+        let (status, body) = h.snapshot_101(name).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = h.snapshot_101("cap_3").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        envelope(&body),
+        failure(
+            "guest 101 already has 2 agent-made snapshots (the limit is 2); an operator must delete one first"
+        )
+    );
+    let after = h.snapshots_of_101();
+    assert_eq!(after.len(), before.len() + 2, "{after:?}");
+    assert!(!after.contains(&"cap_3".to_owned()));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_snapshot_within_the_minimum_interval_gets_429() {
+    let h = Host::start().await;
+    let (status, body) = h.snapshot_101("first").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = h.snapshot_101("second").await;
+    assert_eq!(status, 429, "{body}");
+    let error = envelope(&body)["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.starts_with("guest 101 took a snapshot 0 s ago; the next one is allowed in 30"),
+        "{error}"
+    );
+    assert!(!h.snapshots_of_101().contains(&"second".to_owned()));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_is_refused_while_the_guests_storage_is_past_the_warning_fill() {
+    let h = Host::start_with_env(&[("FELHOM_AGENT_SNAPSHOTS_MIN_INTERVAL_SECS", "0")]).await;
+    let before = h.snapshots_of_101();
+    h.dh().pve().state().with(|w| {
+        let s = w
+            .storages
+            .iter_mut()
+            .find(|s| s.storage == "local-lvm")
+            .unwrap();
+        s.used = s.total / 100 * 85;
+    });
+    let (status, body) = h.snapshot_101("full_data").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        envelope(&body),
+        failure(
+            "storage local-lvm of guest 101 is 85% full (used space); snapshots are refused from 80% on"
+        )
+    );
+    // Data fill fine, but the thin pool's metadata is at 91 %.
+    h.dh().pve().state().with(|w| {
+        let s = w
+            .storages
+            .iter_mut()
+            .find(|s| s.storage == "local-lvm")
+            .unwrap();
+        s.used = s.total / 2;
+        let pool = &mut w.node.lvmthin[0];
+        let size = pool["metadata_size"].as_u64().unwrap();
+        pool["metadata_used"] = serde_json::json!(size / 100 * 91);
+    });
+    let (status, body) = h.snapshot_101("full_meta").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        envelope(&body),
+        failure(
+            "storage local-lvm of guest 101 is 91% full (thin pool metadata); snapshots are refused from 80% on"
+        )
+    );
+    assert_eq!(h.snapshots_of_101(), before);
     h.stop().await;
 }
 

@@ -111,7 +111,7 @@ pub fn decide(
             if let Some(f) = f.filter(|f| *f >= FILL_WARN) {
                 // A fraction in 0..=1 (or a little above when over-committed).
                 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                let percent = (f * 100.0).floor() as u64;
+                let percent = (f * 100.0).round() as u64;
                 return Err(SnapshotRefusal::StorageFull {
                     vmid,
                     storage: fill.storage.clone(),
