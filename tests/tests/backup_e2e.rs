@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use felhom_proto::agent::v1 as pb;
 use felhom_proto::agent::v1::agent_client::AgentClient;
 use felhom_proto::agent::v1::{GuestBackupRequest, ListOperationsRequest};
 use felhom_simhost::devhost::{Devhost, DevhostOptions, TempDevhost};
@@ -138,6 +139,30 @@ async fn backup_final(h: &Host, vmid: u32) -> Value {
     .await
 }
 
+/// The error a failed backup shows: the guest gets a fixed text naming the job; the operator's
+/// job record (`ListJobs`) has the whole story. Returns the operator's.
+async fn failed_backup_error(h: &Host, vmid: u32, status: &Value) -> String {
+    let job = status["job_id"].as_str().unwrap();
+    assert_eq!(
+        status["error"].as_str().unwrap(),
+        format!(
+            "the job failed; the host operator can see why in the agent's log and in job {job}"
+        ),
+        "{status}"
+    );
+    let jobs = h
+        .agent()
+        .await
+        .list_jobs(pb::ListJobsRequest { vmid, limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    let record = jobs.iter().find(|j| j.job_id == job).unwrap();
+    assert_eq!(record.phase, "failed", "{record:?}");
+    record.error.clone()
+}
+
 /// Polls GET /restore-test/status until a finished test is reported.
 async fn restore_test_final(h: &Host, vmid: u32) -> Value {
     until("restore-test to finish", || async {
@@ -252,7 +277,7 @@ async fn a_failing_vzdump_ends_failed_with_the_tasks_error() {
     let failed = backup_final(&h, 102).await;
     assert_eq!(failed["phase"], "failed", "{failed}");
     assert_eq!(failed["job_id"], job);
-    let error = failed["error"].as_str().unwrap();
+    let error = failed_backup_error(&h, 102, &failed).await;
     assert!(
         error.contains("vzdump to tier 'local' failed: ERROR: Backup of VM 102 failed"),
         "{error}"
@@ -275,7 +300,7 @@ async fn a_backup_is_waited_for_the_backup_deadline_not_the_proxmox_one() {
     assert_eq!(status, 202, "{body}");
     let done = backup_final(&h, 102).await;
     assert_eq!(done["phase"], "failed", "{done}");
-    let error = done["error"].as_str().unwrap();
+    let error = failed_backup_error(&h, 102, &done).await;
     assert!(
         error.contains("still running after the 4s deadline"),
         "{error}"
@@ -292,7 +317,7 @@ async fn a_missing_encryption_key_fails_the_encrypted_tier_closed() {
     assert_eq!(status, 202, "{body}");
     let failed = backup_final(&h, 102).await;
     assert_eq!(failed["phase"], "failed", "{failed}");
-    let error = failed["error"].as_str().unwrap();
+    let error = failed_backup_error(&h, 102, &failed).await;
     assert!(
         error.starts_with("Refusing to back up to tier 'offsite': it is configured as encrypted but its key is not usable: cannot read "),
         "{error}"
@@ -498,7 +523,14 @@ async fn sigkill_mid_restore_test_leaves_no_scratch_guest_after_restart() {
             // boot (the archive says onboot=1, tags felhom;home).
             let config = h.dh().pve().state().guest(9900).unwrap().config;
             assert_eq!(config["onboot"], "0", "{config:?}");
-            assert_eq!(config["tags"], "felhom-scratch", "{config:?}");
+            // Plus the restore's marker, by which compensation knows the guest as its own.
+            let tags: Vec<&str> = config["tags"].split(';').collect();
+            assert_eq!(tags.len(), 2, "{config:?}");
+            assert!(tags.contains(&"felhom-scratch"), "{config:?}");
+            assert!(
+                tags.iter().any(|t| t.starts_with("felhom-op-")),
+                "{config:?}"
+            );
         }
         exercised += 1;
         h.dh_mut().restart_agent(&FAST).await.unwrap();

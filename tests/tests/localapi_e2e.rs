@@ -375,6 +375,97 @@ async fn a_snapshot_is_refused_while_the_guests_storage_is_past_the_warning_fill
     h.stop().await;
 }
 
+/// Texts a guest must never see: they belong to the host operator.
+fn assert_no_host_detail(body: &str) {
+    for secret in [
+        "UPID:",
+        "felhom-agent@pve",
+        "/vms/",
+        "/dev/",
+        "nodes/",
+        "Permission check",
+    ] {
+        assert!(
+            !body.contains(secret),
+            "{secret:?} reached the guest: {body}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_snapshot_task_gives_the_guest_a_fixed_text_without_proxmox_detail() {
+    let h = Host::start().await;
+    h.dh().pve().faults().fail_next_tasks(
+        "vzsnapshot",
+        1,
+        Some("command '/sbin/lvcreate -s -n snap_vm-101-disk-0_x pve/vm-101-disk-0' failed: exit code 5"),
+    );
+    let (status, body) = h.snapshot_101("will_fail").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        envelope(&body),
+        failure("the Proxmox task failed; the host operator can see why in the agent's log")
+    );
+    assert_no_host_detail(&body);
+    assert!(!body.contains("lvcreate"), "{body}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_privilege_the_agent_lacks_is_named_to_the_guest_without_the_acl_path() {
+    let h = Host::start().await;
+    h.dh().pve().state().with(|w| {
+        w.access
+            .roles
+            .get_mut("FelhomAgent")
+            .unwrap()
+            .remove("VM.Snapshot");
+    });
+    let (status, body) = h.snapshot_101("no_priv").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        envelope(&body),
+        failure(
+            "the host agent is not permitted to do this on Proxmox; the host operator must fix the agent's role"
+        )
+    );
+    assert_no_host_detail(&body);
+    h.stop().await;
+}
+
+/// Backing up is not allowed for a guest no policy names (403); asking whether one is due is,
+/// and says why not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_without_a_backup_policy_gets_403_for_a_backup() {
+    let h = Host::start().await;
+    let minted = token::run(&h.dh().info.agent_socket, TokenAction::Mint, 103)
+        .await
+        .unwrap();
+    let (status, body) = send(
+        h.client()
+            .post(h.url("/backup"))
+            .bearer_auth(&minted.line)
+            .json(&serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        envelope(&body),
+        failure("backups are not enabled for this guest")
+    );
+    let (status, body) = send(
+        h.client()
+            .get(h.url("/backup/due"))
+            .bearer_auth(&minted.line),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let due = envelope(&body);
+    assert_eq!(due["data"]["due"], false, "{body}");
+    println!("due for a guest without policy: {body}");
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_revoked_token_gets_401() {
     let h = Host::start().await;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use felhom_proto::agent::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::status;
+use super::guest_status::{self, logged};
 use crate::capabilities::Capabilities;
 use crate::capabilities::guests::SnapshotDone;
 use crate::core::{Actor, Vmid};
@@ -46,7 +46,7 @@ impl LocalApiService {
             .tokens
             .authenticate(token)
             .await
-            .map_err(|e| status::access(&e))
+            .map_err(|e| logged(None, "authenticate", &e, guest_status::access(&e)))
     }
 }
 
@@ -70,7 +70,7 @@ impl pb::local_api_server::LocalApi for LocalApiService {
             .storage
             .guest_mounts(vmid)
             .await
-            .map_err(|e| status::local_api_storage(&e))?
+            .map_err(|e| logged(Some(vmid), "storage", &e, guest_status::storage(&e)))?
             .into_iter()
             .map(|m| pb::GuestMount {
                 key: m.key,
@@ -97,7 +97,7 @@ impl pb::local_api_server::LocalApi for LocalApiService {
             .guests
             .snapshot(Actor::Guest(vmid), vmid, req.name, req.description)
             .await
-            .map_err(|e| status::local_api_guests(&e))?;
+            .map_err(|e| logged(Some(vmid), "snapshot", &e, guest_status::guests(&e)))?;
         Ok(Response::new(snapshot_reply(done)))
     }
 
@@ -111,7 +111,7 @@ impl pb::local_api_server::LocalApi for LocalApiService {
             .guests
             .rollback(Actor::Guest(vmid), vmid, request.into_inner().snapshot)
             .await
-            .map_err(|e| status::local_api_guests(&e))?;
+            .map_err(|e| logged(Some(vmid), "rollback", &e, guest_status::guests(&e)))?;
         Ok(Response::new(snapshot_reply(done)))
     }
 
@@ -125,7 +125,7 @@ impl pb::local_api_server::LocalApi for LocalApiService {
             .backup
             .start(Actor::Guest(vmid), vmid.get(), None)
             .await
-            .map_err(|e| status::backup(&e))?;
+            .map_err(|e| logged(Some(vmid), "backup", &e, guest_status::backup(&e)))?;
         Ok(Response::new(pb::BackupAccepted {
             vmid: vmid.get(),
             job_id: a.job_id,
@@ -144,7 +144,7 @@ impl pb::local_api_server::LocalApi for LocalApiService {
             .backup
             .due(vmid.get())
             .await
-            .map_err(|e| status::backup(&e))?;
+            .map_err(|e| logged(Some(vmid), "backup due", &e, guest_status::backup(&e)))?;
         Ok(Response::new(pb::BackupDue {
             vmid: vmid.get(),
             due: d.due,
@@ -157,12 +157,17 @@ impl pb::local_api_server::LocalApi for LocalApiService {
         request: Request<pb::GetBackupStatusRequest>,
     ) -> Result<Response<pb::BackupStatus>, Status> {
         let vmid = self.caller(&request).await?;
-        let s = self
+        let mut s = self
             .caps
             .backup
             .status(vmid.get())
             .await
-            .map_err(|e| status::backup(&e))?;
+            .map_err(|e| logged(Some(vmid), "backup status", &e, guest_status::backup(&e)))?;
+        // The job's recorded error is the operator's (task texts, storages); the guest learns
+        // that it failed and where to look.
+        if !s.error.is_empty() {
+            s.error = guest_status::job_error(&s.job_id);
+        }
         Ok(Response::new(s))
     }
 
@@ -176,7 +181,14 @@ impl pb::local_api_server::LocalApi for LocalApiService {
             .backup
             .restore_test_status(vmid.get())
             .await
-            .map_err(|e| status::restore_test(&e))?;
+            .map_err(|e| {
+                logged(
+                    Some(vmid),
+                    "restore-test status",
+                    &e,
+                    guest_status::restore_test(&e),
+                )
+            })?;
         Ok(Response::new(s))
     }
 }

@@ -9,6 +9,7 @@
 //! the other's methods (UNIMPLEMENTED), so an operator cannot act as a guest.
 
 mod agent;
+mod guest_status;
 mod local_api;
 pub mod status;
 

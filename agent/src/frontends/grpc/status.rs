@@ -14,7 +14,6 @@ use crate::capabilities::guests::provision::ProvisionError;
 use crate::capabilities::guests::snapshot_limits::{LimitsError, SnapshotRefusal};
 use crate::capabilities::records::RecordsError;
 use crate::capabilities::selftest::SelftestError;
-use crate::capabilities::storage::StorageError;
 use crate::core::error_chain;
 use crate::frontends::local_api_gateway::GatewaySlotError;
 use crate::infra::journaled::JournaledError;
@@ -273,39 +272,6 @@ fn snapshot_refusal(r: &SnapshotRefusal) -> Status {
             Status::failed_precondition(r.to_string())
         }
         SnapshotRefusal::TooSoon { .. } => Status::resource_exhausted(r.to_string()),
-    }
-}
-
-/// What a guest's controller sees when the agent has no Proxmox VE configured: the service is
-/// unavailable (503 through the gateway, so a controller retries), not a conflict.
-pub fn local_api_unconfigured() -> Status {
-    Status::unavailable("Proxmox VE is not configured")
-}
-
-/// Guest calls as the LocalApi answers them.
-pub fn local_api_guests(e: &GuestsError) -> Status {
-    match e {
-        GuestsError::NoPve => local_api_unconfigured(),
-        other @ (GuestsError::Invalid { .. }
-        | GuestsError::Description
-        | GuestsError::NoSnapshot { .. }
-        | GuestsError::Pve(_)
-        | GuestsError::Queue(_)
-        | GuestsError::Tokens(_)
-        | GuestsError::Provision(_)
-        | GuestsError::JobFailed(_)
-        | GuestsError::NoResult
-        | GuestsError::Dropped
-        | GuestsError::SnapshotRefused(_)
-        | GuestsError::SnapshotLimits(_)) => guests(other),
-    }
-}
-
-/// The guests' storage view as the LocalApi answers it.
-pub fn local_api_storage(e: &StorageError) -> Status {
-    match e {
-        StorageError::NoPve => local_api_unconfigured(),
-        StorageError::Pve(p) => pve(p),
     }
 }
 
