@@ -117,6 +117,9 @@ pub struct DevhostOptions {
     pub agent_program: Option<PathBuf>,
     /// Extra environment of the agent process (tests set the agent's test hooks here).
     pub agent_env: Vec<(String, String)>,
+    /// Test hook: another process takes the picked local-API port just before the agent
+    /// starts (the start-up race a new user once met), so the retry is exercised.
+    pub squat_local_api_port: bool,
 }
 
 /// A running devhost.
@@ -130,6 +133,13 @@ pub struct Devhost {
     /// The binary whose `__agent` entry runs the agent.
     agent_exe: PathBuf,
     helper: Child,
+}
+
+/// A port free on 127.0.0.1 right now (the kernel's pick for port 0).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
 }
 
 fn write_private(path: &Path, contents: &str, owner: Option<u32>) -> anyhow::Result<()> {
@@ -195,14 +205,6 @@ impl Devhost {
 
     /// [`Devhost::start`] with `options`.
     pub async fn start_with(dir: &Path, options: &DevhostOptions) -> anyhow::Result<Self> {
-        // A fixed port in the config, so the gateway keeps its address across agent restarts
-        // (port 0 would give every restart a new one, and devhost.json would go stale).
-        let local_api_port = match options.local_api_port {
-            0 => std::net::TcpListener::bind(("127.0.0.1", 0))?
-                .local_addr()?
-                .port(),
-            p => p,
-        };
         let root = nix::unistd::geteuid().is_root();
         let agent_uid = if root {
             UNPRIVILEGED_ID
@@ -255,9 +257,8 @@ impl Devhost {
         let agent_socket = run_dir.join("agent.sock");
         let helper_socket = run_dir.join("helper.sock");
         let config = dir.join("agent.toml");
-        write_private(
-            &config,
-            &format!(
+        let render = |port: u16| -> String {
+            format!(
                 "# Written by felhom-devhost for the simulated host.\n\
                  [proxmox]\nendpoint = \"{url}\"\nnode = \"{node}\"\ntoken_file = \"{token}\"\n\
                  tls_fingerprint = \"{fp}\"\n\n\
@@ -283,7 +284,7 @@ impl Devhost {
                 state = agent_state.display(),
                 sock = agent_socket.display(),
                 helper = helper_socket.display(),
-                port = local_api_port,
+                port = port,
                 pbs_url = pbs.url(),
                 datastore = LINKED_DATASTORE,
                 pbs_token = pbs_token_file.display(),
@@ -305,9 +306,16 @@ impl Devhost {
                     .map(u32::to_string)
                     .collect::<Vec<_>>()
                     .join(", "),
-            ),
-            owner,
-        )?;
+            )
+        };
+        // A fixed port in the config, so the gateway keeps its address across agent restarts
+        // (port 0 would give every restart a new one, and devhost.json would go stale). Picked
+        // after the simulators have bound theirs, so none of them can take it.
+        let mut local_api_port = match options.local_api_port {
+            0 => free_port()?,
+            p => p,
+        };
+        write_private(&config, &render(local_api_port), owner)?;
 
         let agent_gid = if root {
             UNPRIVILEGED_ID
@@ -333,26 +341,47 @@ impl Devhost {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let mut agent = match spawn_agent(&agent_exe, &config, &env) {
-            Ok(agent) => agent,
-            Err(e) => {
-                let _ = crate::devhost_helper::stop(&mut helper).await;
-                return Err(e);
+        // Between picking a free port and the agent binding it, any other process may take
+        // it: then the agent cannot start, and the devhost picks another port and tries again.
+        let mut squatter = None;
+        let mut attempt = 0;
+        let (agent, local_api) = loop {
+            attempt += 1;
+            if options.squat_local_api_port && attempt == 1 {
+                squatter = Some(std::net::TcpListener::bind(("127.0.0.1", local_api_port))?);
+            }
+            let mut agent = match spawn_agent(&agent_exe, &config, &env) {
+                Ok(agent) => agent,
+                Err(e) => {
+                    let _ = crate::devhost_helper::stop(&mut helper).await;
+                    return Err(e);
+                }
+            };
+            let ready = match wait_for_socket(&agent_socket, &mut agent).await {
+                Ok(()) => local_api_setup(&agent_socket, &pve).await,
+                Err(e) => Err(e),
+            };
+            match ready {
+                Ok(l) => break (agent, l),
+                Err(e) => {
+                    let _ = agent.kill();
+                    let _ = agent.wait();
+                    let taken = options.local_api_port == 0
+                        && std::net::TcpListener::bind(("127.0.0.1", local_api_port)).is_err();
+                    if taken && attempt < 4 {
+                        eprintln!(
+                            "felhom-devhost: port {local_api_port} was taken before the agent bound it; trying another"
+                        );
+                        local_api_port = free_port()?;
+                        write_private(&config, &render(local_api_port), owner)?;
+                        continue;
+                    }
+                    let _ = crate::devhost_helper::stop(&mut helper).await;
+                    return Err(e);
+                }
             }
         };
-        let ready = match wait_for_socket(&agent_socket, &mut agent).await {
-            Ok(()) => local_api_setup(&agent_socket, &pve).await,
-            Err(e) => Err(e),
-        };
-        let local_api = match ready {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = agent.kill();
-                let _ = agent.wait();
-                let _ = crate::devhost_helper::stop(&mut helper).await;
-                return Err(e);
-            }
-        };
+        drop(squatter);
 
         let info = DevhostInfo {
             local_api_socket: run_dir.join("localapi.sock"),

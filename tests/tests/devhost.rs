@@ -145,3 +145,29 @@ async fn devhost_serves_the_agent_and_stops_cleanly() {
         "the agent removes its socket on a clean stop"
     );
 }
+
+/// The README's first command must not fail because another process took the port the devhost
+/// picked for the local API before the agent bound it ("Address already in use"): the devhost
+/// notices and starts the agent on another port.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_devhost_starts_when_its_picked_port_is_taken_before_the_agent_binds_it() {
+    let options = felhom_simhost::devhost::DevhostOptions {
+        agent_program: Some(env!("CARGO_BIN_EXE_felhom-devhost").into()),
+        squat_local_api_port: true,
+        ..Default::default()
+    };
+    let host = felhom_simhost::devhost::TempDevhost::start(&options)
+        .await
+        .unwrap();
+    let endpoint = host.dh().info.local_api_endpoint.clone();
+    let client = felhom_simhost::pinned::pinned_client(&host.dh().info.local_api_pin_sha256);
+    let token = host.dh().info.guests[0].token.clone();
+    let response = client
+        .get(format!("https://{endpoint}/storage"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{endpoint}");
+    host.stop().await.unwrap();
+}
