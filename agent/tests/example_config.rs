@@ -15,6 +15,12 @@ fn the_packaged_example_config_loads() {
         "felhom-agent@pve!agent=11111111-2222-3333-4444-555555555555\n",
     )
     .unwrap();
+    // Like systemd's credential copy: private to the agent.
+    std::fs::set_permissions(
+        dir.path().join("pve-token"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o400),
+    )
+    .unwrap();
     let mut env = BTreeMap::new();
     env.insert(
         "CREDENTIALS_DIRECTORY".to_owned(),

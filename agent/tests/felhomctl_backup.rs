@@ -61,6 +61,11 @@ impl Host {
                         .expect("the fixture has the agent's token"),
                 )
                 .expect("write token file");
+                std::fs::set_permissions(
+                    &token_file,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .expect("make the token file private");
                 let state = root.join("state");
                 std::fs::create_dir_all(&state).expect("state dir");
                 let text = format!(

@@ -58,7 +58,7 @@ fn helper_flag_targets_the_helper_socket() {
     assert_eq!(out.code, 3, "{out:?}");
     assert_eq!(
         out.stderr,
-        "felhomctl: cannot connect to /run/felhom/helper.sock: no such file — is felhom-helper running? (--socket to choose another)\n"
+        "felhomctl: cannot connect to /run/felhom-helper/helper.sock: no such file — is felhom-helper running? (--socket to choose another)\n"
     );
 }
 

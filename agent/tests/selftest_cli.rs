@@ -48,6 +48,11 @@ impl Host {
         };
         let token_file = self.dir.path().join("pve-token");
         std::fs::write(&token_file, token).unwrap();
+        std::fs::set_permissions(
+            &token_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         let cfg = self.dir.path().join("agent.toml");
         std::fs::write(
             &cfg,

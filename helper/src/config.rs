@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 
 /// Default socket path.
-pub const DEFAULT_SOCKET: &str = "/run/felhom/helper.sock";
+pub const DEFAULT_SOCKET: &str = "/run/felhom-helper/helper.sock";
 /// Default mount prefix.
 pub const DEFAULT_MOUNT_PREFIX: &str = "/mnt/felhom";
 /// Default state directory (protected from mounts; holds nothing secret).

@@ -5,7 +5,9 @@
 //! Programs run without a shell, with stdin closed, the environment cleared except `PATH` and
 //! `LANG`, in their own process group (so a timeout kills grandchildren too), under a per-call
 //! timeout, with stdout and stderr capped: bytes past the cap are read and discarded so the
-//! child never blocks on a full pipe, and the result says it was truncated.
+//! child never blocks on a full pipe, and the result says it was truncated. Once the helper
+//! dropped its capabilities, each program runs with only its [`ProgramCaps`]; a child that
+//! cannot drop the rest is not started.
 //!
 //! Limits: a child stuck in uninterruptible sleep (D state, e.g. on a dying disk) cannot be
 //! killed by anyone; the call still returns at its timeout and the child is reaped in the
@@ -18,6 +20,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
+
+use crate::privilege::{self, ProgramCaps};
 
 /// PATH given to every child: the fixed system directories, nothing from the caller.
 pub const CHILD_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
@@ -69,6 +73,8 @@ pub struct Invocation {
     pub timeout: Duration,
     /// Keep at most this many bytes of stdout and of stderr each.
     pub output_cap: usize,
+    /// The capabilities the program runs with once the helper dropped its own.
+    pub caps: ProgramCaps,
 }
 
 /// What a finished program left behind.
@@ -113,6 +119,15 @@ pub async fn run(inv: &Invocation) -> Result<Output, ExecError> {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if privilege::children_restricted() {
+        let keep = inv.caps.mask();
+        // SAFETY: the closure runs in the forked child before exec and only makes raw system
+        // calls on stack data (see `restrict_child`): no allocation, no locks.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(move || privilege::restrict_child(keep));
+        }
+    }
     let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
         program: inv.program.clone(),
         source,
@@ -206,6 +221,7 @@ mod tests {
             args: args.iter().map(OsString::from).collect(),
             timeout,
             output_cap: cap,
+            caps: ProgramCaps::Sensors,
         }
     }
 

@@ -20,6 +20,7 @@
 use std::time::Duration;
 
 use crate::exec::{self, ExecError, Invocation};
+use crate::privilege::ProgramCaps;
 use crate::validate::{Bridge, Hostname, StorageId, TemplateVolid, Vmid};
 
 /// Golden create failure.
@@ -110,6 +111,7 @@ pub async fn create(cfg: &GoldenConfig, spec: &GoldenSpec) -> Result<(), GoldenE
         args: spec.argv().into_iter().map(Into::into).collect(),
         timeout: cfg.timeout,
         output_cap: cfg.output_cap,
+        caps: ProgramCaps::Pct,
     };
     let out = exec::run(&inv).await?;
     if out.status.success() {

@@ -1,6 +1,6 @@
 //! felhom-helper: the only felhom code that runs as root.
 //!
-//! A tonic gRPC server on a Unix socket (default `/run/felhom/helper.sock`, group-owned by
+//! A tonic gRPC server on a Unix socket (default `/run/felhom-helper/helper.sock`, group-owned by
 //! the agent's group, mode 0660) serving a closed set of typed operations
 //! (`felhom.helper.v1.Helper`, see `proto/felhom/helper/v1/helper.proto`):
 //!

@@ -38,6 +38,7 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 
 use crate::exec::{self, ExecError, Invocation};
+use crate::privilege::ProgramCaps;
 use crate::validate::{FsType, FsUuid, MountOption, MountPoint};
 
 /// Mount, unmount or list failure.
@@ -306,6 +307,7 @@ async fn probe(cfg: &MountConfig, device: &Path) -> Result<Option<Probed>, Mount
         args: vec!["-p".into(), "-o".into(), "export".into(), device.into()],
         timeout: cfg.blkid_timeout,
         output_cap: 4096,
+        caps: ProgramCaps::Blkid,
     })
     .await?;
     match out.status.code() {

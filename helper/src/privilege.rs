@@ -30,11 +30,13 @@
 //! drop itself) and CAP_SYS_PTRACE (opening `/proc/1/ns/mnt`, see [`crate::hostns`]).
 //!
 //! Children inherit the bounding set: a program executed by root gets
-//! `permitted = bounding` (file capabilities of root are "all"), so the programs above keep
-//! what they need while everything else (module loading, raw network, ptrace, time, boot,
-//! BPF, perf, MAC, syslog …) is gone for the helper and all its children. The helper's own
-//! permitted/effective sets keep only CAP_SYS_ADMIN (for mount) and CAP_SETPCAP is dropped
-//! last, so the sets cannot be widened again.
+//! `permitted = bounding` (file capabilities of root are "all"). So each child, between fork
+//! and exec, shrinks its own bounding set to its program's [`ProgramCaps`] ([`restrict_child`]):
+//! pct keeps [`BOUNDING`], smartctl only CAP_SYS_RAWIO and CAP_SYS_ADMIN, sensors and blkid
+//! (which parses superblocks an attacker may have written) nothing. Everything else (module
+//! loading, raw network, ptrace, time, boot, BPF, perf, MAC, syslog …) is gone for the helper
+//! and all its children. The helper's own effective set keeps only CAP_SYS_ADMIN (for mount);
+//! its permitted set also keeps CAP_SETPCAP ([`CHILD_SETUP`]) for the children's drop.
 //!
 //! Doubt, stated plainly: the pct row is derived from what pve-container's create path does
 //! (extract template in a user namespace, allocate and mount the volume, write config via
@@ -53,6 +55,11 @@ pub enum PrivilegeError {
         "felhom-helper must run as root (euid is {0}); --unprivileged-dev is for the simulated host only"
     )]
     NotRoot(u32),
+    /// The simulated-host switch was given to a root process.
+    #[error(
+        "--unprivileged-dev refused: felhom-helper runs as root; as root it drops its capabilities and restricts its children, which the simulated-host switch would skip"
+    )]
+    DevAsRoot,
     /// A capability set could not be changed.
     #[error("Cannot change the {set} capability set")]
     Caps {
@@ -93,6 +100,113 @@ pub const START_ONLY: &[Capability] = &[Capability::CAP_SETPCAP, Capability::CAP
 /// The capabilities the helper process itself keeps in permitted/effective.
 pub const HELPER_OWN: &[Capability] = &[Capability::CAP_SYS_ADMIN];
 
+/// Kept in the helper's permitted set only (never effective, never in the bounding set): the
+/// forked child raises it to shrink its bounding set to its program's [`ProgramCaps`] just
+/// before exec ([`restrict_child`]). It cannot widen anything: with CAP_SETPCAP a thread may
+/// only drop bounding capabilities, set securebits, or copy bounding capabilities into its
+/// inheritable set — all of which the helper could already pass on by executing a program.
+pub const CHILD_SETUP: Capability = Capability::CAP_SETPCAP;
+
+/// Set once [`drop_capabilities`] succeeded: from then on every child must be restricted.
+static CHILDREN_RESTRICTED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// The capabilities each external program runs with. A program executed by root gets its
+/// bounding set as permitted, so the child's bounding set is shrunk to exactly this before
+/// exec. blkid parses superblocks an attacker may have written, sensors reads sysfs: neither
+/// needs any capability as uid 0 (root owns the device nodes and hwmon files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgramCaps {
+    /// `pct create`: the whole [`BOUNDING`] set (see the module table).
+    Pct,
+    /// smartctl: CAP_SYS_RAWIO (ATA pass-through) and CAP_SYS_ADMIN (NVMe admin commands).
+    Smartctl,
+    /// sensors: none.
+    Sensors,
+    /// blkid: none.
+    Blkid,
+}
+
+impl ProgramCaps {
+    /// The capabilities the program keeps.
+    pub fn keep(self) -> &'static [Capability] {
+        match self {
+            ProgramCaps::Pct => BOUNDING,
+            ProgramCaps::Smartctl => &[Capability::CAP_SYS_RAWIO, Capability::CAP_SYS_ADMIN],
+            ProgramCaps::Sensors | ProgramCaps::Blkid => &[],
+        }
+    }
+
+    /// [`Self::keep`] as a kernel capability mask (bit n = capability n).
+    pub fn mask(self) -> u64 {
+        self.keep().iter().fold(0, |m, c| m | (1u64 << c.index()))
+    }
+}
+
+/// True once the helper dropped its capabilities: children must then be restricted (and a
+/// child that cannot be is not started). Before that (the simulated host, in-process tests)
+/// the process never held more than its caller, and children run as the helper does.
+pub fn children_restricted() -> bool {
+    CHILDREN_RESTRICTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// In a forked child, before exec: raise [`CHILD_SETUP`] and drop every bounding capability
+/// not in `keep_mask`. Only raw system calls on stack data: it runs between fork and exec of a
+/// multi-threaded process, where allocating could deadlock.
+#[allow(unsafe_code)]
+pub fn restrict_child(keep_mask: u64) -> std::io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capget writes two `Data` records (the version-3 layout) into `data`, which is
+    // exactly that size; `header` is a valid version-3 header for the calling thread.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let bit = CHILD_SETUP.index();
+    data[(bit / 32) as usize].effective |= 1 << (bit % 32);
+    // SAFETY: capset reads the header and two `Data` records just filled in by capget.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &raw mut header, data.as_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    for cap in 0..64u32 {
+        if keep_mask & (1u64 << cap) != 0 {
+            continue;
+        }
+        // SAFETY: PR_CAPBSET_DROP takes an integer capability number and touches no memory.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            // Numbers past the kernel's last capability are EINVAL: nothing to drop.
+            if err.raw_os_error() != Some(libc::EINVAL) {
+                return Err(err);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What [`sanitize_process`] read from the environment before clearing it.
 #[derive(Debug, Clone, Default)]
 pub struct StartEnv {
@@ -104,13 +218,14 @@ pub struct StartEnv {
     pub watchdog: Option<std::time::Duration>,
 }
 
-/// Refuses to run unless root (or the simulated-host switch is on).
+/// Refuses to run unless root, and refuses the simulated-host switch as root: it would serve
+/// with every capability and children unrestricted.
 pub fn require_root(unprivileged_dev: bool) -> Result<(), PrivilegeError> {
     let euid = nix::unistd::geteuid().as_raw();
-    if euid == 0 || unprivileged_dev {
-        Ok(())
-    } else {
-        Err(PrivilegeError::NotRoot(euid))
+    match (euid == 0, unprivileged_dev) {
+        (true, false) | (false, true) => Ok(()),
+        (true, true) => Err(PrivilegeError::DevAsRoot),
+        (false, false) => Err(PrivilegeError::NotRoot(euid)),
     }
 }
 
@@ -187,8 +302,9 @@ fn close_fds_from_proc() {
     }
 }
 
-/// Shrinks bounding to [`BOUNDING`] and permitted/effective/inheritable/ambient to
-/// [`HELPER_OWN`]. Call after the socket is bound and chowned.
+/// Shrinks bounding to [`BOUNDING`], effective to [`HELPER_OWN`], permitted to
+/// [`HELPER_OWN`] plus [`CHILD_SETUP`], and clears inheritable/ambient. Call after the socket
+/// is bound and chowned.
 pub fn drop_capabilities() -> Result<(), PrivilegeError> {
     let keep: HashSet<Capability> = BOUNDING.iter().copied().collect();
     // Bounding first: dropping from it needs CAP_SETPCAP, which is still effective here.
@@ -213,9 +329,12 @@ pub fn drop_capabilities() -> Result<(), PrivilegeError> {
         set: "effective",
         source,
     })?;
-    caps::set(None, CapSet::Permitted, &own).map_err(|source| PrivilegeError::Caps {
+    let mut permitted = own;
+    permitted.insert(CHILD_SETUP);
+    caps::set(None, CapSet::Permitted, &permitted).map_err(|source| PrivilegeError::Caps {
         set: "permitted",
         source,
     })?;
+    CHILDREN_RESTRICTED.store(true, std::sync::atomic::Ordering::SeqCst);
     Ok(())
 }

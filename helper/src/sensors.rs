@@ -12,6 +12,7 @@ use std::time::Duration;
 use felhom_proto::helper::v1::{SensorsReport, TemperatureReading};
 
 use crate::exec::{self, ExecError, Invocation};
+use crate::privilege::ProgramCaps;
 
 /// Sensor read failure.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,7 @@ pub async fn read(cfg: &SensorsConfig) -> Result<SensorsReport, SensorsError> {
         args: vec!["-j".into()],
         timeout: cfg.timeout,
         output_cap: cfg.output_cap,
+        caps: ProgramCaps::Sensors,
     };
     let out = exec::run(&inv).await?;
     if !out.status.success() {

@@ -1,10 +1,11 @@
 //! The gRPC side: socket setup, the `felhom.helper.v1.Helper` service, error → status maps.
 //!
-//! Socket lifecycle ([`bind`]): refuse if something other than a socket sits at the path;
-//! if a socket is there and something answers on it, another helper runs → refuse; otherwise
-//! it is stale → remove. Bind (under umask 0177 so the socket never exists with wider
-//! permissions), chown to the configured group, chmod 0660. Readiness is sent by the caller
-//! after the privilege drop.
+//! Socket lifecycle ([`bind`]): the socket's directory must be the helper's own (root-owned,
+//! writable by no one else, not a symlink), so the agent — allowed only to connect — cannot
+//! swap the socket; refuse if something other than a socket sits at the path; if a socket is
+//! there and something answers on it, another helper runs → refuse; otherwise it is stale →
+//! remove. Bind under umask 0117 (born 0660, never wider), set the group without following
+//! symlinks, check the result. Readiness is sent by the caller after the privilege drop.
 //!
 //! Every handler: take the [`Caller`] the peer check put into the request, validate every
 //! field into newtypes (an [`Invalid`] becomes INVALID_ARGUMENT naming the field, also in
@@ -12,7 +13,7 @@
 //! validated arguments and the duration. Error → status maps are exhaustive matches.
 
 use std::future::Future;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -51,6 +52,28 @@ pub enum ServeError {
     /// Something that is not a socket sits at the socket path.
     #[error("{0} exists and is not a socket; refusing to replace it")]
     NotASocket(std::path::PathBuf),
+    /// The socket path has no directory part.
+    #[error("--socket {0} must name a file inside a directory")]
+    NoDirectory(std::path::PathBuf),
+    /// The socket's directory could let the agent replace the socket.
+    #[error("Refusing the socket directory {dir}")]
+    Directory {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: DirError,
+    },
+    /// After binding, the socket path is not the socket just bound with the expected mode.
+    #[error("{path} changed while binding (mode {mode:04o}, group {gid}); refusing to serve")]
+    Replaced {
+        /// The socket path.
+        path: std::path::PathBuf,
+        /// Mode found.
+        mode: u32,
+        /// Group found.
+        gid: u32,
+    },
     /// Another process answers on the socket.
     #[error("Another helper is already serving on {0}")]
     AlreadyServing(std::path::PathBuf),
@@ -76,7 +99,13 @@ pub enum ServeError {
     HostNs(#[from] HostNsError),
 }
 
-/// Binds the socket: stale-socket handling, bind, chown to the group, chmod 0660.
+/// Binds the socket: checks its directory, stale-socket handling, bind, group.
+///
+/// The directory must be the helper's own (owned by its euid, writable by no one else, every
+/// ancestor likewise or sticky): then the agent cannot swap the socket, or a symlink in its
+/// place, between the steps below. A missing directory is created 0750 with the socket's
+/// group. The socket is born 0660 (umask 0117 around bind) and its group is set with
+/// `lchown`, which never follows a symlink; the result is checked with `lstat`.
 ///
 /// Returns a std listener (non-blocking) so the binary can bind, then drop capabilities,
 /// and only then start the (multi-threaded) runtime: capability sets are per thread, so the
@@ -90,6 +119,14 @@ pub fn bind(cfg: &Config) -> Result<std::os::unix::net::UnixListener, ServeError
             source,
         }
     };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .ok_or_else(|| ServeError::NoDirectory(path.clone()))?;
+    socket_dir(dir, cfg).map_err(|source| ServeError::Directory {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -101,10 +138,7 @@ pub fn bind(cfg: &Config) -> Result<std::os::unix::net::UnixListener, ServeError
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(sock_err("inspect")(e)),
     }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(sock_err("create the directory of"))?;
-    }
-    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o117));
     let listener = std::os::unix::net::UnixListener::bind(path);
     nix::sys::stat::umask(old);
     let listener = listener.map_err(sock_err("bind"))?;
@@ -112,11 +146,139 @@ pub fn bind(cfg: &Config) -> Result<std::os::unix::net::UnixListener, ServeError
         .set_nonblocking(true)
         .map_err(sock_err("make non-blocking"))?;
     if !cfg.unprivileged_dev {
-        std::os::unix::fs::chown(path, None, Some(cfg.socket_gid)).map_err(sock_err("chown"))?;
+        std::os::unix::fs::lchown(path, None, Some(cfg.socket_gid)).map_err(sock_err("chown"))?;
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .map_err(sock_err("chmod"))?;
+    let meta = std::fs::symlink_metadata(path).map_err(sock_err("inspect"))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    let group_ok = cfg.unprivileged_dev || meta.gid() == cfg.socket_gid;
+    if !meta.file_type().is_socket() || mode != 0o660 || !group_ok {
+        return Err(ServeError::Replaced {
+            path: path.clone(),
+            mode,
+            gid: meta.gid(),
+        });
+    }
     Ok(listener)
+}
+
+/// Why a socket directory is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DirError {
+    /// Not a directory (a symlink counts as not a directory).
+    #[error("{0} is not a directory (symlinks are refused)")]
+    NotADirectory(std::path::PathBuf),
+    /// Owned by someone other than the helper.
+    #[error("{path} is owned by uid {uid}, not by the helper's uid {euid}")]
+    Owner {
+        /// The directory or ancestor.
+        path: std::path::PathBuf,
+        /// Its owner.
+        uid: u32,
+        /// The helper's effective uid.
+        euid: u32,
+    },
+    /// Writable by its group or others (and not sticky, for an ancestor).
+    #[error("{path} is writable by group or others (mode {mode:04o})")]
+    Writable {
+        /// The directory or ancestor.
+        path: std::path::PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
+    /// The socket's group cannot reach the socket.
+    #[error(
+        "group {gid} cannot enter it (mode {mode:04o}, group {dir_gid}): the agent could not connect"
+    )]
+    Unreachable {
+        /// The socket group.
+        gid: u32,
+        /// The directory's group.
+        dir_gid: u32,
+        /// Its mode bits.
+        mode: u32,
+    },
+    /// A file-system call failed.
+    #[error("cannot {step} {path}")]
+    Io {
+        /// What was being done.
+        step: &'static str,
+        /// The path.
+        path: std::path::PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Checks (or creates) the socket directory `dir` and its ancestors; see [`bind`].
+fn socket_dir(dir: &std::path::Path, cfg: &Config) -> Result<(), DirError> {
+    let euid = nix::unistd::geteuid().as_raw();
+    let io = |step: &'static str, path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| DirError::Io { step, path, source }
+    };
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o027));
+            let made = std::fs::DirBuilder::new().mode(0o750).create(dir);
+            nix::sys::stat::umask(old);
+            made.map_err(io("create", dir))?;
+            if !cfg.unprivileged_dev {
+                std::os::unix::fs::lchown(dir, None, Some(cfg.socket_gid))
+                    .map_err(io("chown", dir))?;
+            }
+            std::fs::symlink_metadata(dir).map_err(io("inspect", dir))?
+        }
+        Err(e) => return Err(io("inspect", dir)(e)),
+    };
+    if !meta.file_type().is_dir() {
+        return Err(DirError::NotADirectory(dir.to_path_buf()));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if meta.uid() != euid {
+        return Err(DirError::Owner {
+            path: dir.to_path_buf(),
+            uid: meta.uid(),
+            euid,
+        });
+    }
+    if mode & 0o022 != 0 {
+        return Err(DirError::Writable {
+            path: dir.to_path_buf(),
+            mode,
+        });
+    }
+    let reachable = mode & 0o001 != 0 || (meta.gid() == cfg.socket_gid && mode & 0o010 != 0);
+    if !reachable && !cfg.unprivileged_dev {
+        return Err(DirError::Unreachable {
+            gid: cfg.socket_gid,
+            dir_gid: meta.gid(),
+            mode,
+        });
+    }
+    // Whoever can rename an ancestor can swap the whole directory. Ancestors are checked as
+    // resolved (`/var/run` → `/run`); the directory itself must not be a symlink (above).
+    let parent = dir.parent().unwrap_or(std::path::Path::new("/"));
+    let parent = parent.canonicalize().map_err(io("resolve", parent))?;
+    for ancestor in parent.ancestors() {
+        let meta = std::fs::symlink_metadata(ancestor).map_err(io("inspect", ancestor))?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if meta.uid() != 0 && meta.uid() != euid {
+            return Err(DirError::Owner {
+                path: ancestor.to_path_buf(),
+                uid: meta.uid(),
+                euid,
+            });
+        }
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(DirError::Writable {
+                path: ancestor.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Serves the helper service and reflection on `listener` until `shutdown` completes, with

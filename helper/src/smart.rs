@@ -22,6 +22,7 @@ use felhom_proto::helper::v1::{DriveProtocol, SmartHealth, SmartReport};
 use serde::Deserialize;
 
 use crate::exec::{self, ExecError, Invocation};
+use crate::privilege::ProgramCaps;
 use crate::validate::DevicePath;
 
 /// SMART read failure.
@@ -71,6 +72,7 @@ pub async fn read(cfg: &SmartConfig, device: &DevicePath) -> Result<SmartReport,
         args: vec!["--json=c".into(), "--all".into(), device.as_str().into()],
         timeout: cfg.timeout,
         output_cap: cfg.output_cap,
+        caps: ProgramCaps::Smartctl,
     };
     let out = exec::run(&inv).await?;
     let status = out

@@ -271,3 +271,94 @@ async fn hung_program_is_killed_at_its_timeout() {
         "{audit}"
     );
 }
+
+/// The capability masks (`CapPrm`, `CapBnd`) a stand-in recorded from `/proc/$$/status`.
+fn recorded_caps(path: &std::path::Path) -> (u64, u64) {
+    let text = std::fs::read_to_string(path).expect("the stand-in recorded its capabilities");
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| u64::from_str_radix(v.trim(), 16).expect("hex mask"))
+            .unwrap_or_else(|| panic!("{name} missing in {text}"))
+    };
+    (field("CapPrm:"), field("CapBnd:"))
+}
+
+fn running_as_root(test: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        println!("SKIPPED {test}: the helper drops capabilities only when it runs as root");
+    }
+    root
+}
+
+#[tokio::test]
+async fn smartctl_runs_with_only_raw_io_and_sys_admin() {
+    if !running_as_root("smartctl_runs_with_only_raw_io_and_sys_admin") {
+        return;
+    }
+    let dir = common::temp_dir();
+    let record = dir.path().join("smartctl-caps");
+    let smartctl = common::script(
+        dir.path(),
+        "smartctl",
+        &format!(
+            "grep '^Cap' /proc/$$/status > {}\ncat {}",
+            record.display(),
+            fixture("smartctl/sata-hdd.json").display()
+        ),
+    );
+    let helper = common::start_in(
+        dir,
+        common::Options {
+            smartctl: Some(smartctl),
+            ..Default::default()
+        },
+    );
+    helper
+        .client()
+        .await
+        .read_smart(ReadSmartRequest {
+            device: "/dev/sda".into(),
+        })
+        .await
+        .expect("SMART read");
+    const CAP_SYS_RAWIO: u64 = 1 << 17;
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    assert_eq!(
+        recorded_caps(&record),
+        (CAP_SYS_RAWIO | CAP_SYS_ADMIN, CAP_SYS_RAWIO | CAP_SYS_ADMIN)
+    );
+}
+
+#[tokio::test]
+async fn sensors_runs_with_no_capabilities() {
+    if !running_as_root("sensors_runs_with_no_capabilities") {
+        return;
+    }
+    let dir = common::temp_dir();
+    let record = dir.path().join("sensors-caps");
+    let sensors = common::script(
+        dir.path(),
+        "sensors",
+        &format!(
+            "grep '^Cap' /proc/$$/status > {}\ncat {}",
+            record.display(),
+            fixture("sensors/proxmox-host.json").display()
+        ),
+    );
+    let helper = common::start_in(
+        dir,
+        common::Options {
+            sensors: Some(sensors),
+            ..Default::default()
+        },
+    );
+    helper
+        .client()
+        .await
+        .read_sensors(ReadSensorsRequest {})
+        .await
+        .expect("sensors read");
+    assert_eq!(recorded_caps(&record), (0, 0));
+}

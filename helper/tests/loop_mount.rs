@@ -496,3 +496,66 @@ async fn mount_by_a_sandboxed_helper_lands_in_the_host_namespace() {
     assert!(!mount_points("/proc/self/mountinfo").contains(&mount_point));
     drop(guard);
 }
+
+#[tokio::test]
+async fn blkid_probes_the_drive_with_no_capabilities() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIPPED blkid_probes_the_drive_with_no_capabilities: needs root");
+        return;
+    }
+    let dir = common::temp_dir();
+    let record = dir.path().join("blkid-caps");
+    // blkid parses superblocks whoever wrote the drive chose: it must run with nothing.
+    let blkid = common::script(
+        dir.path(),
+        "blkid",
+        &format!(
+            "grep '^Cap' /proc/$$/status >> {}\nexec /usr/sbin/blkid \"$@\"",
+            record.display()
+        ),
+    );
+    let helper = common::start_in(
+        dir,
+        common::Options {
+            extra: vec!["--blkid".into(), blkid.display().to_string()],
+            ..Default::default()
+        },
+    );
+    let uuid = fresh_uuid();
+    let _guard = match attach_image(helper.dir.path(), &helper.prefix, &uuid) {
+        Ok(g) => g,
+        Err(reason) => {
+            println!(
+                "SKIPPED blkid_probes_the_drive_with_no_capabilities: no loop device: {reason}"
+            );
+            return;
+        }
+    };
+    let mp = helper.prefix.join("usb1");
+    helper
+        .client()
+        .await
+        .mount_by_uuid(MountByUuidRequest {
+            fs_uuid: uuid,
+            mount_point: mp.display().to_string(),
+            fs_type: "ext4".into(),
+            options: vec![],
+        })
+        .await
+        .expect("mount by UUID through the stand-in blkid");
+    let text = std::fs::read_to_string(&record).expect("blkid ran");
+    for line in text.lines() {
+        let (name, mask) = line.split_once(':').expect("Cap line");
+        if name == "CapPrm" || name == "CapBnd" || name == "CapEff" {
+            assert_eq!(mask.trim(), "0000000000000000", "{text}");
+        }
+    }
+    let _ = helper
+        .client()
+        .await
+        .unmount(UnmountRequest {
+            mount_point: mp.display().to_string(),
+            lazy: false,
+        })
+        .await;
+}

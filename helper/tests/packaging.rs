@@ -50,7 +50,7 @@ fn unit_sandboxes_the_file_system_and_mounts_through_the_host_namespace() {
     assert!(!exec.contains("--host-mount-ns"), "{exec}");
     assert!(!exec.contains("--mountinfo"), "{exec}");
     assert_eq!(directive("ProtectSystem"), "strict");
-    assert_eq!(directive("ReadWritePaths"), "/run/felhom");
+    assert_eq!(directive("ReadWritePaths"), "/run/felhom-helper");
     for on in [
         "PrivateTmp",
         "ProtectHome",

@@ -42,6 +42,133 @@ fn socket_is_group_owned_and_mode_0660() {
     assert_eq!(meta.gid(), 65534);
 }
 
+/// Runs the helper binary once on `socket` and returns its stderr (it must fail).
+fn refused(socket: &std::path::Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_felhom-helper"))
+        .arg("--socket")
+        .arg(socket)
+        .args(["--socket-group", "0", "--agent-user", "4242"])
+        .output()
+        .expect("run the helper");
+    assert!(
+        !out.status.success(),
+        "the helper started on {}",
+        socket.display()
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn refuses_a_socket_directory_owned_by_the_agent() {
+    let dir = common::temp_dir();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).expect("mkdir");
+    std::os::unix::fs::chown(&run, Some(4242), Some(4242)).expect("chown to the agent");
+    let stderr = refused(&run.join("helper.sock"));
+    assert!(
+        stderr.contains(&format!(
+            "Refusing the socket directory {}: {} is owned by uid 4242, not by the helper's uid 0",
+            run.display(),
+            run.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!run.join("helper.sock").exists());
+}
+
+#[test]
+fn refuses_a_socket_directory_others_can_write() {
+    let dir = common::temp_dir();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).expect("mkdir");
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o770)).expect("chmod");
+    let stderr = refused(&run.join("helper.sock"));
+    assert!(
+        stderr.contains(&format!(
+            "{} is writable by group or others (mode 0770)",
+            run.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn refuses_a_socket_directory_that_is_a_symlink() {
+    let dir = common::temp_dir();
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).expect("mkdir");
+    let link = dir.path().join("run");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+    let stderr = refused(&link.join("helper.sock"));
+    assert!(
+        stderr.contains(&format!(
+            "{} is not a directory (symlinks are refused)",
+            link.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!real.join("helper.sock").exists());
+}
+
+#[test]
+fn refuses_a_socket_directory_below_one_the_agent_owns() {
+    let dir = common::temp_dir();
+    let agents = dir.path().join("agents");
+    std::fs::create_dir(&agents).expect("mkdir");
+    std::os::unix::fs::chown(&agents, Some(4242), Some(4242)).expect("chown to the agent");
+    let run = agents.join("run");
+    std::fs::create_dir(&run).expect("mkdir");
+    let stderr = refused(&run.join("helper.sock"));
+    assert!(
+        stderr.contains(&format!("{} is owned by uid 4242", agents.display())),
+        "the agent could rename {}: {stderr}",
+        run.display()
+    );
+}
+
+#[test]
+fn a_missing_socket_directory_is_created_0750_with_the_socket_group() {
+    let dir = common::temp_dir();
+    let run = dir.path().join("felhom-helper");
+    let helper = common::start_at(
+        dir,
+        &run.join("helper.sock"),
+        common::Options {
+            socket_gid: 65534,
+            ..Default::default()
+        },
+    );
+    let meta = std::fs::symlink_metadata(&run).expect("directory created");
+    assert!(meta.is_dir());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o750);
+    assert_eq!((meta.uid(), meta.gid()), (0, 65534));
+    assert!(std::os::unix::net::UnixStream::connect(&helper.socket).is_ok());
+}
+
+#[test]
+fn refuses_the_simulated_host_switch_as_root() {
+    let dir = common::temp_dir();
+    let out = Command::new(env!("CARGO_BIN_EXE_felhom-helper"))
+        .arg("--socket")
+        .arg(dir.path().join("helper.sock"))
+        .args([
+            "--socket-group",
+            "0",
+            "--agent-user",
+            "4242",
+            "--unprivileged-dev",
+        ])
+        .output()
+        .expect("run the helper");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--unprivileged-dev refused: felhom-helper runs as root"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("helper.sock").exists());
+}
+
 #[test]
 fn stale_socket_is_replaced() {
     let dir = common::temp_dir();
@@ -122,8 +249,13 @@ fn check_dropped(status: &str) {
     const CAP_SYS_RAWIO: u64 = 1 << 17;
     const CAP_NET_RAW: u64 = 1 << 13;
     const CAP_SYS_PTRACE: u64 = 1 << 19;
+    const CAP_SETPCAP: u64 = 1 << 8;
     assert_eq!(field("CapEff:"), CAP_SYS_ADMIN, "{status}");
-    assert_eq!(field("CapPrm:"), CAP_SYS_ADMIN, "{status}");
+    assert_eq!(
+        field("CapPrm:"),
+        CAP_SYS_ADMIN | CAP_SETPCAP,
+        "SETPCAP stays permitted only, for the children's bounding drop: {status}"
+    );
     let bounding = field("CapBnd:");
     assert_eq!(bounding & CAP_SYS_MODULE, 0, "module loading stays dropped");
     assert_eq!(bounding & CAP_NET_RAW, 0, "raw network stays dropped");

@@ -255,7 +255,9 @@ impl Devhost {
             nix::unistd::chown(&run_dir, Some(uid.into()), Some(uid.into()))?;
         }
         let agent_socket = run_dir.join("agent.sock");
-        let helper_socket = run_dir.join("helper.sock");
+        // The helper's directory is its own (it creates it 0750 with the agent's group), like
+        // /run/felhom-helper: the agent may connect but not replace the socket.
+        let helper_socket = dir.join("helper-run").join("helper.sock");
         let config = dir.join("agent.toml");
         let render = |port: u16| -> String {
             format!(

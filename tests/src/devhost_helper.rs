@@ -6,7 +6,7 @@
 //!
 //! The helper takes program paths and runs them with a fixed argv, so `DIR/bin/smartctl` and
 //! `DIR/bin/sensors` are two-line `#!/bin/sh` wrappers that exec this binary with the entry.
-//! It serves `DIR/run/helper.sock` (group: the agent's, mode 0660) and admits exactly the
+//! It serves `DIR/helper-run/helper.sock` (group: the agent's, mode 0660) and admits exactly the
 //! agent's uid (and root, by design, for diagnostics). Its host mount namespace is the
 //! devhost's own, and mounts land under `DIR/mnt`.
 //!

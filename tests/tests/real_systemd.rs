@@ -57,6 +57,7 @@ const CHECKS: &[&str] = &[
     "selftest:outsider",
     "helper:agent",
     "helper:refuses",
+    "helper:dir",
     "local-api",
     "no-restarts",
     "kill-restart",

@@ -31,6 +31,7 @@ use crate::capabilities::guests::snapshot_limits::SnapshotLimits;
 use crate::core::StorageClass;
 use crate::infra::pbs::{PbsClientConfig, PbsToken};
 use crate::infra::pve::{ApiToken, CertFingerprint, PveClientConfig, TlsTrust};
+use crate::infra::secret_file::{self, Origin, SecretFileError};
 use felhom_localapi_gateway::Limits;
 
 /// Name of the systemd credential holding the Proxmox VE API token.
@@ -56,12 +57,11 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
     #[error("{key}: is required")]
     Missing { key: String },
-    #[error("{key}: cannot read secret file {path}")]
-    SecretRead {
+    #[error("{key}")]
+    Secret {
         key: String,
-        path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: SecretFileError,
     },
 }
 
@@ -635,9 +635,12 @@ fn read_secret(
             });
         }
     };
-    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretRead {
+    let origin = match file {
+        Some(_) => Origin::File,
+        None => Origin::Credential,
+    };
+    let text = secret_file::read(&path, origin).map_err(|source| ConfigError::Secret {
         key: key.clone(),
-        path: path.clone(),
         source,
     })?;
     Ok((key, text))
@@ -798,14 +801,20 @@ mod tests {
         dir: tempfile::TempDir,
     }
 
+    /// Writes a secret file as the agent expects it: 0600, owned by this process.
+    fn write_secret(path: impl AsRef<Path>, text: impl AsRef<[u8]>) {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
     impl Fixture {
         fn new() -> Self {
             let dir = tempfile::tempdir().unwrap();
-            std::fs::write(
+            write_secret(
                 dir.path().join("token"),
                 format!("felhom-agent@pve!agent={SECRET}\n"),
-            )
-            .unwrap();
+            );
             Self { dir }
         }
         fn token_path(&self) -> String {
@@ -867,11 +876,10 @@ mod tests {
     #[test]
     fn the_shipped_example_loads_with_its_backup_sections_enabled() {
         let f = Fixture::new();
-        std::fs::write(
+        write_secret(
             f.dir.path().join("pbs-token"),
             format!("felhom-agent@pbs!agent:{SECRET}\n"),
-        )
-        .unwrap();
+        );
         let cfg = load(&example_uncommented(&f), &[]).unwrap();
         let pbs = cfg.pbs.expect("[pbs] configured");
         assert_eq!(pbs.datastore, "felhom");
@@ -959,11 +967,10 @@ mod tests {
     #[test]
     fn the_token_comes_from_the_systemd_credential() {
         let f = Fixture::new();
-        std::fs::write(
+        write_secret(
             f.dir.path().join("pve-token"),
             format!("felhom-agent@pve!agent={SECRET}"),
-        )
-        .unwrap();
+        );
         let text = "[proxmox]\nendpoint = \"https://127.0.0.1:8006\"\nnode = \"pve1\"\ninsecure_skip_verify = true\n";
         let dir = f.dir.path().display().to_string();
         let cfg = load(text, &[("CREDENTIALS_DIRECTORY", &dir)]).unwrap();
@@ -1045,13 +1052,31 @@ mod tests {
     }
 
     #[test]
+    fn a_group_readable_token_file_is_refused_naming_file_and_mode() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let f = Fixture::new();
+        let path = f.dir.path().join("token");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = load(&f.toml(&format!("tls_fingerprint = \"{FP}\"")), &[]).unwrap_err();
+        assert_eq!(
+            format!(
+                "{err}: {}",
+                std::error::Error::source(&err).expect("the file's problem")
+            ),
+            format!(
+                "proxmox.token_file: secret file {} is readable or writable by group or others (mode 0640); make it 0600 or 0400",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
     fn a_malformed_token_file_is_reported_without_the_secret() {
         let f = Fixture::new();
-        std::fs::write(
+        write_secret(
             f.dir.path().join("token"),
             format!("felhom-agent@pve={SECRET}"),
-        )
-        .unwrap();
+        );
         let err = load(&f.toml(&format!("tls_fingerprint = \"{FP}\"")), &[]).unwrap_err();
         let text = err.to_string();
         assert!(!text.contains(SECRET), "{text}");

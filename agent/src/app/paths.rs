@@ -12,7 +12,7 @@ pub const LOCAL_API_SOCKET: &str = "/run/felhom/localapi.sock";
 /// Group a standalone `felhom-localapi-gateway` runs in, when the operator configures one.
 pub const GATEWAY_GROUP: &str = "felhom-gateway";
 /// Root helper's gRPC socket; 0660, group of the agent user.
-pub const HELPER_SOCKET: &str = "/run/felhom/helper.sock";
+pub const HELPER_SOCKET: &str = "/run/felhom-helper/helper.sock";
 /// The agent's system user.
 pub const AGENT_USER: &str = "felhom-agent";
 /// Group of operators allowed on the agent socket.

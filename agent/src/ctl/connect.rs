@@ -94,7 +94,7 @@ mod tests {
     #[test]
     fn helper_socket_hints_name_the_helper() {
         let failure = classify(
-            Path::new("/run/felhom/helper.sock"),
+            Path::new("/run/felhom-helper/helper.sock"),
             std::io::Error::from(ErrorKind::NotFound),
         );
         assert_eq!(

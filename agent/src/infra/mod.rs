@@ -7,6 +7,7 @@
 //! - [`state`]: the SQLite state database (journal, audit chain, tokens, job and backup history).
 //! - [`queue`]: the per-guest work queue (one mutation at a time per guest).
 //! - [`journaled`]: the journaled-operation engine (resumable or compensated multi-step work).
+//! - [`secret_file`]: reading a token or key only from a file no one but the agent can read.
 
 pub mod helper;
 pub mod journaled;
@@ -14,4 +15,5 @@ pub mod pbs;
 pub mod proxmox;
 pub mod pve;
 pub mod queue;
+pub mod secret_file;
 pub mod state;

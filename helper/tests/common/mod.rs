@@ -94,6 +94,12 @@ pub fn temp_dir() -> tempfile::TempDir {
 /// Starts the helper with `opts` in `dir` and waits for READY=1.
 pub fn start_in(dir: tempfile::TempDir, opts: Options) -> Helper {
     let socket = dir.path().join("helper.sock");
+    start_at(dir, &socket, opts)
+}
+
+/// Starts the helper serving `socket` (anywhere), its other files in `dir`.
+pub fn start_at(dir: tempfile::TempDir, socket: &Path, opts: Options) -> Helper {
+    let socket = socket.to_path_buf();
     let audit = dir.path().join("audit.log");
     let prefix = dir.path().join("mnt");
     let notify = dir.path().join("notify.sock");

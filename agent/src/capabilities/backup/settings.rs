@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use super::schedule::Schedule;
 use crate::infra::pve::{BackupMode, validate_storage_id};
+use crate::infra::secret_file::{self, Origin, SecretFileError};
 
 /// A configuration problem: the key and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -416,12 +417,9 @@ impl BackupSettings {
 /// Why an encrypted tier's key cannot be used; the text is what the operator sees.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
-    #[error("cannot read {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// Unreadable, or readable by someone besides the agent.
+    #[error(transparent)]
+    File(#[from] SecretFileError),
     #[error("{path} is not a PBS client key file ({reason})")]
     Shape { path: PathBuf, reason: String },
 }
@@ -435,12 +433,10 @@ pub struct KeyFileInfo {
 
 /// Checks that `path` holds a PBS client key file (`proxmox-backup-client key create` JSON:
 /// `kdf`, `created`, `modified`, `data`, optional `fingerprint`). Reads it only to check its
-/// shape; the key material is dropped at once and never logged.
+/// shape; the key material is dropped at once and never logged. Like a token, the file must be
+/// the agent's own, 0600 or 0400 ([`secret_file`]).
 pub fn check_key_file(path: &Path) -> Result<KeyFileInfo, KeyFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = secret_file::read(path, Origin::File)?;
     let shape = |reason: &str| KeyFileError::Shape {
         path: path.to_owned(),
         reason: reason.into(),
@@ -591,6 +587,22 @@ mod tests {
     }
 
     #[test]
+    fn a_key_file_the_agent_group_can_read_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.json");
+        std::fs::write(&key, r#"{"kdf":null,"data":"c2VjcmV0"}"#).unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o640))
+            .unwrap();
+        assert_eq!(
+            check_key_file(&key).unwrap_err().to_string(),
+            format!(
+                "secret file {} is readable or writable by group or others (mode 0640); make it 0600 or 0400",
+                key.display()
+            )
+        );
+    }
+
+    #[test]
     fn key_file_shape_is_checked_without_reading_it_out() {
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("k.json");
@@ -599,6 +611,11 @@ mod tests {
             r#"{"kdf":null,"created":"2026-01-01T00:00:00Z","modified":"2026-01-01T00:00:00Z","data":"c2VjcmV0","fingerprint":"aa:bb"}"#,
         )
         .unwrap();
+        let private = |p: &Path| {
+            std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap()
+        };
+        private(&good);
         assert_eq!(
             check_key_file(&good).unwrap().fingerprint.as_deref(),
             Some("aa:bb")
@@ -608,10 +625,11 @@ mod tests {
             check_key_file(&missing)
                 .unwrap_err()
                 .to_string()
-                .starts_with("cannot read ")
+                .starts_with("cannot read secret file ")
         );
         let junk = dir.path().join("junk.json");
         std::fs::write(&junk, "{\"data\":\"x\"}").unwrap();
+        private(&junk);
         assert_eq!(
             check_key_file(&junk).unwrap_err().to_string(),
             format!(
