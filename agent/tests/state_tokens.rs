@@ -126,3 +126,47 @@ fn token_survives_reopen_and_is_not_stored_in_clear() {
         );
     }
 }
+
+/// Makes every later audit append fail, as a full disk or a corrupt page would.
+fn break_audit_log(db: &StateDb) {
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER no_audit BEFORE INSERT ON audit_log \
+         BEGIN SELECT RAISE(ABORT, 'audit log unavailable'); END;",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_token_whose_audit_row_cannot_be_written_is_not_minted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = StateDb::open(dir.path()).unwrap();
+    break_audit_log(&db);
+
+    let err = db.tokens().mint_audited(9001, "operator").unwrap_err();
+
+    assert!(matches!(err, TokensError::Audit(_)), "{err}");
+    assert_eq!(
+        db.tokens().info(9001).unwrap(),
+        None,
+        "no token without its audit row"
+    );
+}
+
+#[test]
+fn a_rotation_whose_audit_row_cannot_be_written_keeps_the_old_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = StateDb::open(dir.path()).unwrap();
+    let first = db.tokens().mint_audited(9001, "operator").unwrap();
+    break_audit_log(&db);
+
+    let err = db.tokens().rotate_audited(9001, "operator").unwrap_err();
+
+    assert!(matches!(err, TokensError::Audit(_)), "{err}");
+    let owner = db
+        .tokens()
+        .lookup(first.token.expose_secret())
+        .unwrap()
+        .expect("old token still works");
+    assert_eq!(owner.id, first.id);
+}

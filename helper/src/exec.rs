@@ -23,10 +23,7 @@ use tokio::process::Command;
 
 use crate::privilege::{self, ProgramCaps};
 
-/// PATH given to every child: the fixed system directories, nothing from the caller.
-pub const CHILD_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
-/// LANG given to every child, so output is in the untranslated form the parsers expect.
-pub const CHILD_LANG: &str = "C.UTF-8";
+pub use crate::privilege::{CHILD_LANG, CHILD_PATH};
 
 /// Failure to run a program to completion.
 #[derive(Debug, thiserror::Error)]

@@ -71,6 +71,13 @@ pub enum PrivilegeError {
     },
 }
 
+/// PATH of the sanitized helper and of every child: the fixed system directories, nothing
+/// from the caller.
+pub const CHILD_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+/// LANG of the sanitized helper and of every child, so output is in the untranslated form
+/// the parsers expect.
+pub const CHILD_LANG: &str = "C.UTF-8";
+
 /// The capabilities that stay in the bounding set (see the module table).
 pub const BOUNDING: &[Capability] = &[
     Capability::CAP_CHOWN,
@@ -259,8 +266,8 @@ pub fn sanitize_process() -> StartEnv {
     }
     // SAFETY: as above, single-threaded.
     unsafe {
-        std::env::set_var("PATH", crate::exec::CHILD_PATH);
-        std::env::set_var("LANG", crate::exec::CHILD_LANG);
+        std::env::set_var("PATH", CHILD_PATH);
+        std::env::set_var("LANG", CHILD_LANG);
     }
     start
 }

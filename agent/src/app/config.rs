@@ -25,6 +25,7 @@ use std::time::Duration;
 use reqwest::Url;
 use serde::Deserialize;
 
+use crate::app::listen_policy::{self, ListenPolicy};
 use crate::app::paths;
 use crate::capabilities::backup::{BackupSettings, RawBackup};
 use crate::capabilities::guests::snapshot_limits::SnapshotLimits;
@@ -140,6 +141,10 @@ struct RawLocalApi {
     /// Gateway listen addresses ("10.0.0.1:8443"); empty or absent: the gateway is off.
     #[serde(default)]
     listen: Vec<String>,
+    /// Bridges whose addresses `listen` may use (besides loopback); default `vmbr0`.
+    bridges: Option<Vec<String>>,
+    /// Listen on any address, wildcards included.
+    allow_any_address: Option<bool>,
     /// Where the gateway's certificate and key live; default `<state_dir>/local-api`.
     certificate_dir: Option<PathBuf>,
     max_body_bytes: Option<u64>,
@@ -201,6 +206,8 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("agent", "local_api_socket", Kind::Str),
     ("agent", "local_api_socket_group", Kind::Str),
     ("local_api", "listen", Kind::List),
+    ("local_api", "bridges", Kind::List),
+    ("local_api", "allow_any_address", Kind::Bool),
     ("local_api", "certificate_dir", Kind::Str),
     ("local_api", "max_body_bytes", Kind::Int),
     ("local_api", "max_connections", Kind::Int),
@@ -251,6 +258,8 @@ pub struct LocalApiSettings {
     pub storage_classes: BTreeMap<String, StorageClass>,
     /// Addresses the embedded gateway listens on; empty: the gateway is off.
     pub listen: Vec<SocketAddr>,
+    /// Which addresses `listen` may name (checked against the host's interfaces at start).
+    pub listen_policy: ListenPolicy,
     /// The gateway's certificate directory (created 0700 by the daemon).
     pub certificate_dir: PathBuf,
     /// The gateway's resource limits: its defaults, with the overridable keys applied.
@@ -671,6 +680,28 @@ fn validate_local_api(raw: RawLocalApi, state_dir: &Path) -> Result<LocalApiSett
         }
         listen.push(addr);
     }
+    let bridges = raw
+        .bridges
+        .unwrap_or_else(|| vec![listen_policy::DEFAULT_BRIDGE.to_owned()]);
+    for bridge in &bridges {
+        // Linux interface names: 1..=15 bytes, no '/', no whitespace.
+        let ok = !bridge.is_empty()
+            && bridge.len() <= 15
+            && !bridge.contains('/')
+            && !bridge.chars().any(char::is_whitespace);
+        if !ok {
+            return Err(invalid(
+                "local_api.bridges",
+                format!(
+                    "'{bridge}' is not an interface name (1 to 15 characters, no '/' or spaces)"
+                ),
+            ));
+        }
+    }
+    let listen_policy = ListenPolicy {
+        bridges,
+        allow_any_address: raw.allow_any_address.unwrap_or(false),
+    };
     let certificate_dir = match raw.certificate_dir {
         Some(p) if p.is_absolute() => p,
         Some(p) => {
@@ -712,6 +743,7 @@ fn validate_local_api(raw: RawLocalApi, state_dir: &Path) -> Result<LocalApiSett
     Ok(LocalApiSettings {
         storage_classes: raw.storage_classes,
         listen,
+        listen_policy,
         certificate_dir,
         limits,
     })

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use crate::app::config::Config;
 use crate::app::context::{AgentContext, BackupSetup, ContextError, GuestSetup};
+use crate::app::listen_policy::{self, ListenError};
 use crate::capabilities::backup::service::PbsTarget;
 use crate::frontends::grpc;
 use crate::infra::pbs::{PbsClient, PbsError};
@@ -64,6 +65,8 @@ pub enum DaemonError {
     },
     #[error("cannot start the local API gateway")]
     Gateway(#[source] felhom_localapi_gateway::StartError),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
 }
 
 /// Refuses to run as root: the agent holds a network-facing token and parses remote input.
@@ -77,6 +80,22 @@ pub fn check_identity() -> Result<(), DaemonError> {
 /// Runs until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     check_identity()?;
+    // Before anything starts: a refused listen address stops the agent with nothing changed.
+    let local_api = &config.local_api;
+    if !local_api.listen.is_empty() {
+        let policy = &local_api.listen_policy;
+        if policy.allow_any_address {
+            tracing::warn!(
+                listen = ?local_api.listen,
+                "[local_api] allow_any_address is set: the guests' API may listen beyond loopback and the bridges"
+            );
+        }
+        listen_policy::check(
+            &local_api.listen,
+            policy,
+            &listen_policy::host_interfaces()?,
+        )?;
+    }
     let (pve, wait) = match &config.proxmox {
         Some(px) => (
             Some((

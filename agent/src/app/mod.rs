@@ -5,4 +5,5 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod daemon;
+pub mod listen_policy;
 pub mod paths;

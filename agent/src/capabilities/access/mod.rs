@@ -60,7 +60,8 @@ impl GuestTokens {
                 | TokensError::InvalidField(_)
                 | TokensError::AlreadyMinted { .. }
                 | TokensError::NoToken { .. }
-                | TokensError::Entropy(_)),
+                | TokensError::Entropy(_)
+                | TokensError::Audit(_)),
             ) => return Err(AccessError::Tokens(e)),
         };
         Vmid::new(owner.vmid).map_err(AccessError::CorruptOwner)
@@ -116,26 +117,14 @@ impl GuestTokens {
         vmid: Vmid,
         how: Issue,
     ) -> Result<MintedToken, AccessError> {
-        let minted = self
-            .db
+        // The audit row is written in the token's own transaction: no row, no token.
+        let actor = actor.to_string();
+        self.db
             .run(move |db| match how {
-                Issue::Mint => db.tokens().mint(vmid.get()),
-                Issue::Rotate => db.tokens().rotate(vmid.get()),
+                Issue::Mint => db.tokens().mint_audited(vmid.get(), &actor),
+                Issue::Rotate => db.tokens().rotate_audited(vmid.get(), &actor),
             })
             .await
-            .map_err(AccessError::Tokens)?;
-        let action = match how {
-            Issue::Mint => "token.mint",
-            Issue::Rotate => "token.rotate",
-        };
-        self.records
-            .audit(
-                actor,
-                action,
-                format!("guest:{vmid}"),
-                format!("token id {}", minted.id),
-            )
-            .await;
-        Ok(minted)
+            .map_err(AccessError::Tokens)
     }
 }

@@ -82,7 +82,7 @@ pub fn tokens(e: &TokensError) -> Status {
         TokensError::Malformed => Status::unauthenticated("malformed token"),
         TokensError::InvalidField(_) => Status::invalid_argument(e.to_string()),
         TokensError::Interrupted(i) => interrupted(i),
-        TokensError::Sqlite(_) | TokensError::Entropy(_) => internal(e),
+        TokensError::Sqlite(_) | TokensError::Entropy(_) | TokensError::Audit(_) => internal(e),
     }
 }
 

@@ -104,58 +104,10 @@ impl<'db> Audit<'db> {
 
     /// Appends one entry and returns it as stored.
     pub fn append(&self, entry: NewAuditEntry<'_>) -> Result<AuditEntry, AuditError> {
-        check_text("audit actor", entry.actor, MAX_LABEL)?;
-        check_text("audit action", entry.action, MAX_LABEL)?;
-        check_text("audit target", entry.target, MAX_LABEL)?;
-        if entry.detail.len() > MAX_DETAIL {
-            return Err(InvalidField {
-                field: "audit detail",
-                reason: format!(
-                    "is {} bytes long; at most {MAX_DETAIL} are allowed",
-                    entry.detail.len()
-                ),
-            }
-            .into());
-        }
         let at = self.db.now();
         self.db.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let last: Option<(u64, String)> = tx
-                .query_row(
-                    "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-                    [],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .optional()?;
-            let (seq, prev_hash) = match last {
-                Some((seq, hash)) => (seq + 1, hash),
-                None => (1, GENESIS_HASH.to_owned()),
-            };
-            let mut row = AuditEntry {
-                seq,
-                at,
-                actor: entry.actor.to_owned(),
-                action: entry.action.to_owned(),
-                target: entry.target.to_owned(),
-                detail: entry.detail.to_owned(),
-                prev_hash,
-                hash: String::new(),
-            };
-            row.hash = row_hash(&row);
-            tx.execute(
-                "INSERT INTO audit_log (seq, at, actor, action, target, detail, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    row.seq,
-                    row.at,
-                    row.actor,
-                    row.action,
-                    row.target,
-                    row.detail,
-                    row.prev_hash,
-                    row.hash
-                ],
-            )?;
+            let row = append_in(&tx, at, entry)?;
             tx.commit()?;
             Ok(row)
         })
@@ -209,6 +161,65 @@ impl<'db> Audit<'db> {
             })
         })
     }
+}
+
+/// Appends `entry` inside the caller's (immediate) transaction `tx`: a change and its audit row
+/// then commit together or not at all.
+pub(super) fn append_in(
+    tx: &rusqlite::Transaction<'_>,
+    at: Timestamp,
+    entry: NewAuditEntry<'_>,
+) -> Result<AuditEntry, AuditError> {
+    check_text("audit actor", entry.actor, MAX_LABEL)?;
+    check_text("audit action", entry.action, MAX_LABEL)?;
+    check_text("audit target", entry.target, MAX_LABEL)?;
+    if entry.detail.len() > MAX_DETAIL {
+        return Err(InvalidField {
+            field: "audit detail",
+            reason: format!(
+                "is {} bytes long; at most {MAX_DETAIL} are allowed",
+                entry.detail.len()
+            ),
+        }
+        .into());
+    }
+    let last: Option<(u64, String)> = tx
+        .query_row(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    let (seq, prev_hash) = match last {
+        Some((seq, hash)) => (seq + 1, hash),
+        None => (1, GENESIS_HASH.to_owned()),
+    };
+    let mut row = AuditEntry {
+        seq,
+        at,
+        actor: entry.actor.to_owned(),
+        action: entry.action.to_owned(),
+        target: entry.target.to_owned(),
+        detail: entry.detail.to_owned(),
+        prev_hash,
+        hash: String::new(),
+    };
+    row.hash = row_hash(&row);
+    tx.execute(
+        "INSERT INTO audit_log (seq, at, actor, action, target, detail, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            row.seq,
+            row.at,
+            row.actor,
+            row.action,
+            row.target,
+            row.detail,
+            row.prev_hash,
+            row.hash
+        ],
+    )?;
+    Ok(row)
 }
 
 fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {

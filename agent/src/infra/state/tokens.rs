@@ -24,6 +24,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
+use super::audit::{self, AuditError, NewAuditEntry};
 use super::{Interrupted, InvalidField, StateDb, Timestamp, check_vmid};
 
 /// Prefix of every guest token; lets secret scanners and humans recognize one.
@@ -50,6 +51,9 @@ pub enum TokensError {
     Entropy(#[source] rand::rand_core::OsError),
     #[error("Presented token is malformed (expected {TOKEN_PREFIX} and 43 base64url characters)")]
     Malformed,
+    /// The audit row of a mint or rotate could not be written; nothing changed.
+    #[error("Cannot record the token in the audit log; no token was issued")]
+    Audit(#[from] AuditError),
 }
 
 /// Non-secret identifier of a token (first 12 hex digits of its SHA-256).
@@ -105,12 +109,24 @@ impl<'db> Tokens<'db> {
 
     /// Mints the first token for `vmid`; refuses if the guest already has one.
     pub fn mint(&self, vmid: u32) -> Result<MintedToken, TokensError> {
-        self.issue(vmid, false)
+        self.issue(vmid, false, None)
     }
 
     /// Replaces the token of `vmid`; the previous token stops working immediately.
     pub fn rotate(&self, vmid: u32) -> Result<MintedToken, TokensError> {
-        self.issue(vmid, true)
+        self.issue(vmid, true, None)
+    }
+
+    /// [`Self::mint`] with its `token.mint` audit row by `actor` in the same transaction: when
+    /// the row cannot be written, no token exists (a credential must never go unrecorded).
+    pub fn mint_audited(&self, vmid: u32, actor: &str) -> Result<MintedToken, TokensError> {
+        self.issue(vmid, false, Some(actor))
+    }
+
+    /// [`Self::rotate`] with its `token.rotate` audit row, failing closed like
+    /// [`Self::mint_audited`] (the old token then keeps working).
+    pub fn rotate_audited(&self, vmid: u32, actor: &str) -> Result<MintedToken, TokensError> {
+        self.issue(vmid, true, Some(actor))
     }
 
     /// Deletes the token of `vmid`. Returns whether there was one.
@@ -192,7 +208,12 @@ impl<'db> Tokens<'db> {
         Ok(infos)
     }
 
-    fn issue(&self, vmid: u32, replace: bool) -> Result<MintedToken, TokensError> {
+    fn issue(
+        &self,
+        vmid: u32,
+        replace: bool,
+        audit_actor: Option<&str>,
+    ) -> Result<MintedToken, TokensError> {
         check_vmid(vmid)?;
         let token = generate()?;
         let hash = hex::encode(Sha256::digest(token.expose_secret().as_bytes()));
@@ -226,6 +247,22 @@ impl<'db> Tokens<'db> {
                      created_at = excluded.created_at",
                 params![vmid, id.as_str(), hash, now],
             )?;
+            if let Some(actor) = audit_actor {
+                audit::append_in(
+                    &tx,
+                    now,
+                    NewAuditEntry {
+                        actor,
+                        action: if replace {
+                            "token.rotate"
+                        } else {
+                            "token.mint"
+                        },
+                        target: &format!("guest:{vmid}"),
+                        detail: &format!("token id {id}"),
+                    },
+                )?;
+            }
             tx.commit()?;
             Ok(())
         })?;
