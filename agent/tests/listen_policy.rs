@@ -2,6 +2,8 @@
 //! refuses a wildcard or another interface's address before it starts anything, and a real
 //! bridge in a network namespace of the test's own is found by the interface scan.
 
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Output};

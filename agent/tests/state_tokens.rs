@@ -129,12 +129,12 @@ fn token_survives_reopen_and_is_not_stored_in_clear() {
 
 /// Makes every later audit append fail, as a full disk or a corrupt page would.
 fn break_audit_log(db: &StateDb) {
-    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    let conn = rusqlite::Connection::open(db.path()).expect("open the state DB");
     conn.execute_batch(
         "CREATE TRIGGER no_audit BEFORE INSERT ON audit_log \
          BEGIN SELECT RAISE(ABORT, 'audit log unavailable'); END;",
     )
-    .unwrap();
+    .expect("add the trigger");
 }
 
 #[test]

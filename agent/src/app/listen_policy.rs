@@ -61,7 +61,7 @@ pub fn check(
     }
     let on_bridges: Vec<&InterfaceAddr> = interfaces
         .iter()
-        .filter(|a| policy.bridges.iter().any(|b| *b == a.interface))
+        .filter(|a| policy.bridges.contains(&a.interface))
         .collect();
     for addr in listen {
         let ip = addr.ip();
