@@ -119,9 +119,13 @@ fn oracle_accepts(headers: &HeaderMap) -> bool {
     let token = &bytes[7..];
     let padding = token.iter().rev().take_while(|b| **b == b'=').count();
     let chars = &token[..token.len() - padding];
+    // A guest token's shape, spelled out independently of `felhom_proto::guest_token`.
     token.len() <= MAX_TOKEN_LEN
         && !chars.is_empty()
-        && chars
+        && padding == 0
+        && chars.len() == 47
+        && chars.starts_with(b"fhg_")
+        && chars[4..]
             .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(b))
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(b))
 }

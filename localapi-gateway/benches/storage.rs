@@ -45,6 +45,9 @@ fn main() {
         let harness = Harness::with_limits(Limits {
             rate_per_second: 1_000_000,
             rate_burst: 1_000_000,
+            source_rate_per_second: 1_000_000,
+            source_rate_burst: 1_000_000,
+            max_connections_per_source: 1_000,
             ..Limits::default()
         })
         .await;

@@ -1,9 +1,10 @@
 //! The caller's bearer token, as far as the gateway is concerned: its shape only.
 //!
 //! The gateway holds no tokens and decides no authorization; the agent maps the token to a
-//! guest. What is checked here is only that an `Authorization: Bearer <token>` header exists and
-//! can travel as gRPC metadata, so an obviously unauthenticated request is answered 401 without
-//! a gRPC call. The token never appears in Debug output, logs or errors; the rate limiter keys
+//! guest. What is checked here is that an `Authorization: Bearer <token>` header exists and
+//! that the token has the shape the agent mints (`felhom_proto::guest_token`), so an obviously
+//! unauthenticated request is answered 401 without a gRPC call; a token of another shape gets
+//! the same answer as an unknown one. The token never appears in Debug output, logs or errors; the rate limiter keys
 //! on its SHA-256 ([`BearerToken::fingerprint`]).
 
 use http::HeaderMap;
@@ -26,11 +27,17 @@ pub enum AuthError {
     Missing,
     #[error("malformed Authorization header: expected 'Bearer <token>'")]
     Malformed,
+    /// A well-formed header whose token cannot be one the agent minted; worded as the agent
+    /// words an unknown token, so the two are indistinguishable.
+    #[error("unknown or revoked token")]
+    UnknownToken,
 }
 
 impl BearerToken {
     /// Extracts the token from the request's headers. Exactly one `Authorization` header, scheme
-    /// `Bearer` (case-insensitive, RFC 7235), one space, then 1–512 `b64token` characters.
+    /// `Bearer` (case-insensitive, RFC 7235), one space, then 1–512 `b64token` characters
+    /// ([`AuthError::Malformed`] otherwise), of a guest token's shape
+    /// ([`AuthError::UnknownToken`] otherwise).
     pub fn from_headers(headers: &HeaderMap) -> Result<Self, AuthError> {
         let mut values = headers.get_all(AUTHORIZATION).iter();
         let value = values.next().ok_or(AuthError::Missing)?;
@@ -41,6 +48,9 @@ impl BearerToken {
         let (scheme, token) = text.split_once(' ').ok_or(AuthError::Malformed)?;
         if !scheme.eq_ignore_ascii_case("bearer") || !is_b64token(token) {
             return Err(AuthError::Malformed);
+        }
+        if !felhom_proto::guest_token::is_well_formed(token) {
+            return Err(AuthError::UnknownToken);
         }
         Ok(Self(token.to_owned()))
     }
@@ -85,13 +95,30 @@ mod tests {
         BearerToken::from_headers(&h)
     }
 
+    const TOKEN: &str = "fhg_abcdefghijklmnopqrstuvwxyzABCDEFGHIJ-_01234";
+
     #[test]
     fn bearer_token_is_accepted_in_any_scheme_case() {
-        assert_eq!(
-            parse("Bearer abc-DEF_1.2~3+4/5==").unwrap().0,
-            "abc-DEF_1.2~3+4/5=="
-        );
-        assert_eq!(parse("bearer xyz").unwrap().0, "xyz");
+        assert_eq!(parse(&format!("Bearer {TOKEN}")).unwrap().0, TOKEN);
+        assert_eq!(parse(&format!("bEaReR {TOKEN}")).unwrap().0, TOKEN);
+    }
+
+    #[test]
+    fn a_token_not_of_the_minted_shape_is_unknown() {
+        for other in [
+            "abc-DEF_1.2~3+4/5==",
+            "xyz",
+            &TOKEN[..TOKEN.len() - 1],
+            &format!("{TOKEN}0"),
+            &TOKEN.replace("fhg_", "fhx_"),
+            &TOKEN.replace('a', "."),
+        ] {
+            assert_eq!(
+                parse(&format!("Bearer {other}")).unwrap_err(),
+                AuthError::UnknownToken,
+                "{other}"
+            );
+        }
     }
 
     #[test]
@@ -135,7 +162,7 @@ mod tests {
 
     #[test]
     fn debug_hides_the_token() {
-        let t = parse("Bearer s3cr3t").unwrap();
+        let t = parse(&format!("Bearer {TOKEN}")).unwrap();
         assert_eq!(format!("{t:?}"), "BearerToken(<redacted>)");
     }
 }

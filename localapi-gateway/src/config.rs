@@ -31,13 +31,25 @@ pub struct Limits {
     /// Time a client has to send a complete HTTP/1 request head. Hyper also applies it while
     /// an HTTP/1 keep-alive connection waits for its next request, so it bounds h1 idleness too.
     pub header_read_timeout: Duration,
-    /// A connection with no request in flight and no bytes moving for this long is closed
-    /// (mainly for HTTP/2, whose idle connections the header timeout does not cover).
+    /// A connection with no request in flight for this long since its last request (or since
+    /// its handshake) is closed. Bytes without a request (HTTP/2 PINGs, stray data) do not count,
+    /// so a client cannot hold a slot by chattering.
     pub idle_timeout: Duration,
+    /// Oldest a connection may get: then it is asked to finish (HTTP/1: close after the
+    /// in-flight response; HTTP/2: GOAWAY) and the client reconnects.
+    pub max_connection_age: Duration,
     /// Time a client has to complete the TLS handshake.
     pub tls_handshake_timeout: Duration,
     /// Connections served at once; a connection beyond this is closed right after accept.
     pub max_connections: usize,
+    /// Connections served at once from one source address (one guest), so one guest cannot
+    /// take every slot of [`Limits::max_connections`].
+    pub max_connections_per_source: usize,
+    /// Sustained requests per second per source address, checked before the token is looked
+    /// at, so a flood of made-up tokens is bounded per guest.
+    pub source_rate_per_second: u32,
+    /// Requests per source address allowed in a burst above its sustained rate.
+    pub source_rate_burst: u32,
     /// Sustained requests per second per bearer token.
     pub rate_per_second: u32,
     /// Requests per token allowed in a burst above the sustained rate.
@@ -71,8 +83,12 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            max_connection_age: Duration::from_secs(3600),
             tls_handshake_timeout: Duration::from_secs(10),
             max_connections: 256,
+            max_connections_per_source: 32,
+            source_rate_per_second: 20,
+            source_rate_burst: 40,
             rate_per_second: 10,
             rate_burst: 20,
             h2_max_concurrent_streams: 32,
@@ -105,7 +121,7 @@ impl GatewayConfig {
 impl Limits {
     /// Checks that no limit is zero (a zero would refuse everything, never what is meant).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(&'static str, bool); 10] = [
+        let checks: [(&'static str, bool); 14] = [
             ("max_body_bytes", self.max_body_bytes == 0),
             ("header_read_timeout", self.header_read_timeout.is_zero()),
             ("idle_timeout", self.idle_timeout.is_zero()),
@@ -114,6 +130,13 @@ impl Limits {
                 self.tls_handshake_timeout.is_zero(),
             ),
             ("max_connections", self.max_connections == 0),
+            (
+                "max_connections_per_source",
+                self.max_connections_per_source == 0,
+            ),
+            ("max_connection_age", self.max_connection_age.is_zero()),
+            ("source_rate_per_second", self.source_rate_per_second == 0),
+            ("source_rate_burst", self.source_rate_burst == 0),
             ("rate_per_second", self.rate_per_second == 0),
             ("rate_burst", self.rate_burst == 0),
             (
@@ -144,6 +167,9 @@ mod tests {
         assert_eq!(l.header_read_timeout, Duration::from_secs(10));
         assert_eq!(l.idle_timeout, Duration::from_secs(60));
         assert_eq!(l.max_connections, 256);
+        assert_eq!(l.max_connections_per_source, 32);
+        assert_eq!(l.max_connection_age, Duration::from_secs(3600));
+        assert_eq!((l.source_rate_per_second, l.source_rate_burst), (20, 40));
         assert_eq!((l.rate_per_second, l.rate_burst), (10, 20));
         assert!(l.validate().is_ok());
     }

@@ -1,5 +1,6 @@
-//! Per-token rate limiting: a token bucket for each bearer token, keyed by the token's SHA-256
-//! (never the token itself), so one guest's burst cannot starve the agent for the others.
+//! Rate limiting by token buckets: one per source address (checked first) and one per bearer
+//! token, keyed by the token's SHA-256 (never the token itself), so one guest's burst cannot
+//! starve the agent for the others, and made-up tokens cannot each buy a fresh bucket.
 //!
 //! Limits: the table holds at most [`MAX_TRACKED`] buckets. When it is full, buckets that have
 //! refilled completely (equivalent to no bucket at all) are dropped; if it is still full, a
@@ -7,18 +8,19 @@
 //! tokens can thus delay a guest's *first* request after a quiet spell, never an active guest's.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Most buckets kept at once.
 pub const MAX_TRACKED: usize = 4096;
 
-/// Token buckets keyed by token fingerprint.
+/// Token buckets keyed by `K`: a token fingerprint (the default) or a source address.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub struct RateLimiter<K = [u8; 32]> {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<[u8; 32], Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -27,7 +29,7 @@ struct Bucket {
     at: Instant,
 }
 
-impl RateLimiter {
+impl<K: Hash + Eq + Copy> RateLimiter<K> {
     /// `per_second` sustained, `burst` at once.
     pub fn new(per_second: u32, burst: u32) -> Self {
         Self {
@@ -38,7 +40,7 @@ impl RateLimiter {
     }
 
     /// Takes one request from `key`'s bucket, or says how long to wait before retrying.
-    pub fn check(&self, key: &[u8; 32], now: Instant) -> Result<(), Duration> {
+    pub fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
         // The map holds only numbers; a panic elsewhere cannot leave it inconsistent.
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(key) {
@@ -105,6 +107,16 @@ mod tests {
         assert!(rl.check(&[1; 32], t).is_ok());
         assert!(rl.check(&[1; 32], t).is_err());
         assert!(rl.check(&[2; 32], t).is_ok());
+    }
+
+    #[test]
+    fn source_addresses_have_separate_buckets() {
+        let rl = RateLimiter::<std::net::IpAddr>::new(1, 1);
+        let t = Instant::now();
+        let a = "10.0.0.5".parse().unwrap();
+        assert!(rl.check(&a, t).is_ok());
+        assert!(rl.check(&a, t).is_err());
+        assert!(rl.check(&"10.0.0.6".parse().unwrap(), t).is_ok());
     }
 
     #[test]

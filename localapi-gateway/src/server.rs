@@ -1,16 +1,19 @@
 //! Listeners, TLS, and the life of a connection.
 //!
 //! One accept loop per configured address. The accept loop never waits for anything but
-//! `accept`: a connection beyond [`crate::Limits::max_connections`] is closed at once (its peer sees
-//! the handshake fail), and the TLS handshake, with its own timeout, runs in the connection's
-//! task. TLS is rustls with the ring provider, TLS 1.3 preferred and 1.2 the minimum; ALPN
+//! `accept`: a connection beyond [`crate::Limits::max_connections`], or beyond
+//! [`crate::Limits::max_connections_per_source`] from one source address, is closed at once (its
+//! peer sees the handshake fail), and the TLS handshake, with its own timeout, runs in the
+//! connection's task. TLS is rustls with the ring provider, TLS 1.3 preferred and 1.2 the minimum; ALPN
 //! offers `h2` and `http/1.1`, and the negotiated protocol picks hyper's HTTP/2 or HTTP/1
 //! server directly (no preface sniffing, so a silent client cannot stall outside a timeout).
 //!
 //! Timeouts: TLS handshake; HTTP/1 request head (which hyper also applies while a keep-alive
-//! connection waits for its next request); request body (in [`crate::service`]); and an idle
-//! watchdog closing any connection with no request in flight and no bytes moving for
-//! [`crate::Limits::idle_timeout`] — the one that bounds quiet HTTP/2 connections.
+//! connection waits for its next request); request body (in [`crate::service`]); an idle
+//! watchdog closing any connection with no request in flight for
+//! [`crate::Limits::idle_timeout`] since its last request — bytes alone (HTTP/2 PINGs) do not
+//! keep it open; and [`crate::Limits::max_connection_age`], after which a connection is asked
+//! to finish gracefully.
 //!
 //! Limits: requests hyper rejects before they reach the service (an unparsable request line,
 //! a request head over [`crate::Limits::max_header_list_bytes`]) get hyper's own bodiless
@@ -22,20 +25,18 @@
 //! gracefully (HTTP/1: close after the in-flight response; HTTP/2: GOAWAY), and drops whatever
 //! is still running after [`crate::Limits::shutdown_grace`].
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
-use std::net::SocketAddr;
-use std::pin::Pin;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -131,10 +132,18 @@ impl Gateway {
             shared: Arc::new(Shared {
                 client,
                 limiter: RateLimiter::new(limits.rate_per_second, limits.rate_burst),
+                source_limiter: RateLimiter::new(
+                    limits.source_rate_per_second,
+                    limits.source_rate_burst,
+                ),
                 limits: limits.clone(),
                 upstream_error_log: LogThrottle::new(LOG_EVERY),
             }),
             slots: Arc::new(Semaphore::new(limits.max_connections)),
+            per_source: Arc::new(SourceSlots {
+                max: limits.max_connections_per_source,
+                open: Mutex::new(HashMap::new()),
+            }),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             refused: Arc::new(AtomicU64::new(0)),
@@ -243,6 +252,7 @@ struct ConnCtx {
     acceptor: TlsAcceptor,
     shared: Arc<Shared>,
     slots: Arc<Semaphore>,
+    per_source: Arc<SourceSlots>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     refused: Arc<AtomicU64>,
@@ -256,8 +266,8 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ConnCtx>) {
             () = ctx.shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Usually EMFILE/ENFILE: back off briefly instead of spinning on the error.
                 if ctx.accept_error_log.allow() {
@@ -278,8 +288,25 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ConnCtx>) {
             drop(stream);
             continue;
         };
-        ctx.tasks
-            .spawn(serve_connection(ctx.clone(), stream, permit));
+        let source = peer.ip().to_canonical();
+        let Some(source_slot) = SourceSlots::take(&ctx.per_source, source) else {
+            let refused_total = ctx.refused.fetch_add(1, Ordering::Relaxed) + 1;
+            if ctx.refusal_log.allow() {
+                tracing::warn!(
+                    refused_total,
+                    %source,
+                    "local API per-source connection cap reached; closing its new connections"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        ctx.tasks.spawn(serve_connection(
+            ctx.clone(),
+            stream,
+            source,
+            (permit, source_slot),
+        ));
     }
 }
 
@@ -292,6 +319,11 @@ macro_rules! drive {
         tokio::pin!(conn);
         let idle = idle_watch($activity.clone(), $ctx.shared.limits.idle_timeout);
         tokio::pin!(idle);
+        let aged = tokio::time::sleep_until(
+            tokio::time::Instant::from_std($activity.origin)
+                + $ctx.shared.limits.max_connection_age,
+        );
+        tokio::pin!(aged);
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -301,23 +333,24 @@ macro_rules! drive {
             }
             () = $ctx.shutdown.cancelled() => {}
             () = &mut idle => {}
+            () = &mut aged => tracing::debug!("local API connection reached its maximum age"),
         }
         conn.as_mut().graceful_shutdown();
         let _ = tokio::time::timeout($ctx.shared.limits.shutdown_grace, conn).await;
     }};
 }
 
-async fn serve_connection(ctx: Arc<ConnCtx>, stream: TcpStream, _slot: OwnedSemaphorePermit) {
+async fn serve_connection(
+    ctx: Arc<ConnCtx>,
+    stream: TcpStream,
+    source: IpAddr,
+    _slots: (OwnedSemaphorePermit, SourceSlot),
+) {
     let _ = stream.set_nodelay(true);
-    let activity = Arc::new(Activity::new());
-    let io = ActivityIo {
-        inner: stream,
-        activity: activity.clone(),
-    };
     let limits = &ctx.shared.limits;
     let tls = tokio::select! {
         () = ctx.shutdown.cancelled() => return,
-        r = tokio::time::timeout(limits.tls_handshake_timeout, ctx.acceptor.accept(io)) => match r {
+        r = tokio::time::timeout(limits.tls_handshake_timeout, ctx.acceptor.accept(stream)) => match r {
             Ok(Ok(tls)) => tls,
             // A failed or slow handshake is the client's problem (or a port scan); not logged
             // above debug so it cannot flood the log.
@@ -331,6 +364,8 @@ async fn serve_connection(ctx: Arc<ConnCtx>, stream: TcpStream, _slot: OwnedSema
             }
         },
     };
+    // Idleness and age count from here: the handshake has its own timeout.
+    let activity = Arc::new(Activity::new());
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let shared = ctx.shared.clone();
     let svc_activity = activity.clone();
@@ -338,7 +373,7 @@ async fn serve_connection(ctx: Arc<ConnCtx>, stream: TcpStream, _slot: OwnedSema
         let shared = shared.clone();
         let in_flight = InFlight::begin(svc_activity.clone());
         async move {
-            let response = service::handle(shared, req).await;
+            let response = service::handle(shared, source, req).await;
             drop(in_flight);
             Ok::<_, Infallible>(response)
         }
@@ -362,7 +397,51 @@ async fn serve_connection(ctx: Arc<ConnCtx>, stream: TcpStream, _slot: OwnedSema
     }
 }
 
-/// When bytes last moved on a connection and how many requests are in flight on it.
+/// Open connections per source address; a [`SourceSlot`] gives its place back when dropped.
+struct SourceSlots {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl SourceSlots {
+    fn take(slots: &Arc<Self>, source: IpAddr) -> Option<SourceSlot> {
+        // The map holds only counters; a panic elsewhere cannot leave it inconsistent.
+        let mut open = slots.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(source).or_insert(0);
+        if *count >= slots.max {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            slots: slots.clone(),
+            source,
+        })
+    }
+}
+
+/// One open connection of a source address.
+struct SourceSlot {
+    slots: Arc<SourceSlots>,
+    source: IpAddr,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .slots
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// When a connection's last request began or ended, and how many are in flight on it.
 struct Activity {
     origin: Instant,
     last_ms: AtomicU64,
@@ -394,6 +473,7 @@ struct InFlight(Arc<Activity>);
 
 impl InFlight {
     fn begin(activity: Arc<Activity>) -> Self {
+        activity.touch();
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
         Self(activity)
     }
@@ -406,7 +486,7 @@ impl Drop for InFlight {
     }
 }
 
-/// Resolves once the connection has had no request in flight and no traffic for `idle`.
+/// Resolves once the connection has had no request in flight for `idle` since its last one.
 async fn idle_watch(activity: Arc<Activity>, idle: Duration) {
     loop {
         let quiet = activity.quiet_for();
@@ -416,48 +496,5 @@ async fn idle_watch(activity: Arc<Activity>, idle: Duration) {
         }
         let wait = if busy { idle } else { idle - quiet };
         tokio::time::sleep(wait).await;
-    }
-}
-
-/// A TCP stream that records when bytes move, for the idle watchdog.
-struct ActivityIo {
-    inner: TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for ActivityIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
-        }
-        result
-    }
-}
-
-impl AsyncWrite for ActivityIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        result
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

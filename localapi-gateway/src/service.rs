@@ -2,11 +2,12 @@
 //! call, envelope.
 //!
 //! Order of checks, cheapest and least revealing first: route (404/405) → the public OpenAPI
-//! document → declared body size (413, before anything is read) → `Authorization` shape (401,
-//! no gRPC call) → per-token rate limit (429) → not-yet-available endpoint (501) → body
+//! document → declared body size (413, before anything is read) → per-source-address rate limit
+//! (429) → `Authorization` and token shape (401, no gRPC call) → per-token rate limit (429) → not-yet-available endpoint (501) → body
 //! (415/413/408/400) → the call. Access is logged at debug level with method, route, status
 //! and duration only; the token and the raw path never reach the log.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,15 +35,21 @@ pub(crate) struct Shared {
     pub client: LocalApiClient,
     pub limits: Limits,
     pub limiter: RateLimiter,
+    /// Checked before the token, so made-up tokens cannot each buy a fresh bucket.
+    pub source_limiter: RateLimiter<IpAddr>,
     /// Agent failures are logged at most once a minute (any caller can provoke them).
     pub upstream_error_log: LogThrottle,
 }
 
 /// Handles one request; never fails (every failure is an envelope).
-pub(crate) async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    source: IpAddr,
+    request: Request<Incoming>,
+) -> Response<Body> {
     let started = Instant::now();
     let method = request.method().clone();
-    let (route, response) = dispatch(&shared, request).await;
+    let (route, response) = dispatch(&shared, source, request).await;
     tracing::debug!(
         method = %method,
         route = route.map_or("-", |r| r.path),
@@ -55,6 +62,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> R
 
 async fn dispatch(
     shared: &Shared,
+    source: IpAddr,
     request: Request<Incoming>,
 ) -> (Option<&'static Route>, Response<Body>) {
     let route = match routes::lookup(request.method(), request.uri().path()) {
@@ -79,11 +87,15 @@ async fn dispatch(
             );
         }
     };
-    (Some(route), handle_route(shared, route, request).await)
+    (
+        Some(route),
+        handle_route(shared, source, route, request).await,
+    )
 }
 
 async fn handle_route(
     shared: &Shared,
+    source: IpAddr,
     route: &'static Route,
     request: Request<Incoming>,
 ) -> Response<Body> {
@@ -95,18 +107,15 @@ async fn handle_route(
     if declared_length(&request).is_some_and(|n| n > shared.limits.max_body_bytes as u64) {
         return too_large(shared.limits.max_body_bytes);
     }
+    if let Err(wait) = shared.source_limiter.check(&source, Instant::now()) {
+        return rate_limited("rate limit exceeded for this address; retry later", wait);
+    }
     let token = match BearerToken::from_headers(request.headers()) {
         Ok(token) => token,
         Err(e) => return unauthorized(&e.to_string()),
     };
     if let Err(wait) = shared.limiter.check(&token.fingerprint(), Instant::now()) {
-        let mut r = envelope::failure(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate limit exceeded for this token; retry later",
-        );
-        r.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
-        return r;
+        return rate_limited("rate limit exceeded for this token; retry later", wait);
     }
     let Some(rpc) = rpc else {
         return envelope::failure(
@@ -200,6 +209,13 @@ fn declared_length(request: &Request<Incoming>) -> Option<u64> {
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
+}
+
+fn rate_limited(message: &str, wait: Duration) -> Response<Body> {
+    let mut r = envelope::failure(StatusCode::TOO_MANY_REQUESTS, message);
+    r.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+    r
 }
 
 fn too_large(max: usize) -> Response<Body> {

@@ -1,6 +1,7 @@
 //! The token alone decides the guest, and the agent decides it: the gateway answers 401 itself
-//! only when there is no well-formed `Authorization: Bearer` header (without calling the agent),
-//! and otherwise forwards the token untouched as gRPC metadata.
+//! only when there is no well-formed `Authorization: Bearer` header or the token is not of the
+//! shape the agent mints (without calling the agent), and otherwise forwards the token
+//! untouched as gRPC metadata.
 
 mod common;
 
@@ -20,7 +21,7 @@ async fn missing_token_is_401_without_a_call() {
 #[tokio::test]
 async fn garbage_authorization_header_is_401_without_a_call() {
     let h = Harness::start().await;
-    for garbage in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer a b", "tok-guest-a"] {
+    for garbage in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer a b", "fhg_guest-a"] {
         let r = send(
             h.client()
                 .get(h.url("/storage"))
@@ -38,12 +39,34 @@ async fn garbage_authorization_header_is_401_without_a_call() {
 }
 
 #[tokio::test]
+async fn a_token_of_another_shape_is_401_as_unknown_without_a_call() {
+    let h = Harness::start().await;
+    for other in [
+        "not-a-real-token",
+        "fhg_short",
+        &format!("{TOKEN_A}x"),
+        &TOKEN_A.replace("fhg_", "fhx_"),
+    ] {
+        let r = send(h.client().get(h.url("/storage")).bearer_auth(other)).await;
+        assert_eq!(r.status, 401, "{other}");
+        assert_eq!(
+            r.body,
+            error_envelope("unknown or revoked token"),
+            "{other}"
+        );
+        assert_eq!(r.headers["www-authenticate"], "Bearer");
+    }
+    assert!(h.fake().calls().is_empty());
+    h.shutdown().await;
+}
+
+#[tokio::test]
 async fn unknown_token_is_401_from_the_agent() {
     let h = Harness::start().await;
     let r = send(
         h.client()
             .get(h.url("/storage"))
-            .bearer_auth("not-a-real-token"),
+            .bearer_auth("fhg_unknown-00000000000000000000000000000000000"),
     )
     .await;
     assert_eq!(r.status, 401);

@@ -300,7 +300,7 @@ async fn unknown_token_is_401_from_the_agent() {
     let r = send(
         h.client()
             .get(h.url("/backup/due"))
-            .bearer_auth("tok-revoked-000000000000"),
+            .bearer_auth("fhg_revoked-00000000000000000000000000000000000"),
     )
     .await;
     assert_eq!(r.status, 401);

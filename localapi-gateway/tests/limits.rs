@@ -107,6 +107,7 @@ async fn thousand_idle_tls_connections_do_not_stop_a_new_client() {
     ensure_open_files(2 * 1000 + 200);
     let h = Harness::with_limits(Limits {
         max_connections: 1100,
+        max_connections_per_source: 1100,
         header_read_timeout: Duration::from_secs(600),
         idle_timeout: Duration::from_secs(600),
         tls_handshake_timeout: Duration::from_secs(120),
@@ -278,5 +279,142 @@ async fn body_that_stops_arriving_is_408() {
         "{text}"
     );
     assert!(h.fake().calls().is_empty());
+    h.shutdown().await;
+}
+
+/// Reads until the server closes the connection or `within` passes; `true` when it closed.
+/// While waiting, `poke` is written every 200 ms (bytes that are not a request).
+async fn closed_by_server<S>(stream: &mut S, poke: &[u8], within: Duration) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        if !poke.is_empty() && stream.write_all(poke).await.is_err() {
+            return true;
+        }
+        let read = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await;
+        // EOF or a reset is the close; data or a quiet 200 ms is not.
+        if let Ok(Ok(0) | Err(_)) = read {
+            return true;
+        }
+    }
+}
+
+/// The HTTP/2 client preface with an empty SETTINGS frame.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+/// An HTTP/2 PING frame (8-byte payload, stream 0).
+const H2_PING: &[u8] = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00pingping";
+
+#[tokio::test]
+async fn http2_pings_do_not_keep_an_idle_connection_open() {
+    let h = Harness::with_limits(Limits {
+        idle_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    })
+    .await;
+    let pin = h.gateway.pins().leaf_sha256_hex;
+    let mut tls = raw_tls_with(h.addr, &pin, None, b"h2").await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    tls.write_all(H2_PREFACE).await.unwrap();
+
+    assert!(
+        closed_by_server(&mut tls, H2_PING, Duration::from_secs(20)).await,
+        "a connection sending only PINGs was kept open"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_busy_connection_is_closed_at_its_maximum_age() {
+    let h = Harness::with_limits(Limits {
+        max_connection_age: Duration::from_secs(1),
+        ..Limits::default()
+    })
+    .await;
+    let pin = h.gateway.pins().leaf_sha256_hex;
+    let mut tls = raw_tls(h.addr, &pin).await.unwrap();
+    let request = format!(
+        "GET /storage HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {TOKEN_A}\r\n\r\n"
+    );
+
+    assert!(
+        closed_by_server(&mut tls, request.as_bytes(), Duration::from_secs(20)).await,
+        "a connection making requests was kept past its maximum age"
+    );
+    assert!(
+        h.fake().calls().len() >= 2,
+        "requests were served meanwhile"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_source_address_cannot_take_every_connection() {
+    let h = Harness::with_limits(Limits {
+        max_connections: 10,
+        max_connections_per_source: 2,
+        ..Limits::default()
+    })
+    .await;
+    let pin = h.gateway.pins().leaf_sha256_hex;
+    let flooder: std::net::IpAddr = "127.0.0.7".parse().unwrap();
+    let _first = raw_tls_with(h.addr, &pin, Some(flooder), b"http/1.1")
+        .await
+        .unwrap();
+    let _second = raw_tls_with(h.addr, &pin, Some(flooder), b"http/1.1")
+        .await
+        .unwrap();
+    assert!(
+        raw_tls_with(h.addr, &pin, Some(flooder), b"http/1.1")
+            .await
+            .is_err(),
+        "a third connection from one address was served"
+    );
+    assert_eq!(h.gateway.refused_connections(), 1);
+
+    // Another guest's address is still served.
+    let r = send(h.client().get(h.url("/storage")).bearer_auth(TOKEN_A)).await;
+    assert_eq!(r.status, 200);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn made_up_tokens_from_one_address_are_limited_before_the_agent() {
+    let h = Harness::with_limits(Limits {
+        source_rate_per_second: 1,
+        source_rate_burst: 5,
+        ..Limits::default()
+    })
+    .await;
+    let flooder = h.client_from("127.0.0.7".parse().unwrap());
+    let mut limited = None;
+    for n in 0..20 {
+        let token = format!("fhg_{n:0>43}");
+        let r = send(flooder.get(h.url("/storage")).bearer_auth(token)).await;
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+        assert_eq!(r.status, 401);
+    }
+    let r = limited.expect("no made-up token was rate limited");
+    assert_eq!(
+        r.body,
+        error_envelope("rate limit exceeded for this address; retry later")
+    );
+    assert!(r.headers.contains_key("retry-after"));
+    assert!(
+        h.fake().calls().len() <= 19,
+        "the refused request reached the agent"
+    );
+
+    // A guest at another address is unaffected.
+    let other = send(h.client().get(h.url("/storage")).bearer_auth(TOKEN_A)).await;
+    assert_eq!(other.status, 200);
     h.shutdown().await;
 }

@@ -68,3 +68,49 @@ pub fn reflection(
     };
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
+
+/// The guests' bearer tokens as they travel: `fhg_` and 43 unpadded base64url characters
+/// (32 random bytes). The agent mints them; the gateway refuses anything else before calling
+/// the agent, so a made-up token never costs more than this check.
+pub mod guest_token {
+    /// Every guest token starts with this.
+    pub const PREFIX: &str = "fhg_";
+    /// Length of the unpadded base64url body after [`PREFIX`] (32 bytes).
+    pub const BODY_LEN: usize = 43;
+
+    /// Whether `presented` has the shape of a guest token (says nothing about validity).
+    pub fn is_well_formed(presented: &str) -> bool {
+        presented.strip_prefix(PREFIX).is_some_and(|body| {
+            body.len() == BODY_LEN
+                && body
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_minted_shape_is_well_formed() {
+            let body = &"A-_z".repeat(11)[..BODY_LEN];
+            assert!(is_well_formed(&format!("{PREFIX}{body}")));
+        }
+
+        #[test]
+        fn other_prefixes_lengths_and_characters_are_not() {
+            let body = "a".repeat(BODY_LEN);
+            for bad in [
+                format!("fhx_{body}"),
+                format!("{PREFIX}{}", &body[1..]),
+                format!("{PREFIX}{body}a"),
+                format!("{PREFIX}{}=", &body[1..]),
+                format!("{PREFIX}{}+", &body[1..]),
+                String::new(),
+            ] {
+                assert!(!is_well_formed(&bad), "{bad}");
+            }
+        }
+    }
+}

@@ -184,7 +184,7 @@ async fn requests_without_a_valid_token_get_401() {
     );
 
     // Well formed, never minted.
-    let unknown = format!("fhg_1_{}", "A".repeat(43));
+    let unknown = format!("fhg_{}", "A".repeat(43));
     let (status, body) = send(h.client().get(h.url("/storage")).bearer_auth(unknown)).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(envelope(&body), failure("unknown or revoked token"));

@@ -11,8 +11,9 @@
 //!
 //! `[local_api]`: `listen` (addresses of the embedded gateway; empty = off), `certificate_dir`
 //! (default `<state_dir>/local-api`), `storage_classes`, and the gateway limits an operator may
-//! need to change (`max_body_bytes`, `max_connections`, `rate_per_second`, `rate_burst`); the
-//! other limits keep `felhom_localapi_gateway::Limits` defaults.
+//! need to change (`max_body_bytes`, `max_connections`, `max_connections_per_source`,
+//! `rate_per_second`, `rate_burst`, `source_rate_per_second`, `source_rate_burst`); the other
+//! limits keep `felhom_localapi_gateway::Limits` defaults.
 //!
 //! `[snapshots]`: `max_per_guest` (agent-made snapshots of one guest that may exist at once,
 //! default 10) and `min_interval_secs` (between two of one guest, default 300; 0 = none).
@@ -149,8 +150,11 @@ struct RawLocalApi {
     certificate_dir: Option<PathBuf>,
     max_body_bytes: Option<u64>,
     max_connections: Option<u64>,
+    max_connections_per_source: Option<u64>,
     rate_per_second: Option<u64>,
     rate_burst: Option<u64>,
+    source_rate_per_second: Option<u64>,
+    source_rate_burst: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -211,8 +215,11 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("local_api", "certificate_dir", Kind::Str),
     ("local_api", "max_body_bytes", Kind::Int),
     ("local_api", "max_connections", Kind::Int),
+    ("local_api", "max_connections_per_source", Kind::Int),
     ("local_api", "rate_per_second", Kind::Int),
     ("local_api", "rate_burst", Kind::Int),
+    ("local_api", "source_rate_per_second", Kind::Int),
+    ("local_api", "source_rate_burst", Kind::Int),
     ("pbs", "endpoint", Kind::Str),
     ("pbs", "datastore", Kind::Str),
     ("pbs", "namespace", Kind::Str),
@@ -736,6 +743,24 @@ fn validate_local_api(raw: RawLocalApi, state_dir: &Path) -> Result<LocalApiSett
             "local_api.rate_burst",
             raw.rate_burst,
             defaults.rate_burst,
+            MAX_RATE_LIMIT,
+        )?,
+        max_connections_per_source: limit(
+            "local_api.max_connections_per_source",
+            raw.max_connections_per_source,
+            defaults.max_connections_per_source,
+            MAX_CONNECTIONS_LIMIT,
+        )?,
+        source_rate_per_second: limit(
+            "local_api.source_rate_per_second",
+            raw.source_rate_per_second,
+            defaults.source_rate_per_second,
+            MAX_RATE_LIMIT,
+        )?,
+        source_rate_burst: limit(
+            "local_api.source_rate_burst",
+            raw.source_rate_burst,
+            defaults.source_rate_burst,
             MAX_RATE_LIMIT,
         )?,
         ..defaults

@@ -32,8 +32,8 @@ use sha2::{Digest, Sha256};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
-pub const TOKEN_A: &str = "tok-guest-a-0123456789abcdef";
-pub const TOKEN_B: &str = "tok-guest-b-fedcba9876543210";
+pub const TOKEN_A: &str = "fhg_guest-a-0123456789abcdef0123456789abcdef012";
+pub const TOKEN_B: &str = "fhg_guest-b-fedcba9876543210fedcba9876543210fed";
 pub const VMID_A: u32 = 101;
 pub const VMID_B: u32 = 102;
 /// A snapshot name the fake treats as "guest locked" (ABORTED).
@@ -450,6 +450,19 @@ impl Harness {
         leaf_pinned_client(&self.gateway.pins().leaf_sha256_hex)
     }
 
+    /// [`Harness::client`] connecting from the loopback address `source`.
+    pub fn client_from(&self, source: std::net::IpAddr) -> reqwest::Client {
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(pinned_tls_config(
+                Pin::LeafHex(self.gateway.pins().leaf_sha256_hex),
+                &[b"http/1.1"],
+            ))
+            .local_address(source)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+    }
+
     pub async fn shutdown(self) {
         self.gateway.shutdown().await;
         self.agent.stop().await;
@@ -610,11 +623,28 @@ pub async fn raw_tls(
     addr: SocketAddr,
     pin_hex: &str,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    raw_tls_with(addr, pin_hex, None, b"http/1.1").await
+}
+
+/// [`raw_tls`] from the loopback address `source` (any of 127.0.0.0/8), offering `alpn`.
+pub async fn raw_tls_with(
+    addr: SocketAddr,
+    pin_hex: &str,
+    source: Option<std::net::IpAddr>,
+    alpn: &[u8],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(pinned_tls_config(
         Pin::LeafHex(pin_hex.to_owned()),
-        &[b"http/1.1"],
+        &[alpn],
     )));
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let tcp = match source {
+        None => tokio::net::TcpStream::connect(addr).await?,
+        Some(source) => {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(source, 0))?;
+            socket.connect(addr).await?
+        }
+    };
     connector
         .connect(
             ServerName::try_from("localapi.felhom.invalid").unwrap(),

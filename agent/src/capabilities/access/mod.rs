@@ -1,11 +1,20 @@
 //! Access: the guests' local-API tokens. Minting (only for a guest that exists), rotating,
 //! revoking and listing them, audited; and turning a presented bearer token into the one guest
 //! it belongs to — the only way a LocalApi caller is identified.
+//!
+//! Presented tokens are answered from memory ([`TokenIndex`], loaded on first use and reloaded
+//! after every mint, rotate and revoke), so a flood of made-up tokens never reaches SQLite.
+//! This process is the only writer of the token table (the state directory is the agent's
+//! own), which is what keeps the index true.
+
+use std::sync::Arc;
+
+use tokio::sync::RwLock;
 
 use crate::capabilities::records::Records;
 use crate::core::{Actor, InvalidValue, Vmid};
 use crate::infra::pve::{PveClient, PveError};
-use crate::infra::state::{MintedToken, StateDb, TokenInfo, TokensError};
+use crate::infra::state::{MintedToken, StateDb, TokenIndex, TokenInfo, TokensError};
 
 /// Why a token call failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,16 +51,24 @@ pub struct GuestTokens {
     db: StateDb,
     pve: Option<PveClient>,
     records: Records,
+    /// The token hashes in memory; `None` until first needed and after a change.
+    index: Arc<RwLock<Option<Arc<TokenIndex>>>>,
 }
 
 impl GuestTokens {
     pub fn new(db: StateDb, pve: Option<PveClient>, records: Records) -> Self {
-        Self { db, pve, records }
+        Self {
+            db,
+            pve,
+            records,
+            index: Arc::default(),
+        }
     }
 
-    /// The guest `token` belongs to.
+    /// The guest `token` belongs to, answered from memory.
     pub async fn authenticate(&self, token: String) -> Result<Vmid, AccessError> {
-        let owner = match self.db.run(move |db| db.tokens().lookup(&token)).await {
+        let index = self.index().await.map_err(AccessError::Tokens)?;
+        let owner = match index.lookup(&token) {
             Ok(Some(owner)) => owner,
             Ok(None) | Err(TokensError::Malformed) => return Err(AccessError::UnknownToken),
             Err(
@@ -65,6 +82,25 @@ impl GuestTokens {
             ) => return Err(AccessError::Tokens(e)),
         };
         Vmid::new(owner.vmid).map_err(AccessError::CorruptOwner)
+    }
+
+    /// The current index, loading it when there is none (one load however many callers wait).
+    async fn index(&self) -> Result<Arc<TokenIndex>, TokensError> {
+        if let Some(index) = self.index.read().await.as_ref() {
+            return Ok(index.clone());
+        }
+        let mut slot = self.index.write().await;
+        if let Some(index) = slot.as_ref() {
+            return Ok(index.clone());
+        }
+        let index = Arc::new(self.db.run(|db| db.tokens().index()).await?);
+        *slot = Some(index.clone());
+        Ok(index)
+    }
+
+    /// Drops the index after a change; the next caller loads the new table.
+    async fn invalidate(&self) {
+        *self.index.write().await = None;
     }
 
     /// Mints a guest's first token; the guest must exist (a token for a guest that does not
@@ -90,6 +126,7 @@ impl GuestTokens {
             .run(move |db| db.tokens().revoke(vmid.get()))
             .await
             .map_err(AccessError::Tokens)?;
+        self.invalidate().await;
         if revoked {
             self.records
                 .audit(
@@ -119,12 +156,16 @@ impl GuestTokens {
     ) -> Result<MintedToken, AccessError> {
         // The audit row is written in the token's own transaction: no row, no token.
         let actor = actor.to_string();
-        self.db
+        let issued = self
+            .db
             .run(move |db| match how {
                 Issue::Mint => db.tokens().mint_audited(vmid.get(), &actor),
                 Issue::Rotate => db.tokens().rotate_audited(vmid.get(), &actor),
             })
             .await
-            .map_err(AccessError::Tokens)
+            .map_err(AccessError::Tokens);
+        // Also after a failure: whatever the table holds now is what the next caller sees.
+        self.invalidate().await;
+        issued
     }
 }

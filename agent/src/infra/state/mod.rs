@@ -62,7 +62,9 @@ pub use self::journal::{
 };
 pub use self::schema::SchemaError;
 pub use self::snapshots::{GuestSnapshots, Snapshots, SnapshotsError};
-pub use self::tokens::{MintedToken, TokenId, TokenInfo, TokenOwner, Tokens, TokensError};
+pub use self::tokens::{
+    MintedToken, TokenId, TokenIndex, TokenInfo, TokenOwner, Tokens, TokensError,
+};
 
 /// File name of the database inside the state directory.
 pub const DB_FILE_NAME: &str = "state.db";

@@ -13,6 +13,7 @@
 //! the indexed lookup can only reveal something about the *hash* of what the caller sent,
 //! which gives no purchase on a 256-bit secret.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use base64::Engine as _;
@@ -28,10 +29,10 @@ use super::audit::{self, AuditError, NewAuditEntry};
 use super::{Interrupted, InvalidField, StateDb, Timestamp, check_vmid};
 
 /// Prefix of every guest token; lets secret scanners and humans recognize one.
-pub const TOKEN_PREFIX: &str = "fhg_";
+pub const TOKEN_PREFIX: &str = felhom_proto::guest_token::PREFIX;
 const SECRET_BYTES: usize = 32;
 /// Length of the base64url (unpadded) encoding of [`SECRET_BYTES`].
-const ENCODED_LEN: usize = 43;
+const ENCODED_LEN: usize = felhom_proto::guest_token::BODY_LEN;
 const ID_HEX_DIGITS: usize = 12;
 
 /// Token store failure.
@@ -94,6 +95,47 @@ pub struct TokenInfo {
     pub vmid: u32,
     pub id: TokenId,
     pub created_at: Timestamp,
+}
+
+/// The stored token hashes in memory: what [`Tokens::lookup`] answers, without SQLite.
+///
+/// A snapshot; whoever changes tokens loads a new one ([`Tokens::index`]).
+pub struct TokenIndex {
+    by_hash: HashMap<[u8; 32], TokenOwner>,
+}
+
+impl TokenIndex {
+    /// The guest a presented token belongs to, or `None` for an unknown one; a token that
+    /// cannot be one of ours is [`TokensError::Malformed`].
+    ///
+    /// The map is keyed by SHA-256 of the token, so its (variable-time) probing compares
+    /// digests of the caller's guess, which reveal nothing about a stored token.
+    pub fn lookup(&self, presented: &str) -> Result<Option<&TokenOwner>, TokensError> {
+        if !is_well_formed(presented) {
+            return Err(TokensError::Malformed);
+        }
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        Ok(self.by_hash.get(&digest))
+    }
+
+    /// How many tokens are known.
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    /// Whether no token is known.
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+}
+
+impl fmt::Debug for TokenIndex {
+    /// Owners only; the hashes stay out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenIndex")
+            .field("tokens", &self.by_hash.len())
+            .finish()
+    }
 }
 
 /// Typed access to guest tokens; get one from [`StateDb::tokens`].
@@ -169,6 +211,40 @@ impl<'db> Tokens<'db> {
         } else {
             Ok(None)
         }
+    }
+
+    /// Every stored token hash with its owner, for answering presented tokens from memory
+    /// ([`TokenIndex`]).
+    pub fn index(&self) -> Result<TokenIndex, TokensError> {
+        let rows: Vec<(u32, String, String)> = self.db.with_conn(|conn| {
+            let mut stmt = conn.prepare("SELECT vmid, token_id, token_hash FROM guest_tokens")?;
+            let rows = stmt.query_map([], |row| {
+                Ok((
+                    row.get::<_, u32>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()
+        })?;
+        let mut by_hash = HashMap::with_capacity(rows.len());
+        for (vmid, id, hash) in rows {
+            let digest: [u8; 32] = hex::decode(&hash)
+                .ok()
+                .and_then(|d| d.try_into().ok())
+                .ok_or_else(|| InvalidField {
+                    field: "token_hash",
+                    reason: format!("stored hash of guest {vmid} is not 64 hex digits"),
+                })?;
+            by_hash.insert(
+                digest,
+                TokenOwner {
+                    vmid,
+                    id: TokenId(id),
+                },
+            );
+        }
+        Ok(TokenIndex { by_hash })
     }
 
     /// Facts about the token of `vmid`, if it has one.
@@ -283,12 +359,7 @@ fn generate() -> Result<SecretString, TokensError> {
 }
 
 fn is_well_formed(presented: &str) -> bool {
-    presented.strip_prefix(TOKEN_PREFIX).is_some_and(|body| {
-        body.len() == ENCODED_LEN
-            && body
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    })
+    felhom_proto::guest_token::is_well_formed(presented)
 }
 
 #[cfg(test)]
