@@ -8,7 +8,9 @@
 //! stop accepting new calls and let in-flight calls finish, the gateway first (its requests are
 //! gRPC calls in flight); the watchdog is petted at half its interval while the runtime is
 //! healthy. A gateway that cannot start (address in use, unreadable certificate) stops the
-//! daemon: an operator who configured it wants to know, and systemd shows why.
+//! daemon: an operator who configured it wants to know, and systemd shows why. Finished history
+//! is pruned ([`crate::infra::state::retention`], default policy) once after start and then
+//! every [`PRUNE_EVERY`].
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ use crate::capabilities::backup::service::PbsTarget;
 use crate::frontends::grpc;
 use crate::infra::pbs::{PbsClient, PbsError};
 use crate::infra::pve::{PveClient, PveError, WaitOptions};
+use crate::infra::state::{Retention, StateDb};
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +222,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         ctx.capabilities.backup.service().clone(),
         shutdown.clone(),
     ));
+    let pruner = spawn_pruner(ctx.db.clone(), shutdown.clone());
 
     let gateway = ctx.local_api_gateway.clone();
     // Both servers stop on SIGTERM, or as soon as either fails (a server that died must not
@@ -258,8 +262,38 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     }
     watchdog.abort();
     scheduler.abort();
+    pruner.abort();
     remove_sockets();
     agent_result.and(local_result).map_err(DaemonError::from)
+}
+
+/// How often finished history is pruned.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(6 * 3600);
+
+/// Prunes finished history now and every [`PRUNE_EVERY`] until `shutdown`. A failed prune is
+/// logged and tried again next time: the history only grows meanwhile.
+fn spawn_pruner(db: StateDb, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match db.run(|db| db.retention().run(Retention::default())).await {
+                Ok(pruned) if pruned.is_empty() => {}
+                Ok(pruned) => tracing::info!(
+                    jobs = pruned.jobs,
+                    operations = pruned.operations,
+                    idempotency_keys = pruned.idempotency_keys,
+                    "pruned finished history"
+                ),
+                Err(e) => tracing::warn!(
+                    error = %crate::core::error_chain(&e),
+                    "cannot prune finished history"
+                ),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(PRUNE_EVERY) => {}
+            }
+        }
+    })
 }
 
 /// Runs `server`; when it fails, cancels `stop` so the other server stops too.

@@ -37,6 +37,7 @@ pub mod clock;
 pub mod idempotency;
 pub mod jobs;
 pub mod journal;
+pub mod retention;
 pub mod schema;
 pub mod snapshots;
 pub mod tokens;
@@ -60,6 +61,7 @@ pub use self::journal::{
     CreatedResource, Journal, JournalError, NewOperation, Operation, OperationId, OperationState,
     Resource, Step, StepRef, StepState,
 };
+pub use self::retention::{Prune, Pruned, Retention, RetentionError};
 pub use self::schema::SchemaError;
 pub use self::snapshots::{GuestSnapshots, Snapshots, SnapshotsError};
 pub use self::tokens::{
@@ -240,6 +242,11 @@ impl StateDb {
     /// Job history of the per-guest work queue.
     pub fn jobs(&self) -> Jobs<'_> {
         Jobs::new(self)
+    }
+
+    /// Pruning of finished history ([`retention`]).
+    pub fn retention(&self) -> Prune<'_> {
+        Prune::new(self)
     }
 
     /// Backup, restore-test and verify history.
