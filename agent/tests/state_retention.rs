@@ -1,5 +1,7 @@
 //! Retention over a real database file: old finished history goes, what is still needed stays.
 
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
 use std::sync::Arc;
 use std::time::Duration;
 
