@@ -9,13 +9,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Highest accepted exposure of felhom-agent.service (`systemd-analyze security`).
-pub const AGENT_MAX_EXPOSURE: f64 = 2.0;
-/// Highest accepted exposure of felhom-helper.service: the brief's target. The helper runs in
+/// Highest accepted exposure of felhom-agent.service (`systemd-analyze security`): the score
+/// it has (1.5 offline, 0.1 of it AF_NETLINK for the listen-address check), so a change that
+/// loosens the sandbox shows up as a failure.
+pub const AGENT_MAX_EXPOSURE: f64 = 1.5;
+/// Highest accepted exposure of felhom-helper.service: the score it has. The helper runs in
 /// a private mount namespace (ProtectSystem=strict, PrivateTmp=, ProtectKernel*=, …) and
 /// performs host mounts and pct through PID 1's mount namespace (helper/src/hostns.rs); each
 /// remaining exposure is explained in the unit.
-pub const HELPER_MAX_EXPOSURE: f64 = 4.5;
+pub const HELPER_MAX_EXPOSURE: f64 = 4.3;
 
 /// The workspace root (the tests crate lives one level below it).
 pub fn workspace_root() -> PathBuf {

@@ -1,5 +1,6 @@
 //! The shipped packaging: both systemd units pass `systemd-analyze verify`, their exposure
-//! scores (`systemd-analyze security --offline=yes`) stay under the limits, and the Debian
+//! scores (`systemd-analyze security --offline=yes`) stay under the limits, they cap memory,
+//! threads and open files, the agent may bind the local API's port only, and the Debian
 //! package (cargo-deb) contains every file the install guide relies on.
 //!
 //! The real binaries are needed (verify checks every `ExecStart=` program, cargo-deb packs
@@ -12,9 +13,11 @@
 //! Tools that may be absent (systemd-analyze, cargo-deb, dpkg-deb): the test prints why it
 //! skipped and returns; it never passes having checked nothing silently.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use felhom_localapi_gateway::config::{DEFAULT_PORT, Limits};
 use felhom_simhost::packaging::{
     AGENT_MAX_EXPOSURE, HELPER_MAX_EXPOSURE, build_deb, built_binaries, cargo_deb_available,
     tool_available, workspace_root,
@@ -111,31 +114,184 @@ fn exposure(unit: &str) -> f64 {
 }
 
 #[test]
-fn agent_unit_exposure_is_at_most_2_0() {
+fn agent_unit_exposure_is_at_most_1_5() {
     if !tool_available(
         "systemd-analyze",
         &["--version"],
-        "agent_unit_exposure_is_at_most_2_0",
+        "agent_unit_exposure_is_at_most_1_5",
     ) {
         return;
     }
     let score = exposure("felhom-agent.service");
-    println!("felhom-agent.service exposure: {score}");
+    println!("felhom-agent.service exposure: {score} (limit {AGENT_MAX_EXPOSURE})");
     assert!(score <= AGENT_MAX_EXPOSURE, "agent exposure {score}");
 }
 
 #[test]
-fn helper_unit_exposure_is_at_most_4_5() {
+fn helper_unit_exposure_is_at_most_4_3() {
     if !tool_available(
         "systemd-analyze",
         &["--version"],
-        "helper_unit_exposure_is_at_most_4_5",
+        "helper_unit_exposure_is_at_most_4_3",
     ) {
         return;
     }
     let score = exposure("felhom-helper.service");
     println!("felhom-helper.service exposure: {score} (limit {HELPER_MAX_EXPOSURE})");
     assert!(score <= HELPER_MAX_EXPOSURE, "helper exposure {score}");
+}
+
+/// The `[Service]` assignments of a unit file by key, in order. An empty assignment resets
+/// the key's list, as systemd does for list settings (`SocketBindAllow=`, …).
+fn service_settings(unit: &str) -> BTreeMap<String, Vec<String>> {
+    let text = std::fs::read_to_string(unit_path(unit)).expect("unit file in the repo");
+    let mut settings: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut in_service = false;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if line.starts_with('[') {
+            in_service = line == "[Service]";
+            continue;
+        }
+        if !in_service {
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("{unit}: not an assignment: {line:?}"));
+        let values = settings.entry(key.trim().to_owned()).or_default();
+        match value.trim() {
+            "" => values.clear(),
+            v => values.push(v.to_owned()),
+        }
+    }
+    settings
+}
+
+/// The one value of `key` (panics when unset or set more than once).
+fn single<'a>(settings: &'a BTreeMap<String, Vec<String>>, unit: &str, key: &str) -> &'a str {
+    match settings.get(key).map(Vec::as_slice) {
+        Some([value]) => value,
+        other => panic!("{unit}: {key}= must be set exactly once, found {other:?}"),
+    }
+}
+
+/// A number of the unit's, as a plain integer (a `SOFT:HARD` pair or `infinity` fails).
+fn integer(settings: &BTreeMap<String, Vec<String>>, unit: &str, key: &str) -> u64 {
+    let value = single(settings, unit, key);
+    value
+        .parse()
+        .unwrap_or_else(|_| panic!("{unit}: {key}={value} is not a plain number"))
+}
+
+const MIB: u64 = 1024 * 1024;
+const GIB: u64 = 1024 * MIB;
+
+/// `MemoryMax=` as bytes: a number with an optional K/M/G/T suffix (base 1024, as systemd
+/// reads it); a percentage or `infinity` fails: the limit must be absolute.
+fn memory_max(settings: &BTreeMap<String, Vec<String>>, unit: &str) -> u64 {
+    let value = single(settings, unit, "MemoryMax");
+    let (digits, factor) = match value.as_bytes().last() {
+        Some(b'K') => (&value[..value.len() - 1], 1024),
+        Some(b'M') => (&value[..value.len() - 1], MIB),
+        Some(b'G') => (&value[..value.len() - 1], GIB),
+        Some(b'T') => (&value[..value.len() - 1], 1024 * GIB),
+        _ => (value, 1),
+    };
+    digits
+        .parse::<u64>()
+        .map(|n| n * factor)
+        .unwrap_or_else(|_| panic!("{unit}: MemoryMax={value} is not an absolute size"))
+}
+
+#[test]
+fn agent_unit_caps_resources_and_binds_only_the_local_api_port() {
+    let unit = "felhom-agent.service";
+    let s = service_settings(unit);
+
+    let memory = memory_max(&s, unit);
+    assert!(
+        (256 * MIB..=2 * GIB).contains(&memory),
+        "{unit}: MemoryMax {memory} bytes: want 256 MiB..=2 GiB (the agent buffers no backup data)"
+    );
+    // tokio: one worker per CPU plus up to 512 blocking threads; the agent runs no programs.
+    let tasks = integer(&s, unit, "TasksMax");
+    assert!(
+        (512 + 128..=4096).contains(&tasks),
+        "{unit}: TasksMax={tasks}: want room for 512 blocking threads and 128 workers, at most 4096"
+    );
+    // One descriptor per local-API connection, and as many again for everything else.
+    let files = integer(&s, unit, "LimitNOFILE");
+    let connections = u64::try_from(Limits::default().max_connections).expect("fits in u64");
+    assert!(
+        (8 * connections..=65_536).contains(&files),
+        "{unit}: LimitNOFILE={files}: want 8 × the default {connections} connections..=65536"
+    );
+
+    // Binding: the local API's port, nothing else (outbound connections bind nothing).
+    let port = format!("tcp:{DEFAULT_PORT}");
+    assert_eq!(
+        s.get("SocketBindAllow").map(Vec::as_slice),
+        Some([port.clone()].as_slice()),
+        "{unit}: SocketBindAllow="
+    );
+    assert_eq!(
+        s.get("SocketBindDeny").map(Vec::as_slice),
+        Some(["any".to_owned()].as_slice()),
+        "{unit}: SocketBindDeny="
+    );
+    // The example configuration and the guide name the port the unit allows.
+    let example = std::fs::read_to_string(workspace_root().join("packaging/agent.example.toml"))
+        .expect("example configuration in the repo");
+    let listen = example
+        .lines()
+        .find(|l| l.starts_with("# listen = ["))
+        .expect("the example shows a [local_api] listen line");
+    assert!(
+        listen.contains(&format!(":{DEFAULT_PORT}\"")),
+        "the example's {listen:?} is not on the unit's port {DEFAULT_PORT}"
+    );
+    let guide = std::fs::read_to_string(workspace_root().join("packaging/INSTALL.md"))
+        .expect("packaging/INSTALL.md");
+    assert!(
+        guide.contains(&format!("`SocketBindAllow={port}`"))
+            && guide.contains("felhom-agent.service.d/local-api-port.conf"),
+        "INSTALL.md must name the allowed port and the drop-in for another one"
+    );
+}
+
+#[test]
+fn helper_unit_caps_resources() {
+    let unit = "felhom-helper.service";
+    let s = service_settings(unit);
+
+    // Its programs share the cgroup: pct create with template extraction is the largest.
+    let memory = memory_max(&s, unit);
+    assert!(
+        (512 * MIB..=4 * GIB).contains(&memory),
+        "{unit}: MemoryMax {memory} bytes: want 512 MiB (room for pct create)..=4 GiB"
+    );
+    let tasks = integer(&s, unit, "TasksMax");
+    assert!(
+        (64..=1024).contains(&tasks),
+        "{unit}: TasksMax={tasks}: want 64..=1024"
+    );
+    let files = integer(&s, unit, "LimitNOFILE");
+    assert!(
+        (1024..=4096).contains(&files),
+        "{unit}: LimitNOFILE={files}: want 1024..=4096"
+    );
+    // No IP at all, so no port to allow: the address-family and IP filters stay.
+    assert_eq!(
+        s.get("RestrictAddressFamilies").map(Vec::as_slice),
+        Some(["AF_UNIX".to_owned()].as_slice())
+    );
+    assert_eq!(
+        s.get("IPAddressDeny").map(Vec::as_slice),
+        Some(["any".to_owned()].as_slice())
+    );
 }
 
 /// Every file the package must contain (as `dpkg-deb -c` lists them).

@@ -5,8 +5,8 @@
 //!
 //! What only a booted systemd shows, and the devhost (no sandbox) and the offline unit scoring
 //! in `packaging.rs` cannot: the units' system-call filter, file-system sandbox, credentials,
-//! `Type=notify` readiness, the watchdog, restarts, stop timeouts and the exposure score of the
-//! loaded units.
+//! `Type=notify` readiness, the watchdog, restarts, stop timeouts, the resource limits and bind
+//! allow-list as loaded and applied, and the exposure score of the loaded units.
 //!
 //! How: a minimal bookworm rootfs is made once with debootstrap (mirror from the machine's apt
 //! sources) and cached under `target/real-systemd/`; every run boots a fresh copy of it. The
@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use felhom_localapi_gateway::config::DEFAULT_PORT;
 use felhom_simhost::packaging::{
     AGENT_MAX_EXPOSURE, HELPER_MAX_EXPOSURE, build_deb, cargo_deb_available, target_dir,
     tool_available, workspace_root,
@@ -58,6 +59,9 @@ const CHECKS: &[&str] = &[
     "helper:agent",
     "helper:refuses",
     "helper:dir",
+    "limits:felhom-helper",
+    "limits:felhom-agent",
+    "socket-bind",
     "local-api",
     "no-restarts",
     "kill-restart",
@@ -366,10 +370,18 @@ async fn package_runs_under_a_booted_systemd() {
     let (_, secret) = token
         .split_once('=')
         .expect("a PVE API token is AUTHID=SECRET");
-    let local_api_port = std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port();
+    // The local API listens on the packaged port: the agent's unit allows binding no other
+    // (SocketBindAllow=). The container shares the host's network, so the port must be free
+    // here; it is outside the ephemeral range, so only a real service can hold it.
+    let local_api_port = DEFAULT_PORT;
+    if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", local_api_port)) {
+        println!(
+            "SKIPPED {TEST}: the local API's port 127.0.0.1:{local_api_port} is taken on this \
+             machine ({e}); the container shares its network"
+        );
+        sim.shutdown().await;
+        return;
+    }
 
     // A fresh copy of the rootfs, with the test's files in it.
     let run = tempfile::Builder::new()
