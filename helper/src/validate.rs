@@ -124,12 +124,15 @@ impl Hostname {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageId(String);
 
+/// Longest storage id accepted, alone or inside a volid.
+const MAX_STORAGE_ID_LEN: usize = 64;
+
 fn is_storage_id(value: &str) -> bool {
     let bytes = value.as_bytes();
     let (Some(first), Some(last)) = (bytes.first(), bytes.last()) else {
         return false;
     };
-    bytes.len() >= 2
+    (2..=MAX_STORAGE_ID_LEN).contains(&bytes.len())
         && first.is_ascii_alphabetic()
         && last.is_ascii_alphanumeric()
         && bytes
@@ -140,7 +143,7 @@ fn is_storage_id(value: &str) -> bool {
 impl StorageId {
     /// Validates a storage id for the given request field.
     pub fn parse(field: &'static str, value: &str) -> Result<Self, Invalid> {
-        plain_ascii(field, value, 64)?;
+        plain_ascii(field, value, MAX_STORAGE_ID_LEN)?;
         if !is_storage_id(value) {
             return Err(invalid(
                 field,
@@ -523,6 +526,16 @@ mod tests {
             MountOption::parse_list(&["ro".into(), "noatime".into()]),
             Ok(vec![MountOption::ReadOnly, MountOption::NoAtime])
         );
+    }
+
+    /// Found by the helper_validate fuzz target: the volid's storage part had no length limit.
+    #[test]
+    fn a_template_volid_holds_only_a_storage_id_the_storage_field_accepts() {
+        let long = format!("{}l", "Z".repeat(MAX_STORAGE_ID_LEN));
+        assert!(StorageId::parse("storage", &long).is_err());
+        assert!(TemplateVolid::parse(&format!("{long}:vztmpl/4.tar.zst")).is_err());
+        let longest = "Z".repeat(MAX_STORAGE_ID_LEN);
+        assert!(TemplateVolid::parse(&format!("{longest}:vztmpl/4.tar.zst")).is_ok());
     }
 
     #[test]
