@@ -8,6 +8,7 @@ use crate::capabilities::backup::{BackupService, BackupSettings, Backups};
 use crate::capabilities::guests::Guests;
 use crate::capabilities::guests::snapshot_limits::SnapshotLimits;
 use crate::capabilities::records::Records;
+use crate::capabilities::records::guest_ledger::GuestAuditPolicy;
 use crate::capabilities::selftest::Selftest;
 use crate::capabilities::storage::Storage;
 use std::collections::BTreeMap;
@@ -72,6 +73,27 @@ impl AgentContext {
         backup: BackupSetup,
     ) -> Result<Self, ContextError> {
         let db = StateDb::open(state_dir).map_err(ContextError::State)?;
+        Self::start_on(
+            db,
+            pve,
+            wait,
+            guest_setup,
+            backup,
+            GuestAuditPolicy::default(),
+        )
+        .await
+    }
+
+    /// [`AgentContext::start`] on an opened database (a test's, with a fake clock) and with
+    /// the guests' audit coalescing and row budget of `guest_audit`.
+    pub async fn start_on(
+        db: StateDb,
+        pve: Option<(PveClient, TlsTrust)>,
+        wait: WaitOptions,
+        guest_setup: GuestSetup,
+        backup: BackupSetup,
+        guest_audit: GuestAuditPolicy,
+    ) -> Result<Self, ContextError> {
         let (queue, abandoned) = GuestQueue::start(db.clone(), QueueLimits::default())
             .await
             .map_err(ContextError::Queue)?;
@@ -90,7 +112,7 @@ impl AgentContext {
             queue.clone(),
             wait.clone(),
         );
-        let records = Records::new(db.clone());
+        let records = Records::with_policy(db.clone(), guest_audit);
         let capabilities = Arc::new(Capabilities {
             guests: Guests::new(
                 pve.clone(),

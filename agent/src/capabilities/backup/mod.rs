@@ -148,6 +148,9 @@ impl Backups {
         (noun, queued): (&str, &str),
         result: &Result<Accepted, E>,
     ) {
+        if matches!(result, Ok(a) if a.new_job) {
+            self.records.job_queued(actor).await;
+        }
         let detail = match result {
             Ok(a) if a.new_job => format!("{queued} queued (job {})", a.job_id),
             Ok(a) => format!("joined {noun} job {} already under way", a.job_id),

@@ -223,7 +223,7 @@ impl Guests {
         let description = (!description.is_empty()).then_some(description);
         let (db, limits) = (self.db.clone(), self.snapshot_limits);
         let result = self
-            .run_job(vmid, "snapshot", move || async move {
+            .run_job(actor, vmid, "snapshot", move || async move {
                 snapshot_limits::check(&pve, &db, limits, vmid)
                     .await
                     .map_err(GuestsError::SnapshotLimits)?
@@ -276,7 +276,7 @@ impl Guests {
         let wait = self.wait.clone();
         let snap = name.clone();
         let result = self
-            .run_job(vmid, "rollback", move || async move {
+            .run_job(actor, vmid, "rollback", move || async move {
                 // A rollback stops a running guest; start it again so the caller keeps running.
                 let rollback = async {
                     let running = pve.lxc_status(vmid).await?.status == "running";
@@ -378,7 +378,13 @@ impl Guests {
 
     /// Runs `work` as a `kind` job on the guest's queue and waits for it, keeping its typed
     /// error; returns the job id.
-    async fn run_job<F, Fut>(&self, vmid: Vmid, kind: &str, work: F) -> Result<String, GuestsError>
+    async fn run_job<F, Fut>(
+        &self,
+        actor: Actor,
+        vmid: Vmid,
+        kind: &str,
+        work: F,
+    ) -> Result<String, GuestsError>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Result<crate::infra::pve::TaskOutcome, GuestsError>>
@@ -400,6 +406,8 @@ impl Guests {
             })
             .await
             .map_err(GuestsError::Queue)?;
+        // A job row now exists, even when its audit entry will be coalesced away.
+        self.records.job_queued(actor).await;
         let job_id = handle.id().to_string();
         match rx.await {
             Ok(Ok(_)) => Ok(job_id),

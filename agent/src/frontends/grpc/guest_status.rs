@@ -21,6 +21,7 @@ use crate::capabilities::backup::BackupError;
 use crate::capabilities::backup::restore_test::RestoreTestError;
 use crate::capabilities::guests::GuestsError;
 use crate::capabilities::guests::snapshot_limits::{LimitsError, SnapshotRefusal};
+use crate::capabilities::records::guest_ledger::GuestBudgetError;
 use crate::capabilities::storage::StorageError;
 use crate::core::{Vmid, error_chain};
 use crate::infra::pbs::PbsError;
@@ -210,6 +211,16 @@ pub fn restore_test(e: &RestoreTestError) -> Status {
         }
         RestoreTestError::Backup(b) => backup(b),
         RestoreTestError::Cleanup(_) => Status::internal(INTERNAL),
+    }
+}
+
+/// A change refused because the guest is over its row budget (429 through the gateway). The
+/// budget's size is the operator's business; the guest learns to slow down.
+pub fn budget(e: &GuestBudgetError) -> Status {
+    match e {
+        GuestBudgetError::OverBudget { .. } => Status::resource_exhausted(
+            "this guest has asked for too many changes in the last hour; try again later",
+        ),
     }
 }
 

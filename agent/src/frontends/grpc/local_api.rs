@@ -6,6 +6,11 @@
 //! else; no request carries a vmid. Each handler authenticates, makes one capability call as
 //! that guest and maps the answer; queueing, waiting, job history and audit are the
 //! capability's.
+//!
+//! Every call that leads to an audit row (snapshot, rollback, start backup) first asks the
+//! guest's row budget ([`crate::capabilities::records::Records::admit_guest`]): over budget it
+//! is refused with RESOURCE_EXHAUSTED (429 through the gateway) before anything is done. Those
+//! refusals are counted, not audited or logged one by one.
 
 use std::sync::Arc;
 
@@ -47,6 +52,18 @@ impl LocalApiService {
             .authenticate(token)
             .await
             .map_err(|e| logged(None, "authenticate", &e, guest_status::access(&e)))
+    }
+
+    /// The caller, if its row budget admits a change now. Not logged: a guest over budget
+    /// would flood the log (the ledger logs the first refusal of each run).
+    async fn changing_caller<T>(&self, request: &Request<T>) -> Result<Vmid, Status> {
+        let vmid = self.caller(request).await?;
+        self.caps
+            .records
+            .admit_guest(vmid)
+            .await
+            .map_err(|e| guest_status::budget(&e))?;
+        Ok(vmid)
     }
 }
 
@@ -90,7 +107,7 @@ impl pb::local_api_server::LocalApi for LocalApiService {
         &self,
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<pb::SnapshotResult>, Status> {
-        let vmid = self.caller(&request).await?;
+        let vmid = self.changing_caller(&request).await?;
         let req = request.into_inner();
         let done = self
             .caps
@@ -105,7 +122,7 @@ impl pb::local_api_server::LocalApi for LocalApiService {
         &self,
         request: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::SnapshotResult>, Status> {
-        let vmid = self.caller(&request).await?;
+        let vmid = self.changing_caller(&request).await?;
         let done = self
             .caps
             .guests
@@ -119,7 +136,7 @@ impl pb::local_api_server::LocalApi for LocalApiService {
         &self,
         request: Request<pb::StartBackupRequest>,
     ) -> Result<Response<pb::BackupAccepted>, Status> {
-        let vmid = self.caller(&request).await?;
+        let vmid = self.changing_caller(&request).await?;
         let a = self
             .caps
             .backup

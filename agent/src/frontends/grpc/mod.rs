@@ -93,7 +93,9 @@ pub async fn serve_agent(
         .map_err(ServeError::Transport)
 }
 
-/// Serves the guests' `LocalApi` service on `listener` until `shutdown` resolves.
+/// Serves the guests' `LocalApi` service on `listener` until `shutdown` resolves, then writes
+/// what the guests' audit ledger still holds
+/// ([`crate::capabilities::records::Records::flush_coalesced`]).
 pub async fn serve_local_api(
     listener: UnixListener,
     caps: Arc<Capabilities>,
@@ -101,11 +103,14 @@ pub async fn serve_local_api(
 ) -> Result<(), ServeError> {
     let (v1, v1alpha) =
         felhom_proto::reflection(&[LOCAL_API_SERVICE]).map_err(ServeError::Reflection)?;
-    tonic::transport::Server::builder()
-        .add_service(LocalApiServer::new(LocalApiService::new(caps)))
+    let served = tonic::transport::Server::builder()
+        .add_service(LocalApiServer::new(LocalApiService::new(caps.clone())))
         .add_service(v1)
         .add_service(v1alpha)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
-        .map_err(ServeError::Transport)
+        .map_err(ServeError::Transport);
+    // The guests' calls have finished: write the repeat and refusal counts still pending.
+    caps.records.flush_coalesced().await;
+    served
 }
