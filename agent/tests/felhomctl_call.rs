@@ -92,7 +92,7 @@ fn streaming_call_prints_every_response() {
 fn unknown_method_lists_the_known_methods() {
     Agent::start()
         .ctl(&["call", "felhom.agent.v1.Agent/Reboot"])
-        .fails_with(2, "felhomctl: service felhom.agent.v1.Agent has no method `Reboot`; methods: Selftest, ListGuests, ListTasks, ListJobs, ListOperations, AuditTail, AuditVerify, MintGuestToken, RotateGuestToken, RevokeGuestToken, ListGuestTokens, ProvisionGuest, GetLocalApiPins, RotateLocalApiCertificate, BackupNow, GetBackupStatus, ListBackups, GetBackupDue, RunRestoreTest, GetRestoreTestStatus, RunVerify, GetVerifyStatus\n");
+        .fails_with(2, "felhomctl: service felhom.agent.v1.Agent has no method `Reboot`; methods: Selftest, ListGuests, ListTasks, ListJobs, ListOperations, AuditTail, AuditVerify, AuditCheckpoint, MintGuestToken, RotateGuestToken, RevokeGuestToken, ListGuestTokens, ProvisionGuest, GetLocalApiPins, RotateLocalApiCertificate, BackupNow, GetBackupStatus, ListBackups, GetBackupDue, RunRestoreTest, GetRestoreTestStatus, RunVerify, GetVerifyStatus\n");
 }
 
 #[test]
@@ -120,4 +120,41 @@ fn grpc_error_prints_code_and_message() {
     Agent::start()
         .ctl(&["call", "felhom.agent.v1.Agent/Selftest"])
         .fails_with_only(4, PVE_NOT_CONFIGURED);
+}
+
+#[test]
+fn an_operator_signs_off_the_audit_head_they_verified() {
+    let agent = Agent::start();
+    let verified: serde_json::Value = serde_json::from_str(
+        agent
+            .ctl(&["call", "felhom.agent.v1.Agent/AuditVerify", "{}"])
+            .success(),
+    )
+    .unwrap();
+    let head = verified["headHash"].as_str().unwrap().to_owned();
+
+    let stale = agent.ctl(&[
+        "call",
+        "felhom.agent.v1.Agent/AuditCheckpoint",
+        &format!(r#"{{"headHash": "{}"}}"#, "f".repeat(64)),
+    ]);
+    assert!(
+        stale
+            .stderr
+            .starts_with("felhomctl: FAILED_PRECONDITION: The audit log's head is "),
+        "{stale:?}"
+    );
+    let signed: serde_json::Value = serde_json::from_str(
+        agent
+            .ctl(&[
+                "call",
+                "felhom.agent.v1.Agent/AuditCheckpoint",
+                &format!(r#"{{"headHash": "{head}"}}"#),
+            ])
+            .success(),
+    )
+    .unwrap();
+    assert_eq!(signed["headHash"], head.as_str());
+    let tail = agent.ctl(&["call", "felhom.agent.v1.Agent/AuditTail", "{}"]);
+    assert!(tail.success().contains("audit.checkpoint"), "{tail:?}");
 }

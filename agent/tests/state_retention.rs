@@ -33,6 +33,7 @@ fn db() -> Db {
 const POLICY: Retention = Retention {
     max_age: Duration::from_secs(30 * 24 * 3600),
     keep_per_guest: 2,
+    audit_max_age: Duration::from_secs(30 * 24 * 3600),
 };
 
 /// A job of `kind` for `vmid`, taken to `phase` now.

@@ -281,6 +281,7 @@ fn spawn_pruner(db: StateDb, shutdown: CancellationToken) -> tokio::task::JoinHa
                     jobs = pruned.jobs,
                     operations = pruned.operations,
                     idempotency_keys = pruned.idempotency_keys,
+                    audit_rows = pruned.audit_rows,
                     "pruned finished history"
                 ),
                 Err(e) => tracing::warn!(

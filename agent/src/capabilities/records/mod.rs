@@ -9,6 +9,7 @@
 //! the guests' calls have finished; after a crash those counts are lost, never the first
 //! occurrence of an entry.
 
+mod checkpoint;
 pub mod guest_ledger;
 
 use std::sync::Arc;
@@ -219,12 +220,16 @@ impl Records {
             Err(
                 e @ (AuditError::Altered { .. }
                 | AuditError::BrokenLink { .. }
-                | AuditError::Missing { .. }),
+                | AuditError::Missing { .. }
+                | AuditError::PrunedUnsigned { .. }
+                | AuditError::CheckpointMismatch { .. }),
             ) => Ok(ChainCheck::Broken(e.to_string())),
             Err(
                 e @ (AuditError::Sqlite(_)
                 | AuditError::Interrupted(_)
-                | AuditError::InvalidField(_)),
+                | AuditError::InvalidField(_)
+                | AuditError::HeadMismatch { .. }
+                | AuditError::MalformedHead(_)),
             ) => Err(RecordsError::Audit(e)),
         }
     }

@@ -119,10 +119,15 @@ pub fn journal(e: &JournalError) -> Status {
 pub fn audit(e: &AuditError) -> Status {
     match e {
         AuditError::Interrupted(i) => interrupted(i),
-        AuditError::InvalidField(_) => Status::invalid_argument(e.to_string()),
-        AuditError::Altered { .. } | AuditError::BrokenLink { .. } | AuditError::Missing { .. } => {
-            Status::data_loss(e.to_string())
+        AuditError::InvalidField(_) | AuditError::MalformedHead(_) => {
+            Status::invalid_argument(e.to_string())
         }
+        AuditError::HeadMismatch { .. } => Status::failed_precondition(e.to_string()),
+        AuditError::Altered { .. }
+        | AuditError::BrokenLink { .. }
+        | AuditError::Missing { .. }
+        | AuditError::PrunedUnsigned { .. }
+        | AuditError::CheckpointMismatch { .. } => Status::data_loss(e.to_string()),
         AuditError::Sqlite(_) => internal(e),
     }
 }

@@ -11,6 +11,13 @@
 //! still found: it names the first row whose contents no longer match its hash, whose link to
 //! the previous row is broken, or that is missing from the numbering.
 //!
+//! Pruning: an operator signs off the chain as it stands ([`Audit::checkpoint`], naming the head
+//! hash they verified); that appends an `audit.checkpoint` row and records the checkpoint. Only
+//! rows up to the newest checkpoint's head may then be removed, from the front
+//! ([`Audit::prune`]; the trigger refuses anything later), and the hash of the last removed row
+//! is kept, so [`Audit::verify`] starts from it and still checks every remaining link and every
+//! checkpoint whose head is still present.
+//!
 //! Limits: the chain proves the rows are consistent with each other, not that nobody rewrote
 //! the whole tail from some row on, and it cannot notice rows cut off the end. Comparing the
 //! [`ChainSummary::head_hash`] with a value recorded elsewhere (a log line, the hub) closes
@@ -45,6 +52,21 @@ pub enum AuditError {
     BrokenLink { seq: u64 },
     #[error("Audit log row {expected} is missing: the next row is {found}")]
     Missing { expected: u64, found: u64 },
+    #[error("Audit log rows through {through} were removed, but no checkpoint signs off that far")]
+    PrunedUnsigned { through: u64 },
+    #[error("Audit checkpoint {seq} signed off a head hash that row {head_seq} does not carry")]
+    CheckpointMismatch { seq: u64, head_seq: u64 },
+    #[error(
+        "The audit log's head is {found} (row {rows}), not the {expected} being signed off; \
+         verify again and sign off what you saw"
+    )]
+    HeadMismatch {
+        expected: String,
+        found: String,
+        rows: u64,
+    },
+    #[error("Head hash to sign off must be 64 lowercase hex digits, got {0:?}")]
+    MalformedHead(String),
 }
 
 /// What a caller appends.
@@ -86,6 +108,8 @@ impl AuditEntry {
 pub struct ChainSummary {
     /// Number of rows checked.
     pub rows: u64,
+    /// Rows up to this one were pruned behind a checkpoint (0: none).
+    pub pruned_through: u64,
     /// Hash of the last row ([`GENESIS_HASH`] for an empty log); record it elsewhere to detect
     /// a rewritten or truncated tail later.
     pub head_hash: String,
@@ -131,36 +155,175 @@ impl<'db> Audit<'db> {
     pub fn verify(&self) -> Result<ChainSummary, AuditError> {
         self.db.with_conn(|conn| {
             let tx = conn.transaction()?;
-            let mut stmt = tx.prepare(
-                "SELECT seq, at, actor, action, target, detail, prev_hash, hash
-                 FROM audit_log ORDER BY seq",
-            )?;
-            let mut rows = stmt.query([])?;
-            let mut expected: u64 = 1;
-            let mut prev = GENESIS_HASH.to_owned();
-            while let Some(row) = rows.next()? {
-                let row = read_row(row)?;
-                if row.seq != expected {
-                    return Err(AuditError::Missing {
-                        expected,
-                        found: row.seq,
-                    });
-                }
-                if row.hash != row_hash(&row) {
-                    return Err(AuditError::Altered { seq: row.seq });
-                }
-                if row.prev_hash != prev {
-                    return Err(AuditError::BrokenLink { seq: row.seq });
-                }
-                prev = row.hash;
-                expected += 1;
+            verify_in(&tx)
+        })
+    }
+
+    /// Signs off the chain as `signed_off_by`, who verified it and saw `head_hash`: checks the
+    /// chain and its head again, then appends an `audit.checkpoint` row and records the
+    /// checkpoint, all in one transaction. Rows up to that head may be pruned from then on.
+    pub fn checkpoint(
+        &self,
+        signed_off_by: &str,
+        head_hash: &str,
+    ) -> Result<Checkpoint, AuditError> {
+        if head_hash.len() != 64
+            || !head_hash
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Err(AuditError::MalformedHead(head_hash.to_owned()));
+        }
+        let at = self.db.now();
+        self.db.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let chain = verify_in(&tx)?;
+            if chain.head_hash != head_hash {
+                return Err(AuditError::HeadMismatch {
+                    expected: head_hash.to_owned(),
+                    found: chain.head_hash,
+                    rows: chain.rows,
+                });
             }
-            Ok(ChainSummary {
-                rows: expected - 1,
-                head_hash: prev,
+            let head_seq: u64 =
+                tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit_log", [], |row| {
+                    row.get(0)
+                })?;
+            let detail = format!("head_seq={head_seq} head_hash={head_hash}");
+            let row = append_in(
+                &tx,
+                at,
+                NewAuditEntry {
+                    actor: signed_off_by,
+                    action: "audit.checkpoint",
+                    target: "audit",
+                    detail: &detail,
+                },
+            )?;
+            tx.execute(
+                "INSERT INTO audit_checkpoints (seq, head_seq, head_hash, signed_off_by, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![row.seq, head_seq, head_hash, signed_off_by, at],
+            )?;
+            tx.commit()?;
+            Ok(Checkpoint {
+                seq: row.seq,
+                head_seq,
+                head_hash: head_hash.to_owned(),
             })
         })
     }
+
+    /// Removes rows older than `before` from the front of the log, never past the newest
+    /// checkpoint's head; keeps the last removed row's hash for [`Audit::verify`]. Returns how
+    /// many rows went.
+    pub fn prune(&self, before: Timestamp) -> Result<u64, AuditError> {
+        self.db.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let last: Option<(u64, String)> = tx
+                .query_row(
+                    "SELECT seq, hash FROM audit_log
+                     WHERE seq <= (SELECT COALESCE(MAX(head_seq), 0) FROM audit_checkpoints)
+                       AND at < ?1
+                     ORDER BY seq DESC LIMIT 1",
+                    [before],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            let Some((through, hash)) = last else {
+                return Ok(0);
+            };
+            let removed = tx.execute("DELETE FROM audit_log WHERE seq <= ?1", [through])?;
+            tx.execute(
+                "INSERT INTO audit_pruned (id, through_seq, through_hash) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET through_seq = ?1, through_hash = ?2",
+                params![through, hash],
+            )?;
+            tx.commit()?;
+            Ok(removed as u64)
+        })
+    }
+}
+
+/// A signed-off checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The `audit.checkpoint` row.
+    pub seq: u64,
+    /// The last row it signs off, and that row's hash.
+    pub head_seq: u64,
+    pub head_hash: String,
+}
+
+/// [`Audit::verify`] inside the caller's transaction.
+fn verify_in(tx: &rusqlite::Transaction<'_>) -> Result<ChainSummary, AuditError> {
+    let pruned: Option<(u64, String)> = tx
+        .query_row(
+            "SELECT through_seq, through_hash FROM audit_pruned WHERE id = 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    let mut checkpoints = std::collections::BTreeMap::new();
+    {
+        let mut stmt = tx.prepare("SELECT seq, head_seq, head_hash FROM audit_checkpoints")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((
+                row.get::<_, u64>(1)?,
+                (row.get::<_, u64>(0)?, row.get::<_, String>(2)?),
+            ))
+        })?;
+        for row in rows {
+            let (head_seq, checkpoint) = row?;
+            checkpoints.insert(head_seq, checkpoint);
+        }
+    }
+    let (pruned_through, mut prev) = pruned.unwrap_or((0, GENESIS_HASH.to_owned()));
+    if pruned_through > 0 {
+        let signed = checkpoints.keys().next_back().copied().unwrap_or(0);
+        if pruned_through > signed {
+            return Err(AuditError::PrunedUnsigned {
+                through: pruned_through,
+            });
+        }
+    }
+    let check_checkpoint = |head_seq: u64, hash: &str| match checkpoints.get(&head_seq) {
+        Some((seq, signed)) if signed != hash => Err(AuditError::CheckpointMismatch {
+            seq: *seq,
+            head_seq,
+        }),
+        _ => Ok(()),
+    };
+    check_checkpoint(pruned_through, &prev)?;
+    let mut stmt = tx.prepare(
+        "SELECT seq, at, actor, action, target, detail, prev_hash, hash
+         FROM audit_log ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut expected = pruned_through + 1;
+    while let Some(row) = rows.next()? {
+        let row = read_row(row)?;
+        if row.seq != expected {
+            return Err(AuditError::Missing {
+                expected,
+                found: row.seq,
+            });
+        }
+        if row.hash != row_hash(&row) {
+            return Err(AuditError::Altered { seq: row.seq });
+        }
+        if row.prev_hash != prev {
+            return Err(AuditError::BrokenLink { seq: row.seq });
+        }
+        check_checkpoint(row.seq, &row.hash)?;
+        prev = row.hash;
+        expected += 1;
+    }
+    Ok(ChainSummary {
+        rows: expected - 1 - pruned_through,
+        pruned_through,
+        head_hash: prev,
+    })
 }
 
 /// Appends `entry` inside the caller's (immediate) transaction `tx`: a change and its audit row
@@ -285,6 +448,7 @@ mod tests {
             db.audit().verify().unwrap(),
             ChainSummary {
                 rows: 2,
+                pruned_through: 0,
                 head_hash: second.hash
             }
         );
@@ -297,6 +461,7 @@ mod tests {
             db.audit().verify().unwrap(),
             ChainSummary {
                 rows: 0,
+                pruned_through: 0,
                 head_hash: GENESIS_HASH.to_owned()
             }
         );

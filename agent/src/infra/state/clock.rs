@@ -26,6 +26,12 @@ impl Timestamp {
         self.0
     }
 
+    /// This timestamp moved `by` into the past, saturating at the start of time.
+    pub fn saturating_sub(self, by: Duration) -> Self {
+        let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        Self(self.0.saturating_sub(by))
+    }
+
     /// This timestamp moved `by` into the future, saturating at the end of time.
     pub fn saturating_add(self, by: Duration) -> Self {
         let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);

@@ -7,17 +7,18 @@
 //! - operations that `completed` or were `compensated`, with their steps and resources (a
 //!   `failed` operation stays until an operator has looked at it; unfinished ones are never
 //!   touched, compensation still needs them);
-//! - expired idempotency keys (whatever their age).
+//! - expired idempotency keys (whatever their age);
+//! - audit rows older than [`Retention::audit_max_age`], but only those an operator signed off
+//!   ([`super::Audit::checkpoint`]), from the front of the chain ([`super::Audit::prune`]).
 //!
-//! Never pruned here: the audit log (append-only; its rows may go only behind a signed-off
-//! checkpoint), tokens and the agent-made snapshot list (they describe what exists now).
-//! One prune is one transaction: it removes all of that or nothing.
+//! Never pruned: tokens and the agent-made snapshot list (they describe what exists now). The
+//! history prune is one transaction and the audit prune another: each removes all or nothing.
 
 use std::time::Duration;
 
 use rusqlite::{TransactionBehavior, params};
 
-use super::{Interrupted, StateDb};
+use super::{AuditError, Interrupted, StateDb};
 
 /// Retention failure.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,8 @@ pub enum RetentionError {
     Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
+    #[error("Cannot prune the audit log")]
+    Audit(#[from] AuditError),
 }
 
 /// What is kept.
@@ -35,14 +38,18 @@ pub struct Retention {
     pub max_age: Duration,
     /// Newest finished jobs of one guest and kind kept whatever their age.
     pub keep_per_guest: u32,
+    /// Signed-off audit rows older than this go.
+    pub audit_max_age: Duration,
 }
 
 impl Default for Retention {
-    /// 90 days, and at least the newest 20 jobs of each guest and kind.
+    /// 90 days, and at least the newest 20 jobs of each guest and kind; signed-off audit rows
+    /// after a year.
     fn default() -> Self {
         Self {
             max_age: Duration::from_secs(90 * 24 * 3600),
             keep_per_guest: 20,
+            audit_max_age: Duration::from_secs(365 * 24 * 3600),
         }
     }
 }
@@ -53,6 +60,7 @@ pub struct Pruned {
     pub jobs: u64,
     pub operations: u64,
     pub idempotency_keys: u64,
+    pub audit_rows: u64,
 }
 
 impl Pruned {
@@ -96,7 +104,7 @@ impl<'db> Prune<'db> {
             .unix_millis()
             .saturating_sub(i64::try_from(policy.max_age.as_millis()).unwrap_or(i64::MAX));
         let keep = i64::from(policy.keep_per_guest);
-        let pruned = self.db.with_conn(|conn| {
+        let mut pruned = self.db.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let jobs = format!("({DOOMED_JOBS})");
             let backup_jobs = format!("(SELECT job_id FROM backup_jobs WHERE job_id IN {jobs})");
@@ -135,8 +143,13 @@ impl<'db> Prune<'db> {
                 jobs: jobs_removed as u64,
                 operations: operations_removed as u64,
                 idempotency_keys: keys_removed as u64,
+                audit_rows: 0,
             })
         })?;
+        pruned.audit_rows = self
+            .db
+            .audit()
+            .prune(now.saturating_sub(policy.audit_max_age))?;
         Ok(pruned)
     }
 }

@@ -165,6 +165,29 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (vmid, name)
     ) STRICT;
     ",
+    // 4: signed-off audit checkpoints; rows before the newest one may be pruned from the front.
+    r"
+    CREATE TABLE audit_checkpoints (
+        seq           INTEGER PRIMARY KEY,
+        head_seq      INTEGER NOT NULL,
+        head_hash     TEXT    NOT NULL,
+        signed_off_by TEXT    NOT NULL,
+        at            INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE audit_pruned (
+        id           INTEGER PRIMARY KEY CHECK (id = 1),
+        through_seq  INTEGER NOT NULL,
+        through_hash TEXT    NOT NULL
+    ) STRICT;
+    DROP TRIGGER audit_log_no_delete;
+    CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        WHEN OLD.seq > COALESCE((SELECT MAX(head_seq) FROM audit_checkpoints), 0)
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only after its last checkpoint'); END;
+    CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
+        BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;
+    CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
+        BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;
+    ",
 ];
 
 /// Schema version this code writes and understands.

@@ -79,6 +79,13 @@ impl pb::agent_server::Agent for AgentService {
     ) -> Reply<pb::AuditVerifyResponse> {
         records::audit_verify(&self.caps, r).await
     }
+    async fn audit_checkpoint(
+        &self,
+        r: Request<pb::AuditCheckpointRequest>,
+    ) -> Reply<pb::AuditCheckpointResponse> {
+        let actor = operator(&r);
+        records::audit_checkpoint(&self.caps, actor, r).await
+    }
     async fn mint_guest_token(&self, r: Request<pb::GuestTokenRequest>) -> Reply<pb::GuestToken> {
         access::mint(&self.caps, r).await
     }

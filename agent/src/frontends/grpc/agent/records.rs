@@ -6,6 +6,7 @@ use tonic::{Request, Response};
 use super::Reply;
 use crate::capabilities::Capabilities;
 use crate::capabilities::records::ChainCheck;
+use crate::core::Actor;
 use crate::frontends::grpc::status;
 use crate::infra::state::Timestamp;
 
@@ -144,12 +145,31 @@ pub(super) async fn audit_verify(
             rows: summary.rows,
             head_hash: summary.head_hash,
             problem: String::new(),
+            pruned_through: summary.pruned_through,
         },
         ChainCheck::Broken(problem) => pb::AuditVerifyResponse {
             ok: false,
             rows: 0,
             head_hash: String::new(),
             problem,
+            pruned_through: 0,
         },
+    }))
+}
+
+pub(super) async fn audit_checkpoint(
+    caps: &Capabilities,
+    actor: Actor,
+    r: Request<pb::AuditCheckpointRequest>,
+) -> Reply<pb::AuditCheckpointResponse> {
+    let checkpoint = caps
+        .records
+        .audit_checkpoint(actor, r.into_inner().head_hash)
+        .await
+        .map_err(|e| status::records(&e))?;
+    Ok(Response::new(pb::AuditCheckpointResponse {
+        seq: checkpoint.seq,
+        head_seq: checkpoint.head_seq,
+        head_hash: checkpoint.head_hash,
     }))
 }
