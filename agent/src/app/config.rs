@@ -155,6 +155,7 @@ struct RawLocalApi {
     rate_burst: Option<u64>,
     source_rate_per_second: Option<u64>,
     source_rate_burst: Option<u64>,
+    audit_budget_per_hour: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -220,6 +221,7 @@ const OVERRIDABLE: &[(&str, &str, Kind)] = &[
     ("local_api", "rate_burst", Kind::Int),
     ("local_api", "source_rate_per_second", Kind::Int),
     ("local_api", "source_rate_burst", Kind::Int),
+    ("local_api", "audit_budget_per_hour", Kind::Int),
     ("pbs", "endpoint", Kind::Str),
     ("pbs", "datastore", Kind::Str),
     ("pbs", "namespace", Kind::Str),
@@ -271,6 +273,8 @@ pub struct LocalApiSettings {
     pub certificate_dir: PathBuf,
     /// The gateway's resource limits: its defaults, with the overridable keys applied.
     pub limits: Limits,
+    /// Audit and job rows one guest may cause per rolling hour before its changes are refused.
+    pub audit_budget_per_hour: u32,
 }
 
 /// Validated Proxmox Backup Server settings (the token already read).
@@ -765,12 +769,19 @@ fn validate_local_api(raw: RawLocalApi, state_dir: &Path) -> Result<LocalApiSett
         )?,
         ..defaults
     };
+    let audit_budget_per_hour = limit(
+        "local_api.audit_budget_per_hour",
+        raw.audit_budget_per_hour,
+        crate::capabilities::records::guest_ledger::DEFAULT_BUDGET_PER_HOUR,
+        MAX_RATE_LIMIT,
+    )?;
     Ok(LocalApiSettings {
         storage_classes: raw.storage_classes,
         listen,
         listen_policy,
         certificate_dir,
         limits,
+        audit_budget_per_hour,
     })
 }
 
@@ -1265,6 +1276,28 @@ mod tests {
                 ..Limits::default()
             }
         );
+    }
+
+    #[test]
+    fn per_source_limits_and_the_guest_row_budget_are_read() {
+        let cfg = load(
+            "[local_api]\nmax_connections_per_source = 4\nsource_rate_per_second = 7\n\
+             source_rate_burst = 9\naudit_budget_per_hour = 50\n",
+            &[],
+        )
+        .unwrap();
+        let l = &cfg.local_api.limits;
+        assert_eq!(
+            (
+                l.max_connections_per_source,
+                l.source_rate_per_second,
+                l.source_rate_burst
+            ),
+            (4, 7, 9)
+        );
+        assert_eq!(cfg.local_api.audit_budget_per_hour, 50);
+        let default = load("", &[]).unwrap();
+        assert_eq!(default.local_api.audit_budget_per_hour, 240);
     }
 
     #[test]

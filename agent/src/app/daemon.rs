@@ -25,6 +25,7 @@ use crate::app::config::Config;
 use crate::app::context::{AgentContext, BackupSetup, ContextError, GuestSetup};
 use crate::app::listen_policy::{self, ListenError};
 use crate::capabilities::backup::service::PbsTarget;
+use crate::capabilities::records::guest_ledger::GuestAuditPolicy;
 use crate::frontends::grpc;
 use crate::infra::pbs::{PbsClient, PbsError};
 use crate::infra::pve::{PveClient, PveError, WaitOptions};
@@ -115,10 +116,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             (None, WaitOptions::default())
         }
     };
+    let db = StateDb::open(&config.agent.state_dir).map_err(ContextError::State)?;
     let ctx = Arc::new(
-        AgentContext::start(
+        AgentContext::start_on(
+            db,
             pve,
-            &config.agent.state_dir,
             wait,
             GuestSetup {
                 storage_classes: config.local_api.storage_classes.clone(),
@@ -134,6 +136,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
                     }),
                     None => None,
                 },
+            },
+            GuestAuditPolicy {
+                budget_per_hour: config.local_api.audit_budget_per_hour,
+                ..GuestAuditPolicy::default()
             },
         )
         .await?,
