@@ -1,6 +1,6 @@
 //! The fuzz targets (`fuzz/`, a cargo-fuzz crate outside the workspace) survive a short run
 //! over their committed corpora: `fuzz/run ci` builds them once and runs each for
-//! `FUZZ_CI_SECS` seconds (default 20), so a parser change that panics, hangs or leaks on an
+//! `FUZZ_CI_SECS` seconds (default 10), so a parser change that panics, hangs or leaks on an
 //! input the campaign already found shows up here. The long runs are `fuzz/run campaign`.
 //!
 //! Needs the nightly toolchain and cargo-fuzz; without either the script says SKIPPED (exit

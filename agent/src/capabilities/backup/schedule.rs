@@ -121,26 +121,23 @@ fn weekday(name: &str) -> Option<u8> {
         .map(|(_, _, d)| *d)
 }
 
-/// `mon..fri,sun` → cron day-of-week field `1-5,0`.
+/// `mon..fri,sun` → cron day-of-week list `1,2,3,4,5,0`. A range runs Monday-first as in
+/// Proxmox: `sun..sun` is Sunday alone, `fri..mon` wraps over the weekend (Fri, Sat, Sun,
+/// Mon). Written out day by day, so croner's own range rules (Sunday is 0) never apply.
 fn weekdays(spec: &str) -> Option<String> {
-    let mut parts = Vec::new();
+    // Position in the Monday-first week of a cron day number (Sunday is 0 in cron).
+    let position = |d: u8| (usize::from(d) + 6) % 7;
+    let mut days = Vec::new();
     for item in spec.split(',') {
-        match item.split_once("..") {
-            Some((a, b)) => parts.push(format!("{}-{}", weekday(a)?, weekday(b)?)),
-            None => parts.push(weekday(item)?.to_string()),
-        }
+        let (a, b) = match item.split_once("..") {
+            Some((a, b)) => (weekday(a)?, weekday(b)?),
+            None => (weekday(item)?, weekday(item)?),
+        };
+        let (start, end) = (position(a), position(b));
+        let span = (end + 7 - start) % 7;
+        days.extend((0..=span).map(|k| WEEKDAYS[(start + k) % 7].2.to_string()));
     }
-    // croner wants Sunday as 0 at the start of a range; `sat..sun` is 6-0: spell it as a list.
-    Some(
-        parts
-            .into_iter()
-            .map(|p| match p.split_once('-') {
-                Some((a, "0")) => format!("{a}-6,0"),
-                _ => p,
-            })
-            .collect::<Vec<_>>()
-            .join(","),
-    )
+    Some(days.join(","))
 }
 
 /// One `HH` or `MM` component → cron field.
@@ -239,15 +236,23 @@ mod tests {
         assert_eq!(cron("02:30"), "30 2 * * *");
         assert_eq!(cron("*-*-* 02:30"), "30 2 * * *");
         assert_eq!(cron("sun 04:00"), "0 4 * * 0");
-        assert_eq!(cron("mon..fri 22:00"), "0 22 * * 1-5");
+        assert_eq!(cron("mon..fri 22:00"), "0 22 * * 1,2,3,4,5");
         assert_eq!(cron("sat,sun 03:15"), "15 3 * * 6,0");
-        assert_eq!(cron("sat..sun 03:15"), "15 3 * * 6-6,0");
+        assert_eq!(cron("sat..sun 03:15"), "15 3 * * 6,0");
+        assert_eq!(cron("fri..mon 05:00"), "0 5 * * 5,6,0,1");
         assert_eq!(cron("Monday"), "0 0 * * 1");
         assert_eq!(cron("hourly"), "0 * * * *");
         assert_eq!(cron("weekly"), "0 0 * * 1");
         assert_eq!(cron("monthly 01:00"), "0 1 1 * *");
         assert_eq!(cron("*/4:00"), "0 */4 * * *");
         assert_eq!(cron("2,14:30:00"), "30 2,14 * * *");
+    }
+
+    /// Found by the schedule fuzz target: a one-day range meant every day.
+    #[test]
+    fn a_range_from_a_day_to_itself_is_that_day_alone() {
+        assert_eq!(cron("sun..sun 04:00"), "0 4 * * 0");
+        assert_eq!(cron("wed..wed 04:00"), "0 4 * * 3");
     }
 
     #[test]
