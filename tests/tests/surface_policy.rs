@@ -44,6 +44,7 @@ const AGENT_METHODS: &[(&str, Effect)] = &[
     ("ListOperations", Effect::Reads),
     ("AuditTail", Effect::Reads),
     ("AuditVerify", Effect::Reads),
+    ("AuditCheckpoint", Effect::Audited),
     ("MintGuestToken", Effect::Audited),
     ("RotateGuestToken", Effect::Audited),
     ("RevokeGuestToken", Effect::Audited),
