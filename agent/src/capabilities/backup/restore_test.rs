@@ -516,6 +516,9 @@ pub async fn status(
     vmid: u32,
 ) -> Result<pb::RestoreTestStatus, RestoreTestError> {
     let db = svc.db();
+    // The job first, then its rows: a job seen finished has written its result, so "done"
+    // never comes with a result still missing (read the other way round, it could).
+    let active = svc.active_job(vmid, JOB_KIND).await?;
     let latest = db
         .run(move |db| db.backups().latest_restore_test(vmid))
         .await
@@ -524,7 +527,6 @@ pub async fn status(
         .run(move |db| db.backups().latest_finished_restore_test(vmid))
         .await
         .map_err(BackupError::from)?;
-    let active = svc.active_job(vmid, JOB_KIND).await?;
     let mut out = pb::RestoreTestStatus {
         vmid,
         phase: "idle".into(),
