@@ -43,6 +43,13 @@ fn start_helper() -> Running {
 
 fn start_helper_with_pct(pct: Option<std::path::PathBuf>) -> Running {
     let dir = tempfile::tempdir().expect("temp dir");
+    // The in-process helper binds under a umask of its own, and the umask is the process's:
+    // a tempdir another test thread creates meanwhile is born without 0700. Say it.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .expect("chmod temp dir");
     let socket = dir.path().join("helper.sock");
     let cfg = Config {
         socket: socket.clone(),
