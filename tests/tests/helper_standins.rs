@@ -71,7 +71,14 @@ fn start_helper_with_pct(pct: Option<std::path::PathBuf>) -> Running {
         // In-process: the test process keeps its own identity and capabilities.
         unprivileged_dev: true,
     };
-    let listener = server::bind(&cfg).expect("bind helper socket");
+    // One bind at a time: each sets the process-wide umask while it binds.
+    static BIND: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let listener = {
+        let _one = BIND
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        server::bind(&cfg).expect("bind helper socket")
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let audit = Arc::new(Audit::open(None).expect("log-only audit"));
     let task = tokio::spawn(server::serve(listener, Arc::new(cfg), audit, async {
