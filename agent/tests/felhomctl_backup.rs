@@ -9,21 +9,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{Run, felhomctl};
-use felhom_agent::app::config::Config;
+use common::{Run, agent_config_for, felhomctl};
 use felhom_agent::app::context::{AgentContext, BackupSetup};
 use felhom_agent::frontends::grpc::{bind_unix, serve_agent};
 use felhom_agent::infra::pve::PveClient;
 use felhom_simhost::pve::{PveSim, PveSimOptions};
-
-/// The token the simulated Proxmox VE knows for the agent.
-const AGENT_AUTHID: &str = "felhom-agent@pve!agent";
 
 /// Generous bound for the agent to come up on a loaded 2-core machine.
 const START_LIMIT: Duration = Duration::from_secs(120);
@@ -54,43 +49,17 @@ impl Host {
                 let sim = PveSim::start(PveSimOptions::default())
                     .await
                     .expect("simulated Proxmox VE");
-                let token_file = root.join("pve-token");
-                std::fs::write(
-                    &token_file,
-                    sim.token(AGENT_AUTHID)
-                        .expect("the fixture has the agent's token"),
-                )
-                .expect("write token file");
-                std::fs::set_permissions(
-                    &token_file,
-                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
-                )
-                .expect("make the token file private");
-                let state = root.join("state");
-                std::fs::create_dir_all(&state).expect("state dir");
-                let text = format!(
-                    "[proxmox]\nendpoint = \"{url}\"\nnode = \"{node}\"\ntoken_file = \"{token}\"\n\
-                     tls_fingerprint = \"{fp}\"\n\n\
-                     [agent]\nstate_dir = \"{state}\"\nsocket = \"{sock}\"\n\n\
+                let extra = format!(
+                    "socket = \"{sock}\"\n\n\
                      [backup]\ngrace_secs = 604800\nrestore_test_settle_secs = 1\n\
                      scratch_vmid_first = 9900\nscratch_vmid_last = 9999\n\
                      scratch_storage = \"local-lvm\"\n\n\
                      [[backup.tiers]]\nname = \"local\"\nstorage = \"local\"\nkind = \"local\"\n\n\
                      [[backup.policies]]\nvmids = [101]\ntier = \"local\"\n\
                      schedule = \"daily 02:30\"\nmode = \"snapshot\"\nkeep_last = 3\n",
-                    url = sim.url(),
-                    node = sim.node(),
-                    token = token_file.display(),
-                    fp = sim.fingerprint(),
-                    state = state.display(),
                     sock = path.display(),
                 );
-                let config = Config::from_toml(
-                    &text,
-                    &root.join("agent.toml"),
-                    &BTreeMap::<String, String>::new(),
-                )
-                .expect("valid agent.toml");
+                let (config, state) = agent_config_for(&sim, &root, &extra);
                 let px = config.proxmox.expect("[proxmox] is configured");
                 let pve = PveClient::new(px.client.clone()).expect("PVE client");
                 let ctx = AgentContext::start(

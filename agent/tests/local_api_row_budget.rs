@@ -6,12 +6,14 @@
 //! row says how many calls were refused. Repeated identical refusals are coalesced and cost
 //! nothing.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use felhom_agent::app::config::Config;
+use common::agent_config_for;
 use felhom_agent::app::context::{AgentContext, GuestSetup};
 use felhom_agent::capabilities::records::guest_ledger::{GuestAuditPolicy, OVER_BUDGET_ACTION};
 use felhom_agent::core::Actor;
@@ -23,9 +25,6 @@ use felhom_proto::agent::v1::local_api_client::LocalApiClient;
 use felhom_simhost::pve::{PveSim, PveSimHandle, PveSimOptions};
 use secrecy::ExposeSecret as _;
 use tonic::transport::Channel;
-
-/// The token the simulated Proxmox VE knows for the agent.
-const AGENT_AUTHID: &str = "felhom-agent@pve!agent";
 
 /// What a guest over budget is told.
 const OVER_BUDGET_TEXT: &str =
@@ -52,37 +51,11 @@ impl Host {
         let sim = PveSim::start(PveSimOptions::default())
             .await
             .expect("simulated Proxmox VE");
-        let token_file = root.join("pve-token");
-        std::fs::write(
-            &token_file,
-            sim.token(AGENT_AUTHID)
-                .expect("the fixture has the agent's token"),
-        )
-        .expect("write token file");
-        std::fs::set_permissions(
-            &token_file,
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .expect("make the token file private");
-        let state = root.join("state");
-        std::fs::create_dir_all(&state).expect("state dir");
-        let text = format!(
-            "[proxmox]\nendpoint = \"{url}\"\nnode = \"{node}\"\ntoken_file = \"{token}\"\n\
-             tls_fingerprint = \"{fp}\"\n\n\
-             [agent]\nstate_dir = \"{state}\"\n\n\
-             [snapshots]\nmin_interval_secs = 0\nmax_per_guest = 1000\n",
-            url = sim.url(),
-            node = sim.node(),
-            token = token_file.display(),
-            fp = sim.fingerprint(),
-            state = state.display(),
+        let (config, state) = agent_config_for(
+            &sim,
+            root,
+            "\n[snapshots]\nmin_interval_secs = 0\nmax_per_guest = 1000\n",
         );
-        let config = Config::from_toml(
-            &text,
-            &root.join("agent.toml"),
-            &BTreeMap::<String, String>::new(),
-        )
-        .expect("valid agent.toml");
         let px = config.proxmox.expect("[proxmox] is configured");
         let pve = PveClient::new(px.client.clone()).expect("PVE client");
         let clock = FakeClock::new(Timestamp::from_unix_millis(1_795_424_512_000));

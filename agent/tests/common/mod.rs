@@ -236,3 +236,44 @@ pub fn run(mut cmd: Command, stdin: Option<&str>) -> Run {
         stderr: String::from_utf8(stderr).expect("utf-8 stderr"),
     }
 }
+
+/// The agent's `agent.toml` for the simulated Proxmox VE, parsed by the agent's own config
+/// code: `[proxmox]` pinned to the simulator with its token in a private file under `root`,
+/// `[agent] state_dir` (created) under `root`, then `extra` (more keys and sections, verbatim;
+/// it may start with keys of `[agent]`). Returns the config and the state dir.
+pub fn agent_config_for(
+    sim: &felhom_simhost::pve::PveSimHandle,
+    root: &Path,
+    extra: &str,
+) -> (felhom_agent::app::config::Config, PathBuf) {
+    let token_file = root.join("pve-token");
+    std::fs::write(
+        &token_file,
+        sim.token("felhom-agent@pve!agent")
+            .expect("the fixture has the agent's token"),
+    )
+    .expect("write token file");
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("make the token file private");
+    let state = root.join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let text = format!(
+        "[proxmox]\nendpoint = \"{url}\"\nnode = \"{node}\"\ntoken_file = \"{token}\"\n\
+         tls_fingerprint = \"{fp}\"\n\n[agent]\nstate_dir = \"{state}\"\n{extra}",
+        url = sim.url(),
+        node = sim.node(),
+        token = token_file.display(),
+        fp = sim.fingerprint(),
+        state = state.display(),
+    );
+    let config = felhom_agent::app::config::Config::from_toml(
+        &text,
+        &root.join("agent.toml"),
+        &std::collections::BTreeMap::<String, String>::new(),
+    )
+    .expect("valid agent.toml");
+    (config, state)
+}
