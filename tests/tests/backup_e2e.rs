@@ -761,3 +761,41 @@ async fn a_scheduler_tick_lists_each_tier_storage_once_for_all_guests() {
     assert_eq!(pve.request_count("GET", &pbs), 1, "listings of {pbs}");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listing_every_guests_backups_reads_each_tier_storage_once() {
+    // Guests 101 and 102 both have policies on `local` and `felhom-pbs`: one listing of each
+    // storage answers for both (it was one per guest and tier).
+    let h = Host::start(&[("FELHOM_AGENT_BACKUP_TICK_SECS", "3600")]).await;
+    let node = h.dh().pve().node();
+    let pve = h.dh().pve().state().clone();
+    let path = |storage: &str| format!("/nodes/{node}/storage/{storage}/content");
+    let (local, pbs) = (path("local"), path("felhom-pbs"));
+    until("the first tick listed both tier storages", || {
+        let pve = pve.clone();
+        let (local, pbs) = (local.clone(), pbs.clone());
+        async move {
+            (pve.request_count("GET", &local) >= 1 && pve.request_count("GET", &pbs) >= 1)
+                .then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = (
+        pve.request_count("GET", &local),
+        pve.request_count("GET", &pbs),
+    );
+    let list = h
+        .agent()
+        .await
+        .list_backups(felhom_proto::agent::v1::ListBackupsRequest { vmid: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    // The fixture holds backups of 101 only; 102's come from the same listings (empty).
+    assert!(list.backups.iter().any(|b| b.vmid == 101), "{list:#?}");
+    assert!(list.unreachable.is_empty(), "{list:#?}");
+    assert_eq!(pve.request_count("GET", &local), before.0 + 1, "{local}");
+    assert_eq!(pve.request_count("GET", &pbs), before.1 + 1, "{pbs}");
+    h.stop().await;
+}

@@ -511,3 +511,114 @@ async fn an_unrelated_ca_is_refused() {
         Err(PveError::Transport { .. })
     ));
 }
+
+/// Status reads the simulator answered for one task.
+fn status_reads(sim: &PveSimHandle, upid: &Upid) -> u32 {
+    sim.state()
+        .with(|w| w.task_timing.get(upid.as_str()).map(|t| t.status_reads))
+        .unwrap_or(0)
+}
+
+async fn sim_with_tasks_of(length: Duration) -> PveSimHandle {
+    PveSim::start(PveSimOptions {
+        task_duration: length,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// The task's worker process (the simulator runs one per task, as PVE forks one) exits when
+/// the task ends: the client reads the status then, besides one backstop read a second — a
+/// 3 s task costs about 5 reads, where polling (200 ms for 2 s, then 500 ms) costs 13.
+#[tokio::test]
+async fn a_task_on_this_node_is_read_when_its_worker_exits() {
+    let sim = sim_with_tasks_of(Duration::from_secs(3)).await;
+    let pve = client(&sim);
+    let upid = pve.snapshot(vmid(101), "watched", None).await.unwrap();
+    let outcome = pve
+        .wait_task(&upid, &WaitOptions::default(), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(outcome, TaskOutcome::Ok);
+    let reads = status_reads(&sim, &upid);
+    assert!((2..=6).contains(&reads), "{reads} status reads");
+}
+
+/// Where the UPID names another node, there is no local worker to watch: polled as before.
+#[tokio::test]
+async fn a_task_of_another_node_is_polled() {
+    let sim = sim_with_tasks_of(Duration::from_secs(3)).await;
+    let pve = PveClient::new(PveClientConfig {
+        endpoint: sim.url().parse().unwrap(),
+        node: "another-node".to_owned(),
+        token: ApiToken::parse(&sim.token(AGENT).unwrap()).unwrap(),
+        trust: pinned(&sim),
+        request_timeout: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(10),
+    })
+    .unwrap();
+    let upid = client(&sim)
+        .snapshot(vmid(101), "polled", None)
+        .await
+        .unwrap();
+    pve.wait_task(&upid, &WaitOptions::default(), &CancellationToken::new())
+        .await
+        .unwrap();
+    let reads = status_reads(&sim, &upid);
+    assert!(reads >= 10, "{reads} status reads");
+}
+
+fn set_memory(mb: u32) -> ConfigUpdate {
+    let mut set = std::collections::BTreeMap::new();
+    set.insert("memory".to_owned(), mb.to_string());
+    ConfigUpdate {
+        set,
+        ..Default::default()
+    }
+}
+
+/// The hot-path config read answers from memory, but never hides the client's own change.
+#[tokio::test]
+async fn a_recent_config_follows_the_clients_own_change_at_once() {
+    let sim = sim().await;
+    let pve = client(&sim);
+    let before = pve.lxc_config_recent(vmid(103)).await.unwrap().memory;
+    pve.set_config(vmid(103), &set_memory(3072)).await.unwrap();
+    assert_ne!(before, Some(3072));
+    assert_eq!(
+        pve.lxc_config_recent(vmid(103)).await.unwrap().memory,
+        Some(3072)
+    );
+}
+
+/// A change made elsewhere (here: straight into the simulator, as the web UI would) shows
+/// once the cached read is older than CONFIG_MAX_AGE; until then one read serves many.
+#[tokio::test]
+async fn a_change_made_elsewhere_shows_within_the_config_max_age() {
+    let sim = sim().await;
+    let pve = client(&sim);
+    let reads = || {
+        sim.state().with(|w| {
+            w.request_counts
+                .get("GET /nodes/pve1/lxc/103/config")
+                .copied()
+                .unwrap_or(0)
+        })
+    };
+    let old = pve.lxc_config_recent(vmid(103)).await.unwrap().memory;
+    sim.state().with(|w| {
+        w.guests
+            .get_mut(&103)
+            .unwrap()
+            .config
+            .insert("memory".to_owned(), "4096".to_owned());
+    });
+    assert_eq!(pve.lxc_config_recent(vmid(103)).await.unwrap().memory, old);
+    assert_eq!(reads(), 1, "the second read came from memory");
+    tokio::time::sleep(felhom_agent::infra::pve::CONFIG_MAX_AGE + Duration::from_millis(100)).await;
+    assert_eq!(
+        pve.lxc_config_recent(vmid(103)).await.unwrap().memory,
+        Some(4096)
+    );
+}

@@ -5,6 +5,9 @@
 //! task log). Tasks follow PVE's lifecycle: registered `running` with a UPID at once, the
 //! work is applied after the configured duration, then `stopped` with `exitstatus` `OK` or an
 //! error text; the log ends with `TASK OK` / `TASK ERROR: <text>` like real task logs.
+//! Each running task has a worker process, as PVE forks one per task: its pid and start time
+//! are the UPID's `pid` and `pstart`, and it exits the moment the task stops (after the final
+//! log line and status are in place), so a client on the same machine can watch it.
 //! A guest lock taken for a task (`backup`, `snapshot`, `create`, …) is stored as the `lock`
 //! config key (as PVE does in the guest config) and released when the task ends.
 
@@ -101,7 +104,7 @@ pub struct Task {
     pub upid: String,
     pub node: String,
     pub pid: u32,
-    pub pstart: u32,
+    pub pstart: u64,
     pub starttime: i64,
     pub kind: String,
     pub id: String,
@@ -138,6 +141,9 @@ pub struct World {
     pub pbs_links: Vec<PbsLink>,
     /// Encryption keys of `pbs` storages (`/etc/pve/priv/storage/<id>.enc`), by storage id.
     pub storage_keys: BTreeMap<String, crate::pbs::PbsKey>,
+    /// Worker processes of running tasks, by UPID (killed when the task stops or the
+    /// simulator goes away).
+    workers: BTreeMap<String, tokio::process::Child>,
     next_pid: u32,
     pstart: u32,
     next_mac: u32,
@@ -214,6 +220,7 @@ impl World {
             request_counts: BTreeMap::new(),
             pbs_links: Vec::new(),
             storage_keys,
+            workers: BTreeMap::new(),
             next_pid: rand::Rng::random_range(&mut rng, 100_000..900_000),
             pstart: rand::Rng::random_range(&mut rng, 1_000_000..90_000_000),
             next_mac: rand::Rng::random_range(&mut rng, 0..0x00FF_0000),
@@ -237,10 +244,39 @@ impl World {
         format!("BC:24:11:{:02X}:{:02X}:{:02X}", b[1], b[2], b[3])
     }
 
-    fn next_pid(&mut self) -> u32 {
+    /// A worker process for a new task, with its pid and start time. Where no process can be
+    /// started, a made-up pid (as the simulator had before): the client then just polls.
+    fn spawn_worker(&mut self) -> (Option<tokio::process::Child>, u32, u64) {
+        if let Ok(child) = tokio::process::Command::new("sleep")
+            .arg("infinity")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            && let Some(pid) = child.id()
+            && let Some(pstart) = proc_start_time(pid)
+        {
+            return (Some(child), pid, pstart);
+        }
         self.next_pid += 1;
-        self.next_pid
+        (None, self.next_pid, u64::from(self.pstart))
     }
+
+    /// Ends a task's worker process (the task has stopped).
+    fn end_worker(&mut self, upid: &str) {
+        if let Some(mut child) = self.workers.remove(upid) {
+            // Killed now; tokio reaps it in the background once dropped.
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat`: start time in clock ticks since boot (PVE's `pstart`).
+fn proc_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
 fn backup_from_fixture(b: &BackupFixture) -> Backup {
@@ -439,13 +475,13 @@ impl SimState {
     /// Registers a task (taking its guest lock) and schedules its completion. Must be called
     /// with the world locked by the caller (`world`), from inside a tokio runtime.
     pub(crate) fn start_task(&self, world: &mut World, plan: TaskPlan) -> String {
-        let pid = world.next_pid();
+        let (worker, pid, pstart) = world.spawn_worker();
         let starttime = now();
         let upid = format!(
             "UPID:{}:{:08X}:{:08X}:{:08X}:{}:{}:{}:",
             world.node.name,
             pid,
-            world.pstart,
+            pstart,
             u32::try_from(starttime).unwrap_or(u32::MAX),
             plan.kind,
             plan.id,
@@ -460,7 +496,7 @@ impl SimState {
             upid: upid.clone(),
             node: world.node.name.clone(),
             pid,
-            pstart: world.pstart,
+            pstart,
             starttime,
             kind: plan.kind.to_owned(),
             id: plan.id.clone(),
@@ -468,6 +504,9 @@ impl SimState {
             state: TaskState::Running,
             log: plan.first_lines,
         });
+        if let Some(child) = worker {
+            world.workers.insert(upid.clone(), child);
+        }
         if self.faults.take_hang(plan.kind) {
             return upid;
         }
@@ -522,6 +561,7 @@ impl SimState {
                 w.task_timing.entry(task_upid.clone()).or_default().ended_at =
                     Some(std::time::Instant::now());
             }
+            w.end_worker(&task_upid);
         });
         upid
     }

@@ -55,6 +55,7 @@ pub fn wait_opts() -> WaitOptions {
         request_timeout: Duration::from_secs(30),
         initial_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_millis(250),
+        watched_period: Duration::from_millis(250),
         log_tail_lines: 50,
     }
 }

@@ -165,6 +165,22 @@ pub struct PbsTarget {
 }
 
 impl PbsTarget {
+    /// The `ct/<vmid>` snapshots of one guest, or of every guest (`None`), in one call.
+    pub async fn ct_snapshots(
+        &self,
+        vmid: Option<u32>,
+    ) -> Result<Vec<crate::infra::pbs::PbsSnapshot>, PbsError> {
+        let id = vmid.map(|v| v.to_string());
+        self.client
+            .snapshots(
+                &self.datastore,
+                self.namespace.as_deref(),
+                Some(BackupType::Ct),
+                id.as_deref(),
+            )
+            .await
+    }
+
     /// The `ct/<vmid>` snapshots in the configured datastore and namespace.
     pub async fn guest_snapshots(
         &self,
@@ -742,50 +758,55 @@ impl BackupService {
     /// offsite outage must not hide the local backups from an operator.
     pub async fn list(&self, vmid: Option<u32>) -> Result<pb::ListBackupsResponse, BackupError> {
         let pve = self.pve()?;
-        let guests = match vmid {
+        let only = vmid.map(Vmid::new).transpose()?;
+        let guests: Vec<u32> = match vmid {
             Some(v) => vec![v],
             None => self.inner.settings.guests(),
         };
+        // One listing per tier (and one of PBS), whatever the number of guests: PVE filters
+        // by vmid itself when only one guest is asked for.
+        let mut tiers = Vec::new();
+        let mut unreachable: Vec<String> = Vec::new();
+        for tier in &self.inner.settings.tiers {
+            match pve.backup_volumes(&tier.storage, only).await {
+                Ok(vols) => tiers.push((tier, vols)),
+                Err(e) => {
+                    tracing::warn!(tier = %tier.name, error = %chain(&e), "cannot list a backup tier");
+                    unreachable.push(format!(
+                        "tier '{}' (storage {}): {}",
+                        tier.name,
+                        tier.storage,
+                        chain(&e)
+                    ));
+                }
+            }
+        }
+        // Detail only: a PBS that cannot be asked leaves encrypted/verify from PVE's view.
+        let pbs_snaps = match &self.inner.pbs {
+            Some(t) => t.ct_snapshots(vmid).await.unwrap_or_default(),
+            None => Vec::new(),
+        };
         let mut out = Vec::new();
-        let mut unreachable: Vec<(String, String)> = Vec::new();
         for g in guests {
-            let guest = Vmid::new(g)?;
+            let backup_id = g.to_string();
             let history = self
                 .inner
                 .db
                 .run(move |db| db.backups().archives_of(g))
                 .await?;
-            // Detail only: a PBS that cannot be asked leaves encrypted/verify from PVE's view.
-            let pbs_snaps = match &self.inner.pbs {
-                Some(t) => t.guest_snapshots(g).await.unwrap_or_default(),
-                None => Vec::new(),
-            };
-            for tier in &self.inner.settings.tiers {
-                if unreachable.iter().any(|(name, _)| *name == tier.name) {
-                    continue;
-                }
-                let vols = match pve.backup_volumes(&tier.storage, Some(guest)).await {
-                    Ok(vols) => vols,
-                    Err(e) => {
-                        tracing::warn!(tier = %tier.name, error = %chain(&e), "cannot list a backup tier");
-                        unreachable.push((
-                            tier.name.clone(),
-                            format!(
-                                "tier '{}' (storage {}): {}",
-                                tier.name,
-                                tier.storage,
-                                chain(&e)
-                            ),
-                        ));
-                        continue;
-                    }
-                };
+            for (tier, all) in &tiers {
+                // A volume that names no guest cannot be attributed (PVE's vmid filter
+                // leaves those out too).
+                let vols = all.iter().filter(|v| v.vmid == Some(u64::from(g)));
                 for v in vols {
                     let known = history
                         .iter()
                         .find(|(r, _, _)| r.volid.as_deref() == Some(v.volid.as_str()));
-                    let pbs = pbs_volid_time(&v.volid)
-                        .and_then(|t| pbs_snaps.iter().find(|s| s.backup_time == t));
+                    let pbs = pbs_volid_time(&v.volid).and_then(|t| {
+                        pbs_snaps
+                            .iter()
+                            .find(|s| s.backup_time == t && s.backup_id == backup_id)
+                    });
                     let verify_state = match (pbs, &v.verification) {
                         (Some(s), _) => verify_word(s.verify_state).to_owned(),
                         (None, Some(ver)) => ver.state.clone(),
@@ -817,7 +838,7 @@ impl BackupService {
         out.sort_by(|a, b| b.ctime.cmp(&a.ctime).then(a.vmid.cmp(&b.vmid)));
         Ok(pb::ListBackupsResponse {
             backups: out,
-            unreachable: unreachable.into_iter().map(|(_, line)| line).collect(),
+            unreachable,
         })
     }
 

@@ -30,10 +30,14 @@ impl Storage {
         Self { pve, classes }
     }
 
-    /// The mount points (rootfs and `mpN`) of `vmid`, from its Proxmox config.
+    /// The mount points (rootfs and `mpN`) of `vmid`, from its Proxmox config (read at most
+    /// [`crate::infra::pve::CONFIG_MAX_AGE`] ago, and after the agent's own last change).
     pub async fn guest_mounts(&self, vmid: Vmid) -> Result<Vec<GuestMount>, StorageError> {
         let pve = self.pve.as_ref().ok_or(StorageError::NoPve)?;
-        let config = pve.lxc_config(vmid).await.map_err(StorageError::Pve)?;
+        let config = pve
+            .lxc_config_recent(vmid)
+            .await
+            .map_err(StorageError::Pve)?;
         Ok(guest_mounts::guest_mounts(&config, &self.classes))
     }
 }

@@ -104,7 +104,15 @@ impl PbsClient {
         opts: &WaitOptions,
         cancel: &CancellationToken,
     ) -> Result<TaskOutcome, PbsError> {
-        task::wait::<Pbs>(&self.core, upid, opts, cancel).await
+        // PBS tasks are threads of its proxy daemon: no worker process to watch, so poll.
+        task::wait::<Pbs, _>(
+            &self.core,
+            upid,
+            opts,
+            cancel,
+            None::<std::future::Ready<()>>,
+        )
+        .await
     }
 }
 

@@ -219,6 +219,11 @@ impl<P: Product> HttpCore<P> {
     }
 
     /// The token's authid (who the agent acts as).
+    /// Whether the API is reached over loopback (127.0.0.0/8, ::1 or `localhost`).
+    pub(crate) fn is_loopback(&self) -> bool {
+        endpoint_host(&self.api_base).is_ok_and(|h| h.is_loopback())
+    }
+
     pub(crate) fn authid(&self) -> &str {
         &self.authid
     }

@@ -12,23 +12,23 @@
 //! # When to poll
 //!
 //! Neither product can push a task's end or hold a status request open until it changes, so
-//! the end is noticed by the next status read after it: with a poll every `p`, a task is
-//! noticed up to `p` (on average `p/2`) plus one request late, at `1/p` reads per second. The
-//! goal — notice within 250 ms at no more than 2 reads per second on a long task — cannot be
-//! met for every instant of a task: a 250 ms bound needs a read at least every 250 ms, which
-//! is 4 per second. The policy therefore spends reads where they buy the most and is honest
-//! about the rest:
+//! over HTTP the end is noticed by the next status read after it: with a poll every `p`, a
+//! task is noticed up to `p` (on average `p/2`) plus one request late, at `1/p` reads per
+//! second — a 250 ms bound needs 4 reads per second. Two ways out, used together:
 //!
-//! - **Fast phase**: the first [`FAST_POLLS`] reads after the immediate one come every
-//!   `initial_backoff` (default 200 ms), covering the first 2 s. Snapshots, rollbacks, starts
-//!   and stops — the tasks an operator or a deploy waits on interactively — typically end
-//!   there and are noticed at most 200 ms (on average 100 ms) plus one request late. That costs 6
-//!   reads more than the steady rate would over those 2 s, once per wait.
-//! - **Steady phase**: then one read every `max_backoff` (default 500 ms): 2 reads per second,
-//!   a task is noticed on average 250 ms and at most 500 ms (plus one request) late. For the
-//!   tasks that run this long (vzdump, restore, verify: seconds to hours) that is at most a few
-//!   percent of their run time, where the previous doubling backoff (200 ms up to 5 s) noticed
-//!   a 7 s task 4.2 s late.
+//! - **Watched (PVE tasks on this node)**: PVE runs each task in a worker process named in the
+//!   UPID, and the task is over exactly when that process exits. The caller passes a wake-up
+//!   that fires then (a pidfd, [`crate::infra::pve`]'s `worker` module): the status is read at
+//!   once, so the end is noticed one request late (about a millisecond on loopback), at no
+//!   read before it. Beside it one backstop read every `watched_period` (default 1 s) goes on,
+//!   so a wake-up that never comes (the pid named another process) costs at most that. When a
+//!   read after the wake-up still says `running`, the wait goes on on the polled grid.
+//! - **Polled (PBS tasks, PVE tasks of another node)**: the first [`FAST_POLLS`] reads after
+//!   the immediate one come every `initial_backoff` (default 200 ms), covering the first 2 s
+//!   where snapshots, rollbacks, starts and stops usually end (noticed at most 200 ms late);
+//!   then one read every `max_backoff` (default 500 ms): 2 reads per second, a task is noticed
+//!   on average 250 ms and at most 500 ms (plus one request) late. The tasks waited for this
+//!   way run long (PBS verify: minutes to hours), where that is a small fraction.
 //!
 //! Reads are due on a fixed grid measured from the start of the wait (not a pause after each
 //! answer), so request time does not stretch the cadence; a grid point that passed while a
@@ -72,6 +72,8 @@ pub struct WaitOptions {
     pub initial_backoff: Duration,
     /// Poll period after the fast phase (the steady rate is one read per this period).
     pub max_backoff: Duration,
+    /// Backstop poll period while the caller also watches the task's end (a local PVE worker).
+    pub watched_period: Duration,
     /// Task-log lines kept for a failure report.
     pub log_tail_lines: usize,
 }
@@ -83,6 +85,7 @@ impl Default for WaitOptions {
             request_timeout: Duration::from_secs(15),
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_millis(500),
+            watched_period: Duration::from_secs(1),
             log_tail_lines: 20,
         }
     }
@@ -96,6 +99,15 @@ impl WaitOptions {
         let fast = self.initial_backoff.clamp(MIN_PERIOD, steady);
         let fast_reads = n.min(FAST_POLLS);
         fast * fast_reads + steady * (n - fast_reads)
+    }
+
+    /// The schedule while the end is also watched: one backstop read every `watched_period`.
+    fn watched(&self) -> WaitOptions {
+        WaitOptions {
+            initial_backoff: self.watched_period,
+            max_backoff: self.watched_period,
+            ..self.clone()
+        }
     }
 
     /// The first read after read `last` that is not yet overdue at `elapsed` (grid points that
@@ -168,11 +180,13 @@ pub(crate) fn task_path<P: Tasks>(upid: &P::Upid, leaf: &str) -> String {
 }
 
 /// Waits for a task to stop and classifies its exit status; a failure comes with the log tail.
-pub(crate) async fn wait<P: Tasks>(
+/// `exited`, when given, resolves once the task's end can be read (see the module docs).
+pub(crate) async fn wait<P: Tasks, X: Future<Output = ()>>(
     core: &HttpCore<P>,
     upid: &P::Upid,
     opts: &WaitOptions,
     cancel: &CancellationToken,
+    exited: Option<X>,
 ) -> Result<TaskOutcome, P::Error> {
     let status_path = task_path::<P>(upid, "status");
     let poll = |timeout| {
@@ -182,7 +196,7 @@ pub(crate) async fn wait<P: Tasks>(
             Ok(P::stopped(status))
         }
     };
-    let end = poll_until_stopped(opts, cancel, poll, P::is_transient, |e| {
+    let end = poll_until_stopped(opts, cancel, poll, exited, P::is_transient, |e| {
         tracing::debug!(%upid, error = %e, "{} status poll failed; retrying", P::TASK_NOUN);
     })
     .await;
@@ -255,20 +269,30 @@ pub(crate) enum PollEnd<S, E> {
 /// `poll(timeout)` reads the status once with that per-request timeout and answers `Some` once
 /// the task stopped, `None` while it runs. Errors for which `is_transient` holds are passed to
 /// `on_retry` and retried on the same schedule until the deadline; others end the wait. The
-/// last pause never overshoots the deadline.
-pub(crate) async fn poll_until_stopped<S, E, F, Fut>(
+/// last pause never overshoots the deadline. With `exited`, reads follow the watched schedule
+/// and one is made as soon as it resolves; if that read still says running, the polled
+/// schedule takes over from then.
+pub(crate) async fn poll_until_stopped<S, E, F, Fut, X>(
     opts: &WaitOptions,
     cancel: &CancellationToken,
     mut poll: F,
+    exited: Option<X>,
     is_transient: impl Fn(&E) -> bool,
     on_retry: impl Fn(&E),
 ) -> PollEnd<S, E>
 where
     F: FnMut(Duration) -> Fut,
     Fut: std::future::Future<Output = Result<Option<S>, E>>,
+    X: std::future::Future<Output = ()>,
 {
     let start = Instant::now();
     let deadline = start + opts.deadline;
+    let mut exited = exited.map(Box::pin);
+    let mut schedule = match exited {
+        Some(_) => opts.watched(),
+        None => opts.clone(),
+    };
+    let mut grid_start = start;
     let mut n = 0;
     loop {
         let polled = tokio::select! {
@@ -285,11 +309,24 @@ where
         if now >= deadline {
             return PollEnd::Deadline;
         }
-        let (next, due) = opts.next_poll(n, now - start);
+        let (next, due) = schedule.next_poll(n, now - grid_start);
         n = next;
+        let woken = async {
+            match exited.as_mut() {
+                Some(x) => x.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = cancel.cancelled() => return PollEnd::Cancelled,
-            () = tokio::time::sleep_until((start + due).min(deadline)) => {}
+            () = tokio::time::sleep_until((grid_start + due).min(deadline)) => {}
+            () = woken => {
+                // Read now; should the task still run, poll as if the wait began now.
+                exited = None;
+                schedule = opts.clone();
+                grid_start = Instant::now();
+                n = 0;
+            }
         }
     }
 }
@@ -313,6 +350,9 @@ mod tests {
         assert_eq!(classify_exitstatus(""), None);
         assert_eq!(classify_exitstatus("ok"), None);
     }
+
+    /// No wake-up: the polled schedule.
+    const UNWATCHED: Option<std::future::Ready<()>> = None;
 
     fn ms(v: u64) -> Duration {
         Duration::from_millis(v)
@@ -399,6 +439,7 @@ mod tests {
                     Ok::<_, ()>((elapsed >= ms(2700)).then_some(()))
                 }
             },
+            UNWATCHED,
             |_| true,
             |_| {},
         )
@@ -412,12 +453,57 @@ mod tests {
         );
     }
 
+    /// Reads at 0 and every second, and one at once when the worker exits (2.7 s here).
+    #[tokio::test(start_paused = true)]
+    async fn a_watched_wait_reads_when_the_worker_exits() {
+        let start = Instant::now();
+        let seen = std::cell::RefCell::new(Vec::new());
+        let end = poll_until_stopped(
+            &WaitOptions::default(),
+            &CancellationToken::new(),
+            |_| {
+                let elapsed = start.elapsed();
+                seen.borrow_mut().push(elapsed.as_millis() as u64);
+                async move { Ok::<_, ()>((elapsed >= ms(2700)).then_some(())) }
+            },
+            Some(tokio::time::sleep(ms(2700))),
+            |_| true,
+            |_| {},
+        )
+        .await;
+        assert!(matches!(end, PollEnd::Stopped(())), "{end:?}");
+        assert_eq!(seen.into_inner(), [0, 1000, 2000, 2700]);
+    }
+
+    /// A wake-up that was wrong (the task still runs): polling on the fast grid from then.
+    #[tokio::test(start_paused = true)]
+    async fn a_wake_up_while_the_task_runs_falls_back_to_polling() {
+        let start = Instant::now();
+        let seen = std::cell::RefCell::new(Vec::new());
+        let end = poll_until_stopped(
+            &WaitOptions::default(),
+            &CancellationToken::new(),
+            |_| {
+                let elapsed = start.elapsed();
+                seen.borrow_mut().push(elapsed.as_millis() as u64);
+                async move { Ok::<_, ()>((elapsed >= ms(1900)).then_some(())) }
+            },
+            Some(tokio::time::sleep(ms(1300))),
+            |_| true,
+            |_| {},
+        )
+        .await;
+        assert!(matches!(end, PollEnd::Stopped(())), "{end:?}");
+        assert_eq!(seen.into_inner(), [0, 1000, 1300, 1500, 1700, 1900]);
+    }
+
     fn quick() -> WaitOptions {
         WaitOptions {
             deadline: ms(200),
             request_timeout: Duration::from_secs(1),
             initial_backoff: ms(1),
             max_backoff: ms(5),
+            watched_period: ms(5),
             log_tail_lines: 5,
         }
     }
@@ -439,6 +525,7 @@ mod tests {
                     }
                 }
             },
+            UNWATCHED,
             |_| true,
             |_| {},
         )
@@ -453,6 +540,7 @@ mod tests {
             &quick(),
             &CancellationToken::new(),
             |_| async { Err("denied") },
+            UNWATCHED,
             |_| false,
             |_| {},
         )
@@ -466,6 +554,7 @@ mod tests {
             &quick(),
             &CancellationToken::new(),
             |_| async { Ok(None) },
+            UNWATCHED,
             |_| true,
             |_| {},
         )
@@ -481,6 +570,7 @@ mod tests {
             &quick(),
             &cancel,
             |_| std::future::pending(),
+            UNWATCHED,
             |_| true,
             |_| {},
         )

@@ -194,6 +194,19 @@ impl PveClient {
         self.get(&self.lxc_path(vmid, "config"), vec![]).await
     }
 
+    /// [`Self::lxc_config`], or the same guest's config read within the last
+    /// [`super::CONFIG_MAX_AGE`] if the agent changed nothing since (for hot read paths; see
+    /// the `config_cache` module for the staleness bound).
+    pub async fn lxc_config_recent(&self, vmid: Vmid) -> Result<LxcConfig, PveError> {
+        let generation = match self.configs.get(vmid.get()) {
+            Ok(config) => return Ok(config),
+            Err(generation) => generation,
+        };
+        let config = self.lxc_config(vmid).await?;
+        self.configs.put(vmid.get(), generation, &config);
+        Ok(config)
+    }
+
     /// `GET .../lxc/{vmid}/snapshot` (includes `current`).
     pub async fn snapshots(&self, vmid: Vmid) -> Result<Vec<Snapshot>, PveError> {
         self.get(&self.lxc_path(vmid, "snapshot"), vec![]).await

@@ -3,11 +3,13 @@
 //! per-request timeout and unwraps answers; PVE's reading of a failed answer is
 //! `From<HttpError> for PveError` (`super::error`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 
+use super::config_cache::{CONFIG_MAX_AGE, ConfigCache};
 use super::error::PveError;
 use super::token::{ApiToken, Pve};
 use super::upid::Upid;
@@ -36,6 +38,8 @@ pub struct PveClientConfig {
 pub struct PveClient {
     pub(super) core: HttpCore<Pve>,
     node: String,
+    /// Guest configs for [`PveClient::lxc_config_recent`]; emptied by every mutation.
+    pub(super) configs: Arc<ConfigCache>,
 }
 
 impl std::fmt::Debug for PveClient {
@@ -63,6 +67,7 @@ impl PveClient {
         Ok(Self {
             core,
             node: config.node,
+            configs: Arc::new(ConfigCache::new(CONFIG_MAX_AGE)),
         })
     }
 
@@ -90,25 +95,39 @@ impl PveClient {
         self.core.call(Method::GET, path, query, None).await
     }
 
+    /// A mutation: the answer, with the config cache emptied before and after it (a read
+    /// overlapping the change is then never kept).
+    async fn mutate<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        params: Params,
+    ) -> Result<T, PveError> {
+        self.configs.clear();
+        let answer = self.core.call(method, path, params, None).await;
+        self.configs.clear();
+        answer
+    }
+
     /// `POST` form parameters; the answer is a UPID.
     pub(crate) async fn post_upid(&self, path: &str, form: Params) -> Result<Upid, PveError> {
-        self.core.call(Method::POST, path, form, None).await
+        self.mutate(Method::POST, path, form).await
     }
 
     /// `PUT` form parameters; the answer is a UPID.
     pub(crate) async fn put_upid(&self, path: &str, form: Params) -> Result<Upid, PveError> {
-        self.core.call(Method::PUT, path, form, None).await
+        self.mutate(Method::PUT, path, form).await
     }
 
     /// `PUT` form parameters; synchronous, no data in the answer.
     pub(crate) async fn put_sync(&self, path: &str, form: Params) -> Result<(), PveError> {
-        let _: serde_json::Value = self.core.call(Method::PUT, path, form, None).await?;
+        let _: serde_json::Value = self.mutate(Method::PUT, path, form).await?;
         Ok(())
     }
 
     /// `DELETE` with query parameters; the answer is a UPID.
     pub(crate) async fn delete_upid(&self, path: &str, query: Params) -> Result<Upid, PveError> {
-        self.core.call(Method::DELETE, path, query, None).await
+        self.mutate(Method::DELETE, path, query).await
     }
 }
 

@@ -16,17 +16,20 @@
 
 mod api;
 mod client;
+mod config_cache;
 mod error;
 mod task;
 mod token;
 pub mod types;
 mod upid;
+mod worker;
 
 pub use api::{
     BackupMode, ConfigUpdate, DestroyOptions, RestoreRequest, TaskFilter, TaskSource, Vmid,
     VzdumpRequest, validate_snapshot_name, validate_storage_id,
 };
 pub use client::{PveClient, PveClientConfig};
+pub use config_cache::CONFIG_MAX_AGE;
 pub use error::{PermissionDenied, PveError, TaskFailure};
 // The shared core's public types, at the paths callers have always used.
 pub use crate::infra::proxmox::task::{TaskOutcome, WaitOptions, classify_exitstatus};

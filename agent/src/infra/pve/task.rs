@@ -16,6 +16,7 @@ use super::error::{PermissionDenied, PveError, TaskFailure};
 use super::token::Pve;
 use super::types::{TaskLogLine, TaskStatus};
 use super::upid::Upid;
+use super::worker::WorkerExit;
 use crate::infra::proxmox::task::{self, Tasks, task_path};
 use crate::infra::proxmox::{TaskOutcome, WaitOptions};
 
@@ -86,13 +87,29 @@ impl PveClient {
     }
 
     /// Waits for a task to stop; success only on `OK` (or `WARNINGS: n`, reported distinctly).
+    /// A task of this node, reached over loopback, is also watched through its worker process
+    /// ([`super::worker`]): its end is read the moment the worker exits.
     pub async fn wait_task(
         &self,
         upid: &Upid,
         opts: &WaitOptions,
         cancel: &CancellationToken,
     ) -> Result<TaskOutcome, PveError> {
-        task::wait::<Pve>(&self.core, upid, opts, cancel).await
+        let watch = self
+            .runs_here(upid)
+            .then(|| WorkerExit::open(upid))
+            .flatten();
+        let exited = watch.as_ref().map(WorkerExit::exited);
+        let end = task::wait::<Pve, _>(&self.core, upid, opts, cancel, exited).await;
+        // The task has changed what it changed by now (or stopped trying).
+        self.configs.clear();
+        end
+    }
+
+    /// Whether the task's worker is a process of this machine: the UPID names this client's
+    /// node and the API is reached over loopback (the agent runs on the node it manages).
+    fn runs_here(&self, upid: &Upid) -> bool {
+        upid.node() == self.node() && self.core.is_loopback()
     }
 }
 
