@@ -1,5 +1,6 @@
-//! GET /storage over TLS keep-alive: the gateway (with the fake LocalApi behind a real Unix
-//! socket) next to a bare hyper + rustls server returning the same bytes, in one run.
+//! GET /storage over TLS keep-alive: the gateway calling the fake LocalApi service in process
+//! (as the agent's embedded gateway does) and over a real Unix socket (as a standalone gateway
+//! does), next to a bare hyper + rustls server returning the same bytes, in one run.
 //!
 //! 32 concurrent clients (one keep-alive connection each, TLS 1.3, HTTP/1.1) share a budget of
 //! 20,000 requests or 10 s, whichever ends first; handshakes happen in an unmeasured warm-up
@@ -42,15 +43,23 @@ struct Row {
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("a runtime can be built in a bench");
     runtime.block_on(async {
-        let harness = Harness::with_limits(Limits {
+        let limits = Limits {
             rate_per_second: 1_000_000,
             rate_burst: 1_000_000,
             source_rate_per_second: 1_000_000,
             source_rate_burst: 1_000_000,
             max_connections_per_source: 1_000,
             ..Limits::default()
-        })
+        };
+        let embedded = Harness::in_process_with_limits(limits.clone()).await;
+        let in_process = load(
+            "gateway, LocalApi in process",
+            embedded.addr,
+            &embedded.gateway.pins().leaf_sha256_hex,
+        )
         .await;
+        embedded.shutdown().await;
+        let harness = Harness::with_limits(limits).await;
         let pin = harness.gateway.pins().leaf_sha256_hex;
         let reference = leaf_pinned_client(&pin)
             .get(harness.url("/storage"))
@@ -61,7 +70,7 @@ fn main() {
             .bytes()
             .await
             .expect("the gateway sends a body");
-        let gateway = load("gateway + fake LocalApi", harness.addr, &pin).await;
+        let gateway = load("gateway, LocalApi socket", harness.addr, &pin).await;
 
         let bare_dir = tempfile::tempdir().expect("a temp dir can be created");
         let bare_pin = cert::load_or_create(bare_dir.path())
@@ -79,13 +88,13 @@ fn main() {
             reference.len()
         );
         println!(
-            "| {:<26} | {:>8} | {:>7} | {:>10} | {:>9} | {:>9} | {:>6} |",
+            "| {:<29} | {:>8} | {:>7} | {:>10} | {:>9} | {:>9} | {:>6} |",
             "server", "requests", "secs", "req/s", "p50 ms", "p99 ms", "errors"
         );
-        println!("|{:-<28}|{:->10}|{:->9}|{:->12}|{:->11}|{:->11}|{:->8}|", "", "", "", "", "", "", "");
-        for row in [&gateway, &bare] {
+        println!("|{:-<31}|{:->10}|{:->9}|{:->12}|{:->11}|{:->11}|{:->8}|", "", "", "", "", "", "", "");
+        for row in [&in_process, &gateway, &bare] {
             println!(
-                "| {:<26} | {:>8} | {:>7.2} | {:>10.0} | {:>9.3} | {:>9.3} | {:>6} |",
+                "| {:<29} | {:>8} | {:>7.2} | {:>10.0} | {:>9.3} | {:>9.3} | {:>6} |",
                 row.name,
                 row.requests,
                 row.elapsed.as_secs_f64(),
@@ -95,12 +104,15 @@ fn main() {
                 row.errors
             );
         }
-        println!(
-            "gateway / bare: throughput {:.2}x, p50 {:.2}x, p99 {:.2}x",
-            rps(&gateway) / rps(&bare),
-            ms(gateway.p50) / ms(bare.p50),
-            ms(gateway.p99) / ms(bare.p99)
-        );
+        for row in [&in_process, &gateway] {
+            println!(
+                "{} / bare: throughput {:.2}x, p50 {:.2}x, p99 {:.2}x",
+                row.name,
+                rps(row) / rps(&bare),
+                ms(row.p50) / ms(bare.p50),
+                ms(row.p99) / ms(bare.p99)
+            );
+        }
         harness.shutdown().await;
     });
 }

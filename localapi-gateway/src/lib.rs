@@ -8,8 +8,9 @@
 //!
 //! It holds no tokens and decides no authorization — the agent maps a token to its guest and
 //! answers UNAUTHENTICATED / PERMISSION_DENIED — so it can run inside the agent process (the
-//! default; the agent depends on this crate) or as its own process
-//! (`felhom-localapi-gateway`). What it does decide is resource use: body size, timeouts,
+//! default; the agent depends on this crate, and calls its LocalApi service in process with
+//! [`in_process`]) or as its own process (`felhom-localapi-gateway`, over the agent's LocalApi
+//! socket with [`connect_unix`]). What it does decide is resource use: body size, timeouts,
 //! connection cap, per-token rate limit (see [`Limits`]).
 //!
 //! Embedding (what the agent does; the standalone binary is the same in a few more lines):
@@ -55,4 +56,4 @@ pub use cert::{CertError, Pins, ServerIdentity};
 pub use config::{ConfigError, DEFAULT_PORT, GatewayConfig, Limits};
 pub use server::{Gateway, RotateError, StartError};
 pub use service::OPENAPI_JSON;
-pub use upstream::{LocalApiClient, connect_unix};
+pub use upstream::{LocalApiClient, connect_unix, in_process};

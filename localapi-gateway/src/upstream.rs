@@ -1,11 +1,19 @@
-//! The gRPC side: a tonic channel to the agent's Unix socket, and one typed call per action.
+//! The gRPC side: the way to the agent's LocalApi service, and one typed call per action.
 //!
-//! The channel connects lazily and reconnects on its own, so the gateway can start before the
-//! agent's socket exists (they start together when embedded) and survives an agent restart; a
-//! call while the agent is unreachable fails with UNAVAILABLE, which the status table turns
-//! into 503. The caller's bearer token is forwarded as `authorization` metadata and nothing
-//! else about the caller is sent: the agent derives the guest from the token alone.
+//! Two ways, the same calls:
+//! - [`connect_unix`]: a tonic channel to the agent's Unix socket (a gateway in its own
+//!   process). It connects lazily and reconnects on its own, so the gateway can start before
+//!   the agent's socket exists and survives an agent restart; a call while the agent is
+//!   unreachable fails with UNAVAILABLE, which the status table turns into 503.
+//! - [`in_process`]: the LocalApi service itself, called without a socket (the gateway
+//!   embedded in the agent). Requests and replies are still gRPC messages, encoded and decoded
+//!   by the service exactly as on the socket; only HTTP/2 framing and the socket's syscalls
+//!   are saved, which were most of the gateway's own cost per request.
+//!
+//! The caller's bearer token is forwarded as `authorization` metadata and nothing else about
+//! the caller is sent: the agent derives the guest from the token alone.
 
+use std::convert::Infallible;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,13 +21,37 @@ use felhom_proto::agent::v1 as pb;
 use felhom_proto::agent::v1::local_api_client::LocalApiClient as GeneratedClient;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::body::Body;
+use tonic::transport::Endpoint;
+use tower::util::BoxCloneSyncService;
 
 use crate::action::{Action, Reply, RestoreTestStatusData};
 use crate::auth::BearerToken;
 
+/// Whatever carries gRPC requests to the LocalApi service: a socket channel or the service.
+pub type Transport = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, TransportError>;
+
+/// A transport failure (the socket channel's; the in-process service has none). A struct, not
+/// a boxed `dyn Error`: rustc cannot prove the request futures `Send` through the latter. Its
+/// source is the channel's own error, so tonic still finds a connect failure in the chain and
+/// answers UNAVAILABLE (503).
+#[derive(Debug)]
+pub struct TransportError(tonic::transport::Error);
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 /// The LocalApi client the gateway calls through.
-pub type LocalApiClient = GeneratedClient<Channel>;
+pub type LocalApiClient = GeneratedClient<Transport>;
 
 /// How long connecting to the agent's socket may take before the call fails as unavailable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,7 +66,34 @@ pub fn connect_unix(socket: impl Into<PathBuf>) -> LocalApiClient {
         let socket = socket.clone();
         async move { UnixStream::connect(socket).await.map(TokioIo::new) }
     }));
-    GeneratedClient::new(channel)
+    GeneratedClient::new(BoxCloneSyncService::new(tower::ServiceExt::map_err(
+        channel,
+        transport_error,
+    )))
+}
+
+/// A client that calls `service` (the agent's `LocalApiServer`) in this process.
+pub fn in_process<S>(service: S) -> LocalApiClient
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    GeneratedClient::new(BoxCloneSyncService::new(tower::ServiceExt::map_err(
+        service,
+        unreachable_error,
+    )))
+}
+
+fn transport_error(e: tonic::transport::Error) -> TransportError {
+    TransportError(e)
+}
+
+fn unreachable_error(never: Infallible) -> TransportError {
+    match never {}
 }
 
 /// Performs `action` as exactly one LocalApi call on behalf of `token`'s guest, waiting at most

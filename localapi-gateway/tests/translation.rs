@@ -328,3 +328,48 @@ async fn every_listen_address_serves() {
     gateway.shutdown().await;
     agent.stop().await;
 }
+
+/// The same requests through the socket transport and the in-process one (the agent's
+/// embedded gateway) answer byte for byte alike, failures included.
+#[tokio::test]
+async fn the_in_process_transport_answers_as_the_socket_does() {
+    let socket = Harness::start().await;
+    let direct = Harness::in_process_with_limits(felhom_localapi_gateway::Limits::default()).await;
+    for (method, path, token, body) in [
+        ("GET", "/storage", TOKEN_A, None),
+        // Well formed, unknown to the fake: UNAUTHENTICATED from the service.
+        (
+            "GET",
+            "/storage",
+            "fhg_unknown-0123456789abcdef0123456789abcdef012",
+            None,
+        ),
+        ("POST", "/snapshot", TOKEN_A, Some(json!({"name": "same"}))),
+        (
+            "POST",
+            "/rollback",
+            TOKEN_A,
+            Some(json!({"snapshot": "missing"})),
+        ),
+        ("GET", "/backup/due", TOKEN_A, None),
+    ] {
+        let mut answers = Vec::new();
+        for h in [&socket, &direct] {
+            let mut request = match method {
+                "GET" => h.client().get(h.url(path)),
+                _ => h.client().post(h.url(path)),
+            }
+            .bearer_auth(token);
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            let r = request.send().await.unwrap();
+            answers.push((r.status(), r.text().await.unwrap()));
+        }
+        assert_eq!(answers[0], answers[1], "{method} {path}");
+    }
+    let rpcs: Vec<_> = direct.fake().calls().iter().map(|c| c.rpc).collect();
+    assert!(rpcs.contains(&"Snapshot"), "{rpcs:?}");
+    socket.shutdown().await;
+    direct.shutdown().await;
+}

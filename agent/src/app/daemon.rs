@@ -4,7 +4,7 @@
 //! the caller) → connect the Proxmox client → recover interrupted operations → bind the two
 //! gRPC sockets (`agent.sock` 0660 operator group: the `Agent` service; `localapi.sock` 0600:
 //! the guests' `LocalApi`) → start the local API gateway (if `[local_api] listen` names
-//! addresses; it calls LocalApi through its socket) → tell systemd READY=1 → serve. SIGTERM/SIGINT
+//! addresses; it calls the LocalApi service in process) → tell systemd READY=1 → serve. SIGTERM/SIGINT
 //! stop accepting new calls and let in-flight calls finish, the gateway first (its requests are
 //! gRPC calls in flight); the watchdog is petted at half its interval while the runtime is
 //! healthy. A gateway that cannot start (address in use, unreadable certificate) stops the
@@ -16,7 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use felhom_localapi_gateway::{Gateway, GatewayConfig, connect_unix};
+use felhom_localapi_gateway::{Gateway, GatewayConfig, in_process};
 use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
@@ -333,7 +333,9 @@ async fn start_gateway(config: &Config, ctx: &AgentContext) -> Result<(), Daemon
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_error)?;
     let mut gateway_config = GatewayConfig::new(settings.listen.clone(), dir.clone());
     gateway_config.limits = settings.limits.clone();
-    let client = connect_unix(config.agent.local_api_socket.clone());
+    // Embedded: the gateway calls the LocalApi service in this process (the same service, and
+    // so the same authentication and answers, as on localapi.sock, without the socket hop).
+    let client = in_process(grpc::local_api_server(ctx.capabilities.clone()));
     let gateway = Gateway::start(gateway_config, client)
         .await
         .map_err(DaemonError::Gateway)?;

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use felhom_localapi_gateway::{Gateway, GatewayConfig, Limits, connect_unix};
+use felhom_localapi_gateway::{Gateway, GatewayConfig, Limits, connect_unix, in_process};
 use felhom_proto::agent::v1 as pb;
 use felhom_proto::agent::v1::local_api_server::{LocalApi, LocalApiServer};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -428,6 +428,24 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let agent = FakeAgent::start(dir.path()).await;
         let gateway = start_gateway(dir.path(), &agent.socket, limits).await;
+        let addr = gateway.local_addrs()[0];
+        Self {
+            gateway,
+            addr,
+            agent,
+            dir,
+        }
+    }
+
+    /// [`Harness::with_limits`] with the gateway calling the fake LocalApi service in process
+    /// (as when embedded in the agent) instead of over its socket.
+    pub async fn in_process_with_limits(limits: Limits) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = FakeAgent::start(dir.path()).await;
+        let mut config = GatewayConfig::new(vec!["127.0.0.1:0".parse().unwrap()], dir.path());
+        config.limits = limits;
+        let client = in_process(LocalApiServer::new(agent.fake.clone()));
+        let gateway = Gateway::start(config, client).await.unwrap();
         let addr = gateway.local_addrs()[0];
         Self {
             gateway,

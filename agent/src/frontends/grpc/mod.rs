@@ -3,7 +3,8 @@
 //!
 //! - the operators' `Agent` service on `agent.sock` (0660, operator group);
 //! - the guests' `LocalApi` on `localapi.sock` (0600, the agent user; or 0660 with a configured
-//!   gateway group for a standalone gateway), which only the local-API gateway calls.
+//!   gateway group for a standalone gateway), which only a standalone local-API gateway calls;
+//!   the embedded one calls the same service in process ([`local_api_server`]).
 //!
 //! Who may connect is decided by each socket's owner, group and mode; neither server answers
 //! the other's methods (UNIMPLEMENTED), so an operator cannot act as a guest.
@@ -93,6 +94,12 @@ pub async fn serve_agent(
         .map_err(ServeError::Transport)
 }
 
+/// The guests' `LocalApi` service, as served on the LocalApi socket; the embedded gateway
+/// calls it in process.
+pub fn local_api_server(caps: Arc<Capabilities>) -> LocalApiServer<LocalApiService> {
+    LocalApiServer::new(LocalApiService::new(caps))
+}
+
 /// Serves the guests' `LocalApi` service on `listener` until `shutdown` resolves, then writes
 /// what the guests' audit ledger still holds
 /// ([`crate::capabilities::records::Records::flush_coalesced`]).
@@ -104,7 +111,7 @@ pub async fn serve_local_api(
     let (v1, v1alpha) =
         felhom_proto::reflection(&[LOCAL_API_SERVICE]).map_err(ServeError::Reflection)?;
     let served = tonic::transport::Server::builder()
-        .add_service(LocalApiServer::new(LocalApiService::new(caps.clone())))
+        .add_service(local_api_server(caps.clone()))
         .add_service(v1)
         .add_service(v1alpha)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
