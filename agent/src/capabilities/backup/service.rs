@@ -15,7 +15,7 @@
 //! (`ignore-verified=false`, so it really runs), waits for the task on the node the PBS UPID
 //! names and reads `verification.state` back.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use felhom_proto::agent::v1 as pb;
@@ -135,14 +135,11 @@ pub(crate) async fn guest_volumes(
     guest: Vmid,
     listings: &TierListings,
 ) -> Result<Vec<StorageVolume>, PveError> {
-    if let Some(all) = listings.0.get(storage) {
-        // A volume that names no guest cannot be attributed (PVE's own vmid filter
-        // leaves such volumes out too).
-        return Ok(all
-            .iter()
-            .filter(|v| v.vmid == Some(u64::from(guest.get())))
+    if let Some(by_guest) = listings.0.get(storage) {
+        return Ok(by_guest
+            .get(&u64::from(guest.get()))
             .cloned()
-            .collect());
+            .unwrap_or_default());
     }
     let vols = pve.backup_volumes(storage, Some(guest)).await?;
     Ok(vols
@@ -151,10 +148,12 @@ pub(crate) async fn guest_volumes(
         .collect())
 }
 
-/// Backup listings of tier storages (storage id → every backup volume on it), taken once per
-/// scheduler tick. Empty: every caller lists what it needs itself.
+/// Backup listings of tier storages (storage id → guest → its backup volumes there), taken
+/// once per scheduler tick; grouped by guest so a guest's lookup does not scan every volume.
+/// A volume that names no guest cannot be attributed and is left out (PVE's own vmid filter
+/// leaves such volumes out too). Empty: every caller lists what it needs itself.
 #[derive(Debug, Clone, Default)]
-pub struct TierListings(BTreeMap<String, Vec<StorageVolume>>);
+pub struct TierListings(BTreeMap<String, HashMap<u64, Vec<StorageVolume>>>);
 
 /// The PBS datastore the host's `pbs` storages point at, with a client for its API.
 #[derive(Debug, Clone)]
@@ -380,7 +379,13 @@ impl BackupService {
         for storage in storages {
             match pve.backup_volumes(storage, None).await {
                 Ok(vols) => {
-                    out.insert(storage.to_owned(), vols);
+                    let mut by_guest: HashMap<u64, Vec<StorageVolume>> = HashMap::new();
+                    for v in vols {
+                        if let Some(vmid) = v.vmid {
+                            by_guest.entry(vmid).or_default().push(v);
+                        }
+                    }
+                    out.insert(storage.to_owned(), by_guest);
                 }
                 Err(e) => tracing::debug!(storage, error = %chain(&e), "tier listing failed"),
             }
