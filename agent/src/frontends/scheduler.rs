@@ -35,8 +35,7 @@ pub async fn run(svc: BackupService, shutdown: CancellationToken) {
         tick_secs = tick.as_secs(),
         "backup scheduler running"
     );
-    let mut first_seen_due: HashMap<u32, i64> = HashMap::new();
-    let mut cleanup = Cleanup::default();
+    let mut state = TickState::default();
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -44,38 +43,61 @@ pub async fn run(svc: BackupService, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        cleanup.poll(&svc, &shutdown).await;
-        // One listing per tier storage for the whole tick, not one per guest and tier.
-        let listings = svc.tier_listings().await;
-        for &vmid in &guests {
-            if shutdown.is_cancelled() {
-                return;
-            }
-            if let Err(e) = backup_tick(&svc, vmid, &listings, &mut first_seen_due).await {
-                tracing::warn!(vmid, error = %e, "scheduler: backup check failed");
-            }
-            match crate::capabilities::backup::restore_test::is_due(
-                &svc,
-                vmid,
-                svc.now_secs(),
-                &listings,
-            )
-            .await
-            {
-                Ok(true) => {
-                    match crate::capabilities::backup::restore_test::start(&svc, vmid).await {
-                        Ok(a) => {
-                            tracing::info!(vmid, job = %a.job_id, "scheduler: restore-test started")
-                        }
-                        Err(e) => {
-                            tracing::warn!(vmid, error = %chain(&e), "scheduler: cannot start restore-test")
-                        }
-                    }
+        tick_once(&svc, &guests, &mut state, &shutdown).await;
+        if shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// What the scheduler carries from one tick to the next: when each due guest was first seen
+/// due, and the leftover cleanup running beside the ticks.
+#[derive(Default)]
+pub struct TickState {
+    first_seen_due: HashMap<u32, i64>,
+    cleanup: Cleanup,
+}
+
+/// One tick of [`run`] for `guests` (the guests with a policy, ascending): start (or back
+/// off) the leftover cleanup, list each tier storage once, then check every guest's backup
+/// and restore-test. Returns early once `shutdown` is cancelled. Public, and what the loop
+/// itself calls, so the workspace benchmark (`tests/benches/felhom.rs`) can count and time
+/// exactly the work of a tick without waiting for `tick_secs`.
+pub async fn tick_once(
+    svc: &BackupService,
+    guests: &[u32],
+    state: &mut TickState,
+    shutdown: &CancellationToken,
+) {
+    state.cleanup.poll(svc, shutdown).await;
+    // One listing per tier storage for the whole tick, not one per guest and tier.
+    let listings = svc.tier_listings().await;
+    for &vmid in guests {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        if let Err(e) = backup_tick(svc, vmid, &listings, &mut state.first_seen_due).await {
+            tracing::warn!(vmid, error = %e, "scheduler: backup check failed");
+        }
+        match crate::capabilities::backup::restore_test::is_due(
+            svc,
+            vmid,
+            svc.now_secs(),
+            &listings,
+        )
+        .await
+        {
+            Ok(true) => match crate::capabilities::backup::restore_test::start(svc, vmid).await {
+                Ok(a) => {
+                    tracing::info!(vmid, job = %a.job_id, "scheduler: restore-test started")
                 }
-                Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(vmid, error = %chain(&e), "scheduler: restore-test check failed")
+                    tracing::warn!(vmid, error = %chain(&e), "scheduler: cannot start restore-test")
                 }
+            },
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(vmid, error = %chain(&e), "scheduler: restore-test check failed")
             }
         }
     }
