@@ -152,8 +152,14 @@ pub(crate) async fn guest_volumes(
 /// once per scheduler tick; grouped by guest so a guest's lookup does not scan every volume.
 /// A volume that names no guest cannot be attributed and is left out (PVE's own vmid filter
 /// leaves such volumes out too). Empty: every caller lists what it needs itself.
+///
+/// It also holds, read at the same moment, each guest's unfinished backup job (one query for
+/// the tick instead of one per guest); `None` when not read.
 #[derive(Debug, Clone, Default)]
-pub struct TierListings(BTreeMap<String, HashMap<u64, Vec<StorageVolume>>>);
+pub struct TierListings(
+    BTreeMap<String, HashMap<u64, Vec<StorageVolume>>>,
+    Option<HashMap<u32, String>>,
+);
 
 /// The PBS datastore the host's `pbs` storages point at, with a client for its API.
 #[derive(Debug, Clone)]
@@ -390,7 +396,20 @@ impl BackupService {
                 Err(e) => tracing::debug!(storage, error = %chain(&e), "tier listing failed"),
             }
         }
-        TierListings(out)
+        let active = match self
+            .inner
+            .db
+            .run(|db| db.backups().unfinished_latest_jobs(KIND_BACKUP))
+            .await
+        {
+            Ok(active) => Some(active),
+            Err(e) => {
+                // Each guest then asks for its own.
+                tracing::debug!(error = %chain(&e), "cannot read the unfinished backup jobs");
+                None
+            }
+        };
+        TierListings(out, active)
     }
 
     /// Whether `vmid`'s backup is due, and why. A tier whose storage cannot be listed is left
@@ -406,7 +425,10 @@ impl BackupService {
         if policies.is_empty() {
             return Ok(due::evaluate(&[], self.now_secs(), None));
         }
-        let running = self.active_job(vmid, KIND_BACKUP).await?;
+        let running = match &listings.1 {
+            Some(active) => active.get(&vmid).cloned(),
+            None => self.active_job(vmid, KIND_BACKUP).await?,
+        };
         let newest = self.newest_backups(vmid, listings).await?;
         let mut states: Vec<PolicyState<'_>> = Vec::new();
         let mut index: Vec<usize> = Vec::new();

@@ -259,6 +259,26 @@ impl<'db> Backups<'db> {
         })?)
     }
 
+    /// For every guest whose latest job of `kind` is still queued or running: that job's id
+    /// (one query for all guests, where [`Self::latest_job_id`] is one per guest).
+    pub fn unfinished_latest_jobs(
+        &self,
+        kind: &str,
+    ) -> Result<std::collections::HashMap<u32, String>, BackupsError> {
+        Ok(self.db.with_conn(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT j.vmid, j.id FROM jobs j
+                 WHERE j.kind = ?1 AND j.phase IN ('queued', 'running')
+                   AND j.id = (SELECT k.id FROM jobs k WHERE k.vmid = j.vmid AND k.kind = ?1
+                               ORDER BY k.created_at DESC, k.rowid DESC LIMIT 1)",
+            )?;
+            let rows = stmt.query_map([kind], |r| {
+                Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?))
+            })?;
+            rows.collect::<Result<std::collections::HashMap<_, _>, _>>()
+        })?)
+    }
+
     /// Every finished successful run of `vmid` that produced an archive, with its job's facts:
     /// (run, trigger, consistency).
     pub fn archives_of(
@@ -465,6 +485,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = StateDb::open(dir.path()).unwrap();
         (dir, db)
+    }
+
+    #[test]
+    fn unfinished_latest_jobs_name_each_guest_whose_latest_job_still_runs() {
+        let (_d, db) = db();
+        let jobs = db.jobs();
+        let done = JobId::generate().unwrap();
+        jobs.insert_queued(&done, 101, "backup").unwrap();
+        jobs.mark_running(&done).unwrap();
+        jobs.mark_done(&done, None).unwrap();
+        let running = JobId::generate().unwrap();
+        jobs.insert_queued(&running, 102, "backup").unwrap();
+        jobs.mark_running(&running).unwrap();
+        let queued = JobId::generate().unwrap();
+        jobs.insert_queued(&queued, 103, "backup").unwrap();
+        let other_kind = JobId::generate().unwrap();
+        jobs.insert_queued(&other_kind, 104, "verify").unwrap();
+
+        let active = db.backups().unfinished_latest_jobs("backup").unwrap();
+
+        let expected: std::collections::HashMap<u32, String> = [
+            (102, running.as_str().to_owned()),
+            (103, queued.as_str().to_owned()),
+        ]
+        .into();
+        assert_eq!(active, expected);
     }
 
     #[test]
