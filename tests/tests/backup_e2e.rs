@@ -736,11 +736,10 @@ async fn two_guests_restore_tests_at_once_both_pass() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_scheduler_tick_lists_each_tier_storage_once_for_all_guests() {
-    // One tick only (the first, at start): guests 101 and 102 both have policies on `local`
-    // and `felhom-pbs`; their due-ness must come from one listing per storage, not one per
-    // guest and tier.
+/// The agent with one scheduler tick (at start) behind it: guests 101 and 102 both have
+/// policies on `local` and `felhom-pbs`. Also the simulator's state and the two storages'
+/// content paths, whose listings the tick has made and a test counts from here.
+async fn after_the_first_tick() -> (Host, felhom_simhost::pve::SimState, String, String) {
     let h = Host::start(&[("FELHOM_AGENT_BACKUP_TICK_SECS", "3600")]).await;
     let node = h.dh().pve().node();
     let pve = h.dh().pve().state().clone();
@@ -755,8 +754,15 @@ async fn a_scheduler_tick_lists_each_tier_storage_once_for_all_guests() {
         }
     })
     .await;
-    // Whatever the rest of the tick does, it reads those listings instead of the storages.
+    // Whatever the rest of the tick does, it is done by now.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    (h, pve, local, pbs)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduler_tick_lists_each_tier_storage_once_for_all_guests() {
+    // Their due-ness must come from one listing per storage, not one per guest and tier.
+    let (h, pve, local, pbs) = after_the_first_tick().await;
     assert_eq!(pve.request_count("GET", &local), 1, "listings of {local}");
     assert_eq!(pve.request_count("GET", &pbs), 1, "listings of {pbs}");
     h.stop().await;
@@ -764,23 +770,8 @@ async fn a_scheduler_tick_lists_each_tier_storage_once_for_all_guests() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn listing_every_guests_backups_reads_each_tier_storage_once() {
-    // Guests 101 and 102 both have policies on `local` and `felhom-pbs`: one listing of each
-    // storage answers for both (it was one per guest and tier).
-    let h = Host::start(&[("FELHOM_AGENT_BACKUP_TICK_SECS", "3600")]).await;
-    let node = h.dh().pve().node();
-    let pve = h.dh().pve().state().clone();
-    let path = |storage: &str| format!("/nodes/{node}/storage/{storage}/content");
-    let (local, pbs) = (path("local"), path("felhom-pbs"));
-    until("the first tick listed both tier storages", || {
-        let pve = pve.clone();
-        let (local, pbs) = (local.clone(), pbs.clone());
-        async move {
-            (pve.request_count("GET", &local) >= 1 && pve.request_count("GET", &pbs) >= 1)
-                .then_some(())
-        }
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // One listing of each storage answers for both guests (it was one per guest and tier).
+    let (h, pve, local, pbs) = after_the_first_tick().await;
     let before = (
         pve.request_count("GET", &local),
         pve.request_count("GET", &pbs),

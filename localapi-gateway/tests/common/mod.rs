@@ -22,7 +22,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use felhom_localapi_gateway::{Gateway, GatewayConfig, Limits, connect_unix, in_process};
+use felhom_localapi_gateway::{
+    Gateway, GatewayConfig, Limits, LocalApiClient, connect_unix, in_process,
+};
 use felhom_proto::agent::v1 as pb;
 use felhom_proto::agent::v1::local_api_server::{LocalApi, LocalApiServer};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -425,9 +427,16 @@ impl Harness {
     }
 
     pub async fn with_limits(limits: Limits) -> Self {
+        Self::serving(limits, |agent| connect_unix(&agent.socket)).await
+    }
+
+    /// The fake agent, and the gateway calling it through the client `client` makes.
+    async fn serving(limits: Limits, client: impl FnOnce(&FakeAgent) -> LocalApiClient) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let agent = FakeAgent::start(dir.path()).await;
-        let gateway = start_gateway(dir.path(), &agent.socket, limits).await;
+        let mut config = GatewayConfig::new(vec!["127.0.0.1:0".parse().unwrap()], dir.path());
+        config.limits = limits;
+        let gateway = Gateway::start(config, client(&agent)).await.unwrap();
         let addr = gateway.local_addrs()[0];
         Self {
             gateway,
@@ -440,19 +449,10 @@ impl Harness {
     /// [`Harness::with_limits`] with the gateway calling the fake LocalApi service in process
     /// (as when embedded in the agent) instead of over its socket.
     pub async fn in_process_with_limits(limits: Limits) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let agent = FakeAgent::start(dir.path()).await;
-        let mut config = GatewayConfig::new(vec!["127.0.0.1:0".parse().unwrap()], dir.path());
-        config.limits = limits;
-        let client = in_process(LocalApiServer::new(agent.fake.clone()));
-        let gateway = Gateway::start(config, client).await.unwrap();
-        let addr = gateway.local_addrs()[0];
-        Self {
-            gateway,
-            addr,
-            agent,
-            dir,
-        }
+        Self::serving(limits, |agent| {
+            in_process(LocalApiServer::new(agent.fake.clone()))
+        })
+        .await
     }
 
     pub fn fake(&self) -> &Fake {

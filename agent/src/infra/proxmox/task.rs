@@ -453,9 +453,9 @@ mod tests {
         );
     }
 
-    /// Reads at 0 and every second, and one at once when the worker exits (2.7 s here).
-    #[tokio::test(start_paused = true)]
-    async fn a_watched_wait_reads_when_the_worker_exits() {
+    /// A watched wait in paused time for a task that ends at `ends` and a wake-up at `wakes`:
+    /// the instants (ms from the start) of its status reads.
+    async fn watched_reads(ends: u64, wakes: u64) -> Vec<u64> {
         let start = Instant::now();
         let seen = std::cell::RefCell::new(Vec::new());
         let end = poll_until_stopped(
@@ -464,37 +464,30 @@ mod tests {
             |_| {
                 let elapsed = start.elapsed();
                 seen.borrow_mut().push(elapsed.as_millis() as u64);
-                async move { Ok::<_, ()>((elapsed >= ms(2700)).then_some(())) }
+                async move { Ok::<_, ()>((elapsed >= ms(ends)).then_some(())) }
             },
-            Some(tokio::time::sleep(ms(2700))),
+            Some(tokio::time::sleep(ms(wakes))),
             |_| true,
             |_| {},
         )
         .await;
         assert!(matches!(end, PollEnd::Stopped(())), "{end:?}");
-        assert_eq!(seen.into_inner(), [0, 1000, 2000, 2700]);
+        seen.into_inner()
+    }
+
+    /// Reads at 0 and every second, and one at once when the worker exits (2.7 s here).
+    #[tokio::test(start_paused = true)]
+    async fn a_watched_wait_reads_when_the_worker_exits() {
+        assert_eq!(watched_reads(2700, 2700).await, [0, 1000, 2000, 2700]);
     }
 
     /// A wake-up that was wrong (the task still runs): polling on the fast grid from then.
     #[tokio::test(start_paused = true)]
     async fn a_wake_up_while_the_task_runs_falls_back_to_polling() {
-        let start = Instant::now();
-        let seen = std::cell::RefCell::new(Vec::new());
-        let end = poll_until_stopped(
-            &WaitOptions::default(),
-            &CancellationToken::new(),
-            |_| {
-                let elapsed = start.elapsed();
-                seen.borrow_mut().push(elapsed.as_millis() as u64);
-                async move { Ok::<_, ()>((elapsed >= ms(1900)).then_some(())) }
-            },
-            Some(tokio::time::sleep(ms(1300))),
-            |_| true,
-            |_| {},
-        )
-        .await;
-        assert!(matches!(end, PollEnd::Stopped(())), "{end:?}");
-        assert_eq!(seen.into_inner(), [0, 1000, 1300, 1500, 1700, 1900]);
+        assert_eq!(
+            watched_reads(1900, 1300).await,
+            [0, 1000, 1300, 1500, 1700, 1900]
+        );
     }
 
     fn quick() -> WaitOptions {
