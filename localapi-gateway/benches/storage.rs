@@ -13,19 +13,13 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Harness, TOKEN_A, leaf_pinned_client};
+use common::{Harness, TOKEN_A, leaf_pinned_client, start_bare};
 use felhom_localapi_gateway::{Limits, cert};
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 const CLIENTS: usize = 32;
 const REQUESTS: usize = 20_000;
@@ -183,60 +177,4 @@ async fn load(name: &'static str, addr: SocketAddr, pin: &str) -> Row {
         p99: pct(0.99),
         errors: errors.load(Ordering::Relaxed),
     }
-}
-
-/// A minimal HTTPS server: rustls (same provider, versions and key type as the gateway) and
-/// hyper HTTP/1 keep-alive, answering every request with `body`.
-async fn start_bare(state_dir: &std::path::Path, body: Bytes) -> SocketAddr {
-    let cert = CertificateDer::from_pem_file(state_dir.join(cert::CERT_FILE))
-        .expect("the certificate was just written");
-    let key = PrivateKeyDer::from_pem_file(state_dir.join(cert::KEY_FILE))
-        .expect("the key was just written");
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-    .expect("ring supports TLS 1.2 and 1.3")
-    .with_no_client_auth()
-    .with_single_cert(vec![cert], key)
-    .expect("the key matches the certificate");
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("loopback can be bound");
-    let addr = listener
-        .local_addr()
-        .expect("a bound listener has an address");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let (acceptor, body) = (acceptor.clone(), body.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let svc = hyper::service::service_fn(move |_req| {
-                    let body = body.clone();
-                    async move {
-                        let mut r = hyper::Response::new(Full::new(body));
-                        r.headers_mut().insert(
-                            hyper::header::CONTENT_TYPE,
-                            hyper::header::HeaderValue::from_static("application/json"),
-                        );
-                        Ok::<_, Infallible>(r)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
-    addr
 }

@@ -1098,19 +1098,13 @@ mod task_wait {
 
 /// Row 5: the gateway's own cost (after `localapi-gateway/benches/storage.rs`).
 mod gateway {
-    use std::convert::Infallible;
     use std::net::SocketAddr;
     use std::sync::Arc;
 
     use anyhow::Context;
     use felhom_localapi_gateway::{Limits, cert};
-    use http_body_util::Full;
-    use hyper::body::Bytes;
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-    use crate::gateway_common::{Harness, TOKEN_A, leaf_pinned_client};
+    use crate::gateway_common::{Harness, TOKEN_A, leaf_pinned_client, start_bare};
     use crate::{Met, Row, load, ms};
 
     const CLIENTS: usize = 32;
@@ -1188,7 +1182,7 @@ mod gateway {
             .pins()
             .leaf_sha256_hex
             .clone();
-        let bare_addr = start_bare(bare_dir.path(), reference).await?;
+        let bare_addr = start_bare(bare_dir.path(), reference).await;
         measure(
             [
                 (embedded.addr, embedded_pin.as_str()),
@@ -1235,68 +1229,17 @@ mod gateway {
         done.try_into()
             .map_err(|_| anyhow::anyhow!("not every server was measured"))
     }
-
-    /// A minimal HTTPS server: rustls (same provider, versions and key type as the gateway) and
-    /// hyper HTTP/1 keep-alive, answering every request with `body`.
-    async fn start_bare(state_dir: &std::path::Path, body: Bytes) -> anyhow::Result<SocketAddr> {
-        let cert = CertificateDer::from_pem_file(state_dir.join(cert::CERT_FILE))
-            .context("cannot read the certificate just written")?;
-        let key = PrivateKeyDer::from_pem_file(state_dir.join(cert::KEY_FILE))
-            .context("cannot read the key just written")?;
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        // Ends with the runtime, after the table is printed.
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let (acceptor, body) = (acceptor.clone(), body.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    let svc = hyper::service::service_fn(move |_req| {
-                        let body = body.clone();
-                        async move {
-                            let mut r = hyper::Response::new(Full::new(body));
-                            r.headers_mut().insert(
-                                hyper::header::CONTENT_TYPE,
-                                hyper::header::HeaderValue::from_static("application/json"),
-                            );
-                            Ok::<_, Infallible>(r)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
-                });
-            }
-        });
-        Ok(addr)
-    }
 }
 
 /// Row 6: idle memory and start-up time of the shipped binaries.
 mod startup {
-    use std::io::Write as _;
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    use std::os::unix::fs::PermissionsExt as _;
     use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
     use anyhow::Context;
+    use felhom_simhost::devhost::write_private;
     use felhom_simhost::pve::{PveSim, PveSimHandle, PveSimOptions};
 
     use crate::{Met, Row, ms, usage};
@@ -1642,16 +1585,5 @@ mod startup {
                 .with_context(|| format!("cannot chown {}", path.display()))?;
         }
         Ok(())
-    }
-
-    fn write_private(path: &Path, contents: &str, owner: Option<u32>) -> anyhow::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        f.write_all(contents.as_bytes())?;
-        chown(path, owner)
     }
 }

@@ -142,7 +142,9 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn write_private(path: &Path, contents: &str, owner: Option<u32>) -> anyhow::Result<()> {
+/// Writes `contents` to a new 0600 file at `path` (replacing one left there), owned by
+/// `owner` when given.
+pub fn write_private(path: &Path, contents: &str, owner: Option<u32>) -> anyhow::Result<()> {
     use std::io::Write;
     let _ = std::fs::remove_file(path);
     let mut f = std::fs::OpenOptions::new()
