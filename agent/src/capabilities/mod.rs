@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod backup;
+pub mod escrow;
 pub mod guests;
 pub mod records;
 pub mod selftest;
