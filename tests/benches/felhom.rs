@@ -787,13 +787,15 @@ mod scheduler {
                     name: "local".into(),
                     storage: "local".into(),
                     kind: TierKind::Local,
-                    encryption_key_file: None,
+                    encrypted: false,
+                    key_fingerprint: None,
                 },
                 Tier {
                     name: "offsite".into(),
                     storage: "felhom-pbs".into(),
                     kind: TierKind::Pbs,
-                    encryption_key_file: None,
+                    encrypted: false,
+                    key_fingerprint: None,
                 },
             ],
             policies: (FIRST_VMID..FIRST_VMID + n)

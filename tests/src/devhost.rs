@@ -14,7 +14,9 @@
 //!
 //! A simulated Proxmox Backup Server runs too, linked to the simulator's `felhom-pbs` storage
 //! (see [`crate::pve::pbs_link`]): vzdumps to that storage land in its datastore `felhom`, the
-//! storage has a client encryption key (escrowed to `DIR/pbs-encryption-key.json`, 0600), and
+//! storage has a client encryption key (PVE's live key file stands at
+//! `DIR/pve/priv/storage/felhom-pbs.enc`, 0600, for `felhom-agent escrow`; the agent itself
+//! knows only its fingerprint, from the storage configuration), and
 //! the agent gets a PBS token (`DIR/pbs-token`, 0600, `felhom-agent@pbs!agent` with
 //! `DatastoreReader`: list snapshots and verify). The agent config's `[pbs]` and `[backup]`
 //! sections back up guests 101 and 102 to a `local` tier (daily 02:30, restore-test Sundays
@@ -98,6 +100,10 @@ pub struct DevhostInfo {
     pub pbs_fingerprint: String,
     /// The datastore behind the `felhom-pbs` storage.
     pub pbs_datastore: String,
+    /// Stands in for `/etc/pve/priv` (root, 0700): `storage/felhom-pbs.enc` is the storage's key.
+    pub pve_priv_dir: PathBuf,
+    /// Where `felhom-agent escrow` keeps escrows on this simulated host.
+    pub escrow_dir: PathBuf,
 }
 
 /// How to start a devhost; [`Default`] is what `felhom-devhost` does without flags, except
@@ -245,9 +251,24 @@ impl Devhost {
         write_private(&token_file, &token, owner)?;
         let pbs_token_file = dir.join("pbs-token");
         write_private(&pbs_token_file, &pbs_token, owner)?;
-        // The escrow copy of the storage's key, as the agent's encrypted tier expects it.
-        let key_file = dir.join("pbs-encryption-key.json");
-        write_private(&key_file, &key.to_json(), owner)?;
+        // PVE's own key file of the storage (`/etc/pve/priv/storage/<id>.enc`, root, 0600), for
+        // `felhom-agent escrow --pve-priv-dir DIR/pve/priv`; never the agent's.
+        let pve_priv_dir = dir.join("pve").join("priv");
+        std::fs::create_dir_all(pve_priv_dir.join("storage"))?;
+        for d in [
+            dir.join("pve"),
+            pve_priv_dir.clone(),
+            pve_priv_dir.join("storage"),
+        ] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+        }
+        write_private(
+            &pve_priv_dir
+                .join("storage")
+                .join(format!("{PBS_STORAGE}.enc")),
+            &format!("{}\n", key.to_json()),
+            None,
+        )?;
         // Like /run/felhom from systemd's RuntimeDirectory: owned by the agent, which binds its
         // socket there; the (root) helper binds beside it.
         let run_dir = dir.join("run");
@@ -276,7 +297,7 @@ impl Devhost {
                  scratch_storage = \"local-lvm\"\n\n\
                  [[backup.tiers]]\nname = \"local\"\nstorage = \"local\"\nkind = \"local\"\n\n\
                  [[backup.tiers]]\nname = \"offsite\"\nstorage = \"{pbs_storage}\"\nkind = \"pbs\"\n\
-                 encrypted = true\nencryption_key_file = \"{key_file}\"\n\n\
+                 encrypted = true\n\n\
                  [[backup.policies]]\nvmids = [{guests}]\ntier = \"local\"\nschedule = \"daily 02:30\"\n\
                  keep_last = 3\nkeep_daily = 7\n{restore_test}probe_interface = \"eth0\"\n\n\
                  [[backup.policies]]\nvmids = [{guests}]\ntier = \"offsite\"\nschedule = \"sun 03:00\"\n\
@@ -294,7 +315,6 @@ impl Devhost {
                 pbs_token = pbs_token_file.display(),
                 pbs_fp = pbs.fingerprint(),
                 pbs_storage = PBS_STORAGE,
-                key_file = key_file.display(),
                 grace = if options.backup_schedules {
                     ""
                 } else {
@@ -405,6 +425,8 @@ impl Devhost {
             pbs_url: pbs.url().to_owned(),
             pbs_fingerprint: pbs.fingerprint().to_owned(),
             pbs_datastore: LINKED_DATASTORE.to_owned(),
+            pve_priv_dir,
+            escrow_dir: dir.join("escrow"),
         };
         write_private(
             &dir.join("devhost.json"),

@@ -309,17 +309,22 @@ async fn a_backup_is_waited_for_the_backup_deadline_not_the_proxmox_one() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_missing_encryption_key_fails_the_encrypted_tier_closed() {
+async fn a_storage_without_an_encryption_key_fails_the_encrypted_tier_closed() {
     let h = Host::start(&[]).await;
-    let key = h.dh().info.state_dir.join("pbs-encryption-key.json");
-    std::fs::remove_file(&key).unwrap();
+    // `pvesm set felhom-pbs --delete encryption-key`: vzdump would now write unencrypted.
+    h.dh()
+        .pve()
+        .state()
+        .set_pbs_encryption_key("felhom-pbs", None)
+        .unwrap();
     let (status, body) = h.send(102, reqwest::Method::POST, "/backup").await;
     assert_eq!(status, 202, "{body}");
     let failed = backup_final(&h, 102).await;
     assert_eq!(failed["phase"], "failed", "{failed}");
     let error = failed_backup_error(&h, 102, &failed).await;
     assert!(
-        error.starts_with("Refusing to back up to tier 'offsite': it is configured as encrypted but its key is not usable: cannot read "),
+        error
+            == "Refusing to back up to tier 'offsite': it is configured as encrypted, but storage 'felhom-pbs' has no client encryption key (no encryption-key in its Proxmox configuration), so the backup would land unencrypted",
         "{error}"
     );
     // Nothing reached the PBS datastore for 102; the local tier still got its backup.
@@ -334,6 +339,41 @@ async fn a_missing_encryption_key_fails_the_encrypted_tier_closed() {
         .into_inner();
     let local = detail.runs.iter().find(|r| r.tier == "local").unwrap();
     assert_eq!(local.phase, "done");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_storage_configured_with_another_key_than_the_pinned_one_is_refused() {
+    let mut h = Host::start(&[]).await;
+    // The operator pinned the escrowed key; then someone re-ran `encryption-key autogen`.
+    let pinned = felhom_simhost::pbs::PbsKey::generate().fingerprint();
+    let config = h.dh().info.state_dir.join("agent.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "encrypted = true\n",
+        &format!("encrypted = true\nencryption_key_fingerprint = \"{pinned}\"\n"),
+    );
+    std::fs::write(&config, text).unwrap();
+    h.dh_mut().kill_agent().unwrap();
+    h.dh_mut().restart_agent(&[]).await.unwrap();
+    let configured = h
+        .dh()
+        .pve()
+        .state()
+        .storage_key_fingerprint("felhom-pbs")
+        .unwrap();
+    let (status, body) = h.send(102, reqwest::Method::POST, "/backup").await;
+    assert_eq!(status, 202, "{body}");
+    let failed = backup_final(&h, 102).await;
+    assert_eq!(failed["phase"], "failed", "{failed}");
+    let error = failed_backup_error(&h, 102, &failed).await;
+    assert_eq!(
+        error,
+        format!(
+            "Refusing to back up to tier 'offsite': storage 'felhom-pbs' is configured with encryption key {configured}, not the key {pinned} the tier pins"
+        )
+    );
+    let pbs = h.dh().pbs().state().snapshots(&h.dh().info.pbs_datastore);
+    assert!(pbs.iter().all(|s| s.backup_id != "102"), "{pbs:?}");
     h.stop().await;
 }
 

@@ -53,9 +53,11 @@ async fn devhost_serves_the_agent_and_stops_cleanly() {
             & 0o777
     };
     assert_eq!(mode("pbs-token"), 0o600);
-    assert_eq!(mode("pbs-encryption-key.json"), 0o600);
+    assert_eq!(mode("pve/priv/storage/felhom-pbs.enc"), 0o600);
+    assert_eq!(mode("pve/priv"), 0o700);
+    assert_eq!(info.pve_priv_dir, state.join("pve/priv"));
     let key: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(state.join("pbs-encryption-key.json")).unwrap(),
+        &std::fs::read_to_string(state.join("pve/priv/storage/felhom-pbs.enc")).unwrap(),
     )
     .unwrap();
     assert!(key["kdf"].is_null());
@@ -65,7 +67,9 @@ async fn devhost_serves_the_agent_and_stops_cleanly() {
         config.contains(&format!("[pbs]\nendpoint = \"{}\"", info.pbs_url)),
         "{config}"
     );
-    assert!(config.contains("encryption_key_file = "), "{config}");
+    // The agent is told only that the tier is encrypted; it never gets the key.
+    assert!(config.contains("encrypted = true"), "{config}");
+    assert!(!config.contains("pve/priv"), "{config}");
     assert!(
         info.local_api_endpoint.starts_with("127.0.0.1:"),
         "{}",

@@ -103,7 +103,7 @@ async fn agent_backs_up_to_both_tiers_and_the_pbs_tier_is_encrypted() {
     let snaps = host.pbs().state().snapshots("felhom");
     let snap = snaps.iter().find(|s| s.backup_id == "102").unwrap();
     let key: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(host.info.state_dir.join("pbs-encryption-key.json")).unwrap(),
+        &std::fs::read_to_string(host.info.pve_priv_dir.join("storage/felhom-pbs.enc")).unwrap(),
     )
     .unwrap();
     assert_eq!(

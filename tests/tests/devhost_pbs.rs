@@ -29,7 +29,7 @@ async fn devhost_backs_felhom_pbs_with_an_encrypted_pbs_the_agent_token_can_read
     // A vzdump to the linked storage, straight against the simulated PVE.
     let pve = host.pve();
     let key: Value = serde_json::from_str(
-        &std::fs::read_to_string(info.state_dir.join("pbs-encryption-key.json")).unwrap(),
+        &std::fs::read_to_string(info.pve_priv_dir.join("storage/felhom-pbs.enc")).unwrap(),
     )
     .unwrap();
     let fp = key["fingerprint"].as_str().unwrap().to_owned();

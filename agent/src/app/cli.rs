@@ -37,6 +37,11 @@ enum Command {
         #[arg(long, requires = "task")]
         vmid: Option<u32>,
     },
+    /// The PBS key escrow under a customer recovery code (run as root on the host).
+    Escrow {
+        #[command(subcommand)]
+        command: crate::app::escrow_cmd::EscrowCommand,
+    },
 }
 
 /// Exit codes: 0 success, 1 a check or operation failed, 2 configuration or usage error.
@@ -84,21 +89,42 @@ fn init_logging() {
 }
 
 async fn run(cli: Cli) -> Exit {
-    let config = match Config::load(cli.config.as_deref(), &ProcessEnv) {
-        Ok(c) => c,
-        Err(e) => {
-            let text = format!("configuration error: {}", error_chain(&e));
-            eprintln!("felhom-agent: {text}");
-            if matches!(cli.command, Command::Run) {
-                status_on_exit(&text);
-            }
-            return Exit::Config;
-        }
-    };
     match cli.command {
-        Command::Run => run_daemon(config).await,
-        Command::Selftest { task, vmid } => selftest_cmd(&config, task, vmid).await,
+        Command::Run => match load(cli.config.as_deref(), true) {
+            Ok(config) => run_daemon(config).await,
+            Err(exit) => exit,
+        },
+        Command::Selftest { task, vmid } => match load(cli.config.as_deref(), false) {
+            Ok(config) => selftest_cmd(&config, task, vmid).await,
+            Err(exit) => exit,
+        },
+        Command::Escrow { command } => {
+            // Root-run: only the [backup] tiers, never the agent's secrets.
+            match Config::load_backup_view(cli.config.as_deref(), &ProcessEnv) {
+                Ok(view) => match crate::app::escrow_cmd::run(&view, command) {
+                    0 => Exit::Ok,
+                    2 => Exit::Config,
+                    _ => Exit::Failed,
+                },
+                Err(e) => {
+                    eprintln!("felhom-agent: configuration error: {}", error_chain(&e));
+                    Exit::Config
+                }
+            }
+        }
     }
+}
+
+/// The whole configuration; for the daemon an error also goes to systemd's status line.
+fn load(path: Option<&std::path::Path>, daemon: bool) -> Result<Config, Exit> {
+    Config::load(path, &ProcessEnv).map_err(|e| {
+        let text = format!("configuration error: {}", error_chain(&e));
+        eprintln!("felhom-agent: {text}");
+        if daemon {
+            status_on_exit(&text);
+        }
+        Exit::Config
+    })
 }
 
 async fn selftest_cmd(config: &Config, task: bool, vmid: Option<u32>) -> Exit {

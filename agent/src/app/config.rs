@@ -309,35 +309,17 @@ impl Config {
     /// Loads `path` (a missing file is an error only if it was named explicitly), applies
     /// environment overrides and validates everything.
     pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<Self, ConfigError> {
-        let (file, explicit) = match path {
-            Some(p) => (p.to_owned(), true),
-            None => match env.var("FELHOM_AGENT_CONFIG") {
-                Some(p) => (PathBuf::from(p), true),
-                None => (default_config_path(), false),
-            },
-        };
-        let text = match std::fs::read_to_string(&file) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => String::new(),
-            Err(source) => return Err(ConfigError::Read { path: file, source }),
-        };
+        let (text, file) = read_config_text(path, env)?;
         Self::from_toml(&text, &file, env)
     }
 
     /// Parses and validates TOML text (the path is only used in messages).
     pub fn from_toml(text: &str, path: &Path, env: &dyn EnvSource) -> Result<Self, ConfigError> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: path.to_owned(),
-            message: e.message().to_owned(),
-        })?;
-        apply_env(&mut table, env)?;
-        let raw: RawConfig =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Syntax {
-                    path: path.to_owned(),
-                    message: e.message().to_owned(),
-                })?;
+        let raw = parse_raw(text, path, env)?;
+        Self::from_raw(raw, env)
+    }
+
+    fn from_raw(raw: RawConfig, env: &dyn EnvSource) -> Result<Self, ConfigError> {
         let agent = validate_agent(raw.agent)?;
         let proxmox = validate_proxmox(raw.proxmox, env)?;
         let pbs = validate_pbs(raw.pbs, env, proxmox.as_ref())?;
@@ -365,12 +347,74 @@ impl Config {
         })
     }
 
+    /// Only what root-run maintenance commands (`felhom-agent escrow`) need: the `[backup]`
+    /// tiers and the node name. Reads no secret: the token files are the agent user's, and
+    /// such a command has no business with them.
+    pub fn load_backup_view(
+        path: Option<&Path>,
+        env: &dyn EnvSource,
+    ) -> Result<BackupView, ConfigError> {
+        let (text, file) = read_config_text(path, env)?;
+        let raw = parse_raw(&text, &file, env)?;
+        let backup = BackupSettings::validate(raw.backup).map_err(|e| ConfigError::Invalid {
+            key: e.key,
+            message: e.message,
+        })?;
+        Ok(BackupView {
+            backup,
+            node: raw.proxmox.node,
+        })
+    }
+
     /// The Proxmox settings, or an error saying how to configure them.
     pub fn require_proxmox(&self) -> Result<&ProxmoxSettings, ConfigError> {
         self.proxmox.as_ref().ok_or(ConfigError::Missing {
             key: "proxmox.endpoint".into(),
         })
     }
+}
+
+/// The `[backup]` section and the node, for commands that must not read the agent's secrets.
+#[derive(Debug, Clone)]
+pub struct BackupView {
+    pub backup: BackupSettings,
+    pub node: Option<String>,
+}
+
+/// The config file's text (empty when the default file is missing) and its path.
+fn read_config_text(
+    path: Option<&Path>,
+    env: &dyn EnvSource,
+) -> Result<(String, PathBuf), ConfigError> {
+    let (file, explicit) = match path {
+        Some(p) => (p.to_owned(), true),
+        None => match env.var("FELHOM_AGENT_CONFIG") {
+            Some(p) => (PathBuf::from(p), true),
+            None => (default_config_path(), false),
+        },
+    };
+    match std::fs::read_to_string(&file) {
+        Ok(t) => Ok((t, file)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+            Ok((String::new(), file))
+        }
+        Err(source) => Err(ConfigError::Read { path: file, source }),
+    }
+}
+
+/// TOML text with the environment overrides applied, as the raw (unvalidated) sections.
+fn parse_raw(text: &str, path: &Path, env: &dyn EnvSource) -> Result<RawConfig, ConfigError> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: path.to_owned(),
+        message: e.message().to_owned(),
+    })?;
+    apply_env(&mut table, env)?;
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })
 }
 
 fn apply_env(table: &mut toml::Table, env: &dyn EnvSource) -> Result<(), ConfigError> {

@@ -5,5 +5,6 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod daemon;
+pub mod escrow_cmd;
 pub mod listen_policy;
 pub mod paths;

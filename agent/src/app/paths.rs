@@ -17,3 +17,7 @@ pub const HELPER_SOCKET: &str = "/run/felhom-helper/helper.sock";
 pub const AGENT_USER: &str = "felhom-agent";
 /// Group of operators allowed on the agent socket.
 pub const OPS_GROUP: &str = "felhom-ops";
+/// Proxmox VE's private directory; PBS storage keys are `storage/<storage>.enc` in it (root).
+pub const PVE_PRIV_DIR: &str = "/etc/pve/priv";
+/// Escrow files (the PBS key wrapped under the customer's recovery code); root, 0700.
+pub const ESCROW_DIR: &str = "/var/lib/felhom-escrow";

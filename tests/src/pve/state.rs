@@ -407,6 +407,14 @@ impl SimState {
         self.lock().task(upid).cloned()
     }
 
+    /// The fingerprint storage.cfg records for a `pbs` storage's key (`encryption-key`).
+    pub fn storage_key_fingerprint(&self, storage: &str) -> Option<String> {
+        self.lock()
+            .storage_keys
+            .get(storage)
+            .map(crate::pbs::PbsKey::fingerprint)
+    }
+
     /// Sets or removes a `pbs` storage's encryption key, as `pvesm set <storage>
     /// --encryption-key <key JSON>` / `--delete encryption-key` do: the key goes to
     /// `/etc/pve/priv/storage/<storage>.enc` and the config shows its fingerprint.

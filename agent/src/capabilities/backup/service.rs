@@ -22,7 +22,7 @@ use felhom_proto::agent::v1 as pb;
 use tokio_util::sync::CancellationToken;
 
 use super::due::{self, Due, PolicyState};
-use super::settings::{BackupSettings, KeyFileError, Policy, Tier, TierKind, check_key_file};
+use super::settings::{BackupSettings, Policy, Tier, TierKind};
 use crate::core::InvalidValue;
 use crate::core::error_chain as chain;
 use crate::infra::pbs::{BackupType, PbsClient, PbsError, PbsUpid, VerifyRequest, VerifyState};
@@ -84,13 +84,22 @@ pub enum BackupError {
     #[error("Guest {vmid} has no snapshot on tier '{tier}' to verify")]
     NoSnapshot { vmid: u32, tier: String },
     #[error(
-        "Refusing to back up to tier '{tier}': it is configured as encrypted but its key is not usable"
+        "Refusing to back up to tier '{tier}': it is configured as encrypted, but storage '{storage}' has no client encryption key (no encryption-key in its Proxmox configuration), so the backup would land unencrypted"
     )]
-    KeyMissing {
+    NotEncrypted { tier: String, storage: String },
+    #[error(
+        "Refusing to back up to tier '{tier}': storage '{storage}' is configured with encryption key {configured}, not the key {pinned} the tier pins"
+    )]
+    KeyNotPinned {
         tier: String,
-        #[source]
-        source: KeyFileError,
+        storage: String,
+        configured: String,
+        pinned: String,
     },
+    #[error(
+        "Refusing to back up to tier '{tier}': storage '{storage}' is not in the Proxmox storage configuration"
+    )]
+    NoStorage { tier: String, storage: String },
     #[error("vzdump to tier '{tier}' failed: {message}")]
     Vzdump { tier: String, message: String },
     #[error(
@@ -615,22 +624,12 @@ impl BackupService {
         tier: &Tier,
         shutdown: &CancellationToken,
     ) -> Result<(Option<String>, String), (Option<String>, BackupError)> {
-        let expected_fp = match &tier.encryption_key_file {
-            Some(path) => match check_key_file(path) {
-                Ok(info) => info.fingerprint,
-                Err(source) => {
-                    return Err((
-                        None,
-                        BackupError::KeyMissing {
-                            tier: tier.name.clone(),
-                            source,
-                        },
-                    ));
-                }
-            },
-            None => None,
-        };
         let pve = self.pve().map_err(|e| (None, e))?;
+        let expected_fp = if tier.encrypted {
+            expected_key(pve, tier).await.map_err(|e| (None, e))?
+        } else {
+            None
+        };
         let guest = Vmid::new(vmid).map_err(|e| (None, e.into()))?;
         let req = VzdumpRequest {
             vmid: guest,
@@ -673,7 +672,7 @@ impl BackupService {
                 .map_err(|e| (actual.clone(), e))?
                 .ok_or_else(|| (actual.clone(), BackupError::NoArchive(tier.name.clone())))?,
         };
-        if tier.encryption_key_file.is_some() {
+        if tier.encrypted {
             self.check_encrypted(tier, vmid, &volid, expected_fp.as_deref())
                 .await
                 .map_err(|e| (actual.clone(), e))?;
@@ -1070,6 +1069,42 @@ pub(crate) fn verify_word(state: VerifyState) -> &'static str {
 }
 
 /// `INFO: backup mode: stop` → `stop`.
+/// The fingerprint an encrypted tier's backups must carry, checked before vzdump runs: the
+/// storage must have a client key configured (storage.cfg `encryption-key`: its fingerprint, or
+/// `1` when PVE stored a key without one), and it must be the pinned key when the tier pins
+/// one. The agent never reads the key itself.
+async fn expected_key(pve: &PveClient, tier: &Tier) -> Result<Option<String>, BackupError> {
+    let configs = pve.storage_config().await?;
+    let Some(config) = configs.into_iter().find(|c| c.storage == tier.storage) else {
+        return Err(BackupError::NoStorage {
+            tier: tier.name.clone(),
+            storage: tier.storage.clone(),
+        });
+    };
+    let configured = match config.encryption_key.as_deref().map(str::trim) {
+        None | Some("" | "0") => {
+            return Err(BackupError::NotEncrypted {
+                tier: tier.name.clone(),
+                storage: tier.storage.clone(),
+            });
+        }
+        Some("1") => None,
+        Some(fp) => Some(fp.to_ascii_lowercase()),
+    };
+    match (tier.key_fingerprint, configured) {
+        (Some(pinned), Some(configured)) if pinned.to_string() != configured => {
+            Err(BackupError::KeyNotPinned {
+                tier: tier.name.clone(),
+                storage: tier.storage.clone(),
+                configured,
+                pinned: pinned.to_string(),
+            })
+        }
+        (Some(pinned), _) => Ok(Some(pinned.to_string())),
+        (None, configured) => Ok(configured),
+    }
+}
+
 fn actual_mode(log: &[String]) -> Option<String> {
     log.iter().find_map(|l| {
         l.trim()

@@ -3,19 +3,20 @@
 //!
 //! Validated once at load, every error naming its key (`backup.policies[0].schedule: …`).
 //! A tier is a Proxmox VE storage holding backups: `local` (vzdump archives on a dir/NFS/…
-//! storage) or `pbs` (a storage of type pbs). A tier marked `encrypted` must name the escrow
-//! copy of its PBS client key (`encryption_key_file`); whether that file is really there is
-//! checked again before every backup, so a missing key fails closed at backup time too.
+//! storage) or `pbs` (a storage of type pbs). A tier marked `encrypted` is checked before every
+//! backup by the key's *fingerprint* only — the agent never reads the key: the storage's
+//! `encryption-key` (storage.cfg) must name one, and `encryption_key_fingerprint`, when set,
+//! pins which; after the backup PBS must show the snapshot encrypted with that key.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::schedule::Schedule;
+use crate::capabilities::escrow::KeyFingerprint;
 use crate::infra::pve::{BackupMode, validate_storage_id};
-use crate::infra::secret_file::{self, Origin, SecretFileError};
 
 /// A configuration problem: the key and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +57,8 @@ struct RawTier {
     kind: TierKind,
     #[serde(default)]
     encrypted: bool,
+    encryption_key_fingerprint: Option<String>,
+    /// Read only to say it is gone (the agent no longer holds a copy of the key).
     encryption_key_file: Option<PathBuf>,
 }
 
@@ -100,8 +103,11 @@ pub struct Tier {
     /// Proxmox VE storage id.
     pub storage: String,
     pub kind: TierKind,
-    /// `Some` when the tier is configured as encrypted: the escrowed PBS client key file.
-    pub encryption_key_file: Option<PathBuf>,
+    /// Backups to this tier must land encrypted (a `pbs` tier only).
+    pub encrypted: bool,
+    /// The key they must be encrypted with, when pinned; otherwise the storage's configured
+    /// `encryption-key` fingerprint is used.
+    pub key_fingerprint: Option<KeyFingerprint>,
 }
 
 /// vzdump `prune-backups` retention.
@@ -269,29 +275,31 @@ impl BackupSettings {
                 return Err(bad(key("name"), format!("'{}' is used twice", t.name)));
             }
             validate_storage_id(&t.storage).map_err(|e| bad(key("storage"), e.to_string()))?;
-            let encryption_key_file = match (t.encrypted, t.encryption_key_file) {
-                (true, Some(p)) if p.is_absolute() => Some(p),
-                (true, Some(p)) => {
-                    return Err(bad(
-                        key("encryption_key_file"),
-                        format!("'{}' must be an absolute path", p.display()),
-                    ));
-                }
-                (true, None) => {
-                    return Err(bad(
-                        key("encryption_key_file"),
-                        "is required when encrypted = true (the escrowed PBS client key)",
-                    ));
-                }
+            if let Some(p) = &t.encryption_key_file {
+                return Err(bad(
+                    key("encryption_key_file"),
+                    format!(
+                        "is no longer read: the agent checks encrypted backups by the key's fingerprint \
+                         and must not hold the key; remove this line and the agent's copy {} (the key \
+                         stays in /etc/pve/priv/storage/, its escrow is made by `felhom-agent escrow create`)",
+                        p.display()
+                    ),
+                ));
+            }
+            let key_fingerprint = match (t.encrypted, t.encryption_key_fingerprint) {
+                (_, None) => None,
+                (true, Some(fp)) => Some(
+                    fp.parse::<KeyFingerprint>()
+                        .map_err(|e| bad(key("encryption_key_fingerprint"), e.to_string()))?,
+                ),
                 (false, Some(_)) => {
                     return Err(bad(
-                        key("encryption_key_file"),
+                        key("encryption_key_fingerprint"),
                         "is set but encrypted is not true; say encrypted = true",
                     ));
                 }
-                (false, None) => None,
             };
-            if encryption_key_file.is_some() && t.kind != TierKind::Pbs {
+            if t.encrypted && t.kind != TierKind::Pbs {
                 return Err(bad(
                     key("encrypted"),
                     "only pbs tiers can be encrypted (vzdump archives are not)",
@@ -301,7 +309,8 @@ impl BackupSettings {
                 name: t.name,
                 storage: t.storage,
                 kind: t.kind,
-                encryption_key_file,
+                encrypted: t.encrypted,
+                key_fingerprint,
             });
         }
 
@@ -414,52 +423,6 @@ impl BackupSettings {
     }
 }
 
-/// Why an encrypted tier's key cannot be used; the text is what the operator sees.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyFileError {
-    /// Unreadable, or readable by someone besides the agent.
-    #[error(transparent)]
-    File(#[from] SecretFileError),
-    #[error("{path} is not a PBS client key file ({reason})")]
-    Shape { path: PathBuf, reason: String },
-}
-
-/// What the agent learns from an escrowed PBS client key file (never the key material).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyFileInfo {
-    /// The key's fingerprint as the file records it, when it does.
-    pub fingerprint: Option<String>,
-}
-
-/// Checks that `path` holds a PBS client key file (`proxmox-backup-client key create` JSON:
-/// `kdf`, `created`, `modified`, `data`, optional `fingerprint`). Reads it only to check its
-/// shape; the key material is dropped at once and never logged. Like a token, the file must be
-/// the agent's own, 0600 or 0400 ([`secret_file`]).
-pub fn check_key_file(path: &Path) -> Result<KeyFileInfo, KeyFileError> {
-    let text = secret_file::read(path, Origin::File)?;
-    let shape = |reason: &str| KeyFileError::Shape {
-        path: path.to_owned(),
-        reason: reason.into(),
-    };
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|_| shape("not JSON"))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| shape("not a JSON object"))?;
-    if !obj.contains_key("kdf") {
-        return Err(shape("no 'kdf' field"));
-    }
-    match obj.get("data").and_then(|d| d.as_str()) {
-        Some(d) if !d.is_empty() => {}
-        _ => return Err(shape("no key 'data'")),
-    }
-    Ok(KeyFileInfo {
-        fingerprint: obj
-            .get("fingerprint")
-            .and_then(|f| f.as_str())
-            .map(str::to_owned),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,7 +442,6 @@ mod tests {
         storage = "felhom-pbs"
         kind = "pbs"
         encrypted = true
-        encryption_key_file = "/etc/felhom/pbs-key.json"
     "#;
 
     #[test]
@@ -527,13 +489,54 @@ mod tests {
     }
 
     #[test]
-    fn an_encrypted_tier_without_key_file_is_refused() {
-        let e =
-            parse("[[tiers]]\nname = \"o\"\nstorage = \"pbs\"\nkind = \"pbs\"\nencrypted = true\n")
-                .unwrap_err();
+    fn an_encrypted_tier_may_pin_its_keys_fingerprint() {
+        let fp = "0e:ab:d4:46:0b:6e:b9:ca:34:50:23:de:e2:b7:78:c7:90:e5:4a:16:83:b9:65:9c:0a:57:ae:19:90:90:15:9b";
+        let s = parse(&format!(
+            "[[tiers]]\nname = \"o\"\nstorage = \"pbs\"\nkind = \"pbs\"\nencrypted = true\n\
+             encryption_key_fingerprint = \"{fp}\"\n"
+        ))
+        .unwrap();
+        assert!(s.tiers[0].encrypted);
+        assert_eq!(s.tiers[0].key_fingerprint.unwrap().to_string(), fp);
+    }
+
+    #[test]
+    fn a_malformed_pinned_fingerprint_is_refused() {
+        let e = parse(
+            "[[tiers]]\nname = \"o\"\nstorage = \"pbs\"\nkind = \"pbs\"\nencrypted = true\n\
+             encryption_key_fingerprint = \"aa:bb\"\n",
+        )
+        .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "backup.tiers[0].encryption_key_file: is required when encrypted = true (the escrowed PBS client key)"
+            "backup.tiers[0].encryption_key_fingerprint: 'aa:bb' is not a PBS key fingerprint (32 hex pairs joined by ':')"
+        );
+    }
+
+    #[test]
+    fn the_old_key_file_setting_is_refused_with_what_to_do() {
+        let e = parse(
+            "[[tiers]]\nname = \"o\"\nstorage = \"pbs\"\nkind = \"pbs\"\nencrypted = true\n\
+             encryption_key_file = \"/etc/felhom/pbs-key.json\"\n",
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("backup.tiers[0].encryption_key_file: is no longer read"),
+            "{text}"
+        );
+        assert!(text.contains("/etc/felhom/pbs-key.json"), "{text}");
+    }
+
+    #[test]
+    fn only_a_pbs_tier_can_be_encrypted() {
+        let e = parse(
+            "[[tiers]]\nname = \"l\"\nstorage = \"local\"\nkind = \"local\"\nencrypted = true\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "backup.tiers[0].encrypted: only pbs tiers can be encrypted (vzdump archives are not)"
         );
     }
 
@@ -583,59 +586,6 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "backup.policies[1].vmids: guest 101 already has a policy for tier 'local' (backup.policies[0])"
-        );
-    }
-
-    #[test]
-    fn a_key_file_the_agent_group_can_read_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("k.json");
-        std::fs::write(&key, r#"{"kdf":null,"data":"c2VjcmV0"}"#).unwrap();
-        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o640))
-            .unwrap();
-        assert_eq!(
-            check_key_file(&key).unwrap_err().to_string(),
-            format!(
-                "secret file {} is readable or writable by group or others (mode 0640); make it 0600 or 0400",
-                key.display()
-            )
-        );
-    }
-
-    #[test]
-    fn key_file_shape_is_checked_without_reading_it_out() {
-        let dir = tempfile::tempdir().unwrap();
-        let good = dir.path().join("k.json");
-        std::fs::write(
-            &good,
-            r#"{"kdf":null,"created":"2026-01-01T00:00:00Z","modified":"2026-01-01T00:00:00Z","data":"c2VjcmV0","fingerprint":"aa:bb"}"#,
-        )
-        .unwrap();
-        let private = |p: &Path| {
-            std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-                .unwrap()
-        };
-        private(&good);
-        assert_eq!(
-            check_key_file(&good).unwrap().fingerprint.as_deref(),
-            Some("aa:bb")
-        );
-        let missing = dir.path().join("none.json");
-        assert!(
-            check_key_file(&missing)
-                .unwrap_err()
-                .to_string()
-                .starts_with("cannot read secret file ")
-        );
-        let junk = dir.path().join("junk.json");
-        std::fs::write(&junk, "{\"data\":\"x\"}").unwrap();
-        private(&junk);
-        assert_eq!(
-            check_key_file(&junk).unwrap_err().to_string(),
-            format!(
-                "{} is not a PBS client key file (no 'kdf' field)",
-                junk.display()
-            )
         );
     }
 }

@@ -177,7 +177,9 @@ pub fn backup(e: &BackupError) -> Status {
         BackupError::NoSnapshot { .. } => {
             Status::failed_precondition("there is no backup of this guest to check yet")
         }
-        BackupError::KeyMissing { .. } => Status::unavailable(
+        BackupError::NotEncrypted { .. }
+        | BackupError::KeyNotPinned { .. }
+        | BackupError::NoStorage { .. } => Status::unavailable(
             "the host's backup encryption is not set up; the host operator must fix it",
         ),
         BackupError::LandedUnencrypted { .. } | BackupError::WrongKey { .. } => Status::aborted(

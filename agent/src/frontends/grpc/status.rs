@@ -195,7 +195,9 @@ pub fn backup(e: &BackupError) -> Status {
         | BackupError::NoPbsTier(_)
         | BackupError::NoPbsApi
         | BackupError::NoSnapshot { .. }
-        | BackupError::KeyMissing { .. } => Status::failed_precondition(text),
+        | BackupError::NotEncrypted { .. }
+        | BackupError::KeyNotPinned { .. }
+        | BackupError::NoStorage { .. } => Status::failed_precondition(text),
         BackupError::UnknownTier(_) => Status::invalid_argument(text),
         BackupError::Vzdump { .. }
         | BackupError::LandedUnencrypted { .. }

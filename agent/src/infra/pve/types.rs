@@ -374,6 +374,10 @@ pub struct StorageConfig {
     /// `lvmthin`: the thin pool LV in `vgname`.
     #[serde(default)]
     pub thinpool: Option<String>,
+    /// `pbs`: the client key's fingerprint (or `1`) when one is configured; the key itself is
+    /// in `/etc/pve/priv/storage/<storage>.enc` and never in the API.
+    #[serde(default, rename = "encryption-key")]
+    pub encryption_key: Option<String>,
 }
 
 /// One entry of `GET /nodes/{node}/storage`, or the answer of `.../storage/{s}/status`.
