@@ -226,14 +226,25 @@ impl Devhost {
         // readable in it (files are 0600, the agent's own state dir 0700).
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
 
+        // PVE's private directory stands at DIR/pve/priv (root, 0700): the storage key is the
+        // file storage/felhom-pbs.enc, which the simulator reads at every backup and restore.
+        let pve_priv_dir = dir.join("pve").join("priv");
+        std::fs::create_dir_all(&pve_priv_dir)?;
+        for d in [dir.join("pve"), pve_priv_dir.clone()] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+        }
         let LinkedSims { pve, pbs, key } = LinkedSims::start(LinkedOptions {
+            pve: crate::pve::PveSimOptions {
+                priv_dir: Some(pve_priv_dir.clone()),
+                ..crate::pve::PveSimOptions::default()
+            },
             storage: PBS_STORAGE.to_owned(),
             encrypted: true,
             ..LinkedOptions::default()
         })
         .await
         .context("cannot start the simulated Proxmox VE and Backup Server")?;
-        let key = key.context("the linked storage got no encryption key")?;
+        key.context("the linked storage got no encryption key")?;
         let token = pve
             .token(AGENT_AUTHID)
             .context("the fixture has no agent token")?;
@@ -251,24 +262,6 @@ impl Devhost {
         write_private(&token_file, &token, owner)?;
         let pbs_token_file = dir.join("pbs-token");
         write_private(&pbs_token_file, &pbs_token, owner)?;
-        // PVE's own key file of the storage (`/etc/pve/priv/storage/<id>.enc`, root, 0600), for
-        // `felhom-agent escrow --pve-priv-dir DIR/pve/priv`; never the agent's.
-        let pve_priv_dir = dir.join("pve").join("priv");
-        std::fs::create_dir_all(pve_priv_dir.join("storage"))?;
-        for d in [
-            dir.join("pve"),
-            pve_priv_dir.clone(),
-            pve_priv_dir.join("storage"),
-        ] {
-            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
-        }
-        write_private(
-            &pve_priv_dir
-                .join("storage")
-                .join(format!("{PBS_STORAGE}.enc")),
-            &format!("{}\n", key.to_json()),
-            None,
-        )?;
         // Like /run/felhom from systemd's RuntimeDirectory: owned by the agent, which binds its
         // socket there; the (root) helper binds beside it.
         let run_dir = dir.join("run");

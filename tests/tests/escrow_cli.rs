@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{AGENT, get};
+use common::{AGENT, get, post, task_log, wait_task};
 use felhom_agent::capabilities::escrow::recovery_code::CodeError;
 use felhom_agent::capabilities::escrow::{KeyConfig, PbsKey, RecoveryCode};
 use felhom_simhost::devhost::{DevhostOptions, TempDevhost};
@@ -212,6 +212,11 @@ async fn create_then_recover_on_a_new_box_gives_back_the_storages_key() {
     // The code is on standard output once and nowhere else: not in the log, not in the file.
     let phrase = words.join(" ");
     assert!(!stderr.contains(&words[5]), "{stderr}");
+    let k64 = felhom_agent::capabilities::escrow::key_config::base64_of(original.bytes());
+    assert!(
+        !stdout.contains(&k64) && !stderr.contains(&k64),
+        "{stdout}{stderr}"
+    );
     let blob_text = std::fs::read_to_string(dirs.blob()).unwrap();
     assert!(!blob_text.contains(&words[5]), "{blob_text}");
     assert!(
@@ -253,6 +258,61 @@ async fn create_then_recover_on_a_new_box_gives_back_the_storages_key() {
         out.contains(&format!("fingerprint: {configured_fp}")),
         "{out}"
     );
+    host.stop().await.unwrap();
+}
+
+/// A vzdump of guest 102 to the encrypted PBS storage, as Proxmox runs it: exit status and log.
+async fn offsite_vzdump(host: &TempDevhost) -> (String, Vec<String>) {
+    let pve = host.dh().pve();
+    let a = post(
+        pve,
+        AGENT,
+        "/nodes/pve1/vzdump",
+        &[("vmid", "102"), ("storage", "felhom-pbs")],
+    )
+    .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let upid = a.data().as_str().unwrap().to_owned();
+    let status = wait_task(pve, AGENT, &upid).await;
+    (
+        status["exitstatus"].as_str().unwrap_or_default().to_owned(),
+        task_log(pve, AGENT, &upid).await,
+    )
+}
+
+/// The host-loss path on the simulated host: the storage's key file is gone (PVE then refuses
+/// every encrypted backup), the escrow brings it back, and backups land encrypted with the very
+/// key the older ones used.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_the_key_file_is_lost_recover_makes_encrypted_backups_work_again_with_the_same_key() {
+    let host = host().await;
+    let dirs = Dirs::of(&host);
+    let original = key_at(&dirs.live_key());
+    let created = dirs.run(&["create"]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let phrase = words_of(&text(&created.stdout)).join(" ");
+
+    std::fs::remove_file(dirs.live_key()).unwrap();
+    let (status, log) = offsite_vzdump(&host).await;
+    assert_ne!(status, "OK");
+    let expected = format!(
+        "ERROR: Backup of VM 102 failed - encryption configured ('{}') but no encryption key file found!",
+        original.fingerprint()
+    );
+    assert!(log.contains(&expected), "{log:#?}");
+
+    let mut term = OnTerminal::start(&dirs, &[], &dirs.blob(), &dirs.pve_priv);
+    term.type_at_prompt(1, &phrase);
+    let (code, out, err) = term.finish();
+    assert_eq!(code, 0, "{out}{err}");
+
+    let (status, log) = offsite_vzdump(&host).await;
+    assert_eq!(status, "OK", "{log:#?}");
+    let line = format!(
+        "INFO: Encryption key fingerprint: {}",
+        original.fingerprint()
+    );
+    assert!(log.contains(&line), "{log:#?}");
     host.stop().await.unwrap();
 }
 
@@ -377,5 +437,51 @@ fn recover_refuses_a_standard_input_that_is_not_a_terminal() {
         text(&out.stderr).contains("the recovery code is read from a terminal"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+#[test]
+fn create_with_paperkey_prints_pbss_paperkey_of_the_raw_key_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = PbsKey::from_bytes([3; 32], 1_700_000_000);
+    std::fs::create_dir_all(dir.path().join("priv/storage")).unwrap();
+    std::fs::write(
+        dir.path().join("priv/storage/offsite.enc"),
+        format!("{}\n", key.to_plain(1_700_000_000).to_pretty_json()),
+    )
+    .unwrap();
+    let out = agent()
+        .args([
+            "--config",
+            "/dev/null",
+            "escrow",
+            "create",
+            "--storage",
+            "offsite",
+            "--paperkey",
+            "--pve-priv-dir",
+        ])
+        .arg(dir.path().join("priv"))
+        .arg("--escrow-dir")
+        .arg(dir.path().join("escrow"))
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("-----BEGIN PROXMOX BACKUP KEY-----\n{\n  \"kdf\": null,"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("-----END PROXMOX BACKUP KEY-----"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("anyone holding this sheet can read every offsite"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains('▀') || stdout.contains('█'),
+        "no QR code: {stdout}"
     );
 }

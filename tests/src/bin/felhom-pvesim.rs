@@ -60,6 +60,7 @@ async fn serve(args: Args, fixture: Fixture) -> anyhow::Result<()> {
         task_duration: Duration::from_millis(args.task_duration_ms),
         unauthorized_delay: Duration::from_millis(args.unauthorized_delay_ms),
         pbs_link: None,
+        priv_dir: None,
     })
     .await?;
     if let Some(state_path) = &args.state_json {

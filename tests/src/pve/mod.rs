@@ -90,6 +90,8 @@ const MAX_BODY: usize = 1 << 20;
 /// Errors starting the simulator.
 #[derive(Debug, thiserror::Error)]
 pub enum PveSimError {
+    #[error("Cannot keep storage keys in the private directory: {0}")]
+    PrivDir(String),
     #[error("Cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -123,6 +125,10 @@ pub struct PveSimOptions {
     pub unauthorized_delay: Duration,
     /// Back a `pbs` storage with a running PBS simulator (see [`pbs_link`]). Default none.
     pub pbs_link: Option<PbsLink>,
+    /// Stands in for `/etc/pve/priv`: a `pbs` storage's client key is the file
+    /// `storage/<id>.enc` in it, read at every backup and restore as PVE does. Default none
+    /// (keys kept in memory).
+    pub priv_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for PveSimOptions {
@@ -133,6 +139,7 @@ impl Default for PveSimOptions {
             task_duration: Duration::from_millis(300),
             unauthorized_delay: Duration::ZERO,
             pbs_link: None,
+            priv_dir: None,
         }
     }
 }
@@ -200,6 +207,9 @@ impl PveSim {
         }
         let faults = Faults::default();
         let mut world = World::from_fixture(opts.fixture);
+        if let Some(dir) = opts.priv_dir {
+            world.use_priv_dir(dir).map_err(PveSimError::PrivDir)?;
+        }
         if let Some(link) = opts.pbs_link {
             pbs_link::attach(&mut world, link);
         }

@@ -511,8 +511,13 @@ pub fn create(call: &Call, w: &mut World) -> Result<Value, ApiError> {
                     && let Some(made_with) = &snap.fingerprint
                 {
                     // proxmox-backup-client restore checks the manifest's key fingerprint.
-                    let key = w.storage_keys.get(backup_storage(&ostemplate));
-                    match key.map(crate::pbs::PbsKey::fingerprint) {
+                    let key = match w.key_in_use(backup_storage(&ostemplate)) {
+                        Ok(k) => k,
+                        Err(e) => {
+                            return fail(w, format!("unable to restore CT {vmid} - {e}"));
+                        }
+                    };
+                    match key.as_ref().map(crate::pbs::PbsKey::fingerprint) {
                         None => {
                             return fail(
                                 w,
@@ -577,7 +582,7 @@ pub fn create(call: &Call, w: &mut World) -> Result<Value, ApiError> {
                 if backup.format() == "pbs-ct" {
                     let sid = backup_storage(&ostemplate);
                     if let Some(st) = w.storage(sid) {
-                        let crypt = if w.storage_keys.contains_key(sid) {
+                        let crypt = if w.key_in_use(sid).ok().flatten().is_some() {
                             "--crypt-mode=encrypt --keyfd=14"
                         } else {
                             "--crypt-mode=none"
@@ -1436,7 +1441,18 @@ pub fn vzdump(call: &Call, w: &mut World) -> Result<Value, ApiError> {
                 log.push(format!("INFO: backup mode: {actual_mode}"));
                 log.push("INFO: ionice priority: 7".to_owned());
                 let linked = s.kind == "pbs" && super::pbs_link::link_of(w, &storage).is_some();
-                let key = w.storage_keys.get(&storage).cloned();
+                let key = if s.kind == "pbs" {
+                    match w.key_in_use(&storage) {
+                        Ok(k) => k,
+                        Err(e) => {
+                            log.push(format!("ERROR: Backup of VM {vmid} failed - {e}"));
+                            failed = true;
+                            continue;
+                        }
+                    }
+                } else {
+                    None
+                };
                 let tmpdir = if s.kind == "pbs" {
                     format!("/var/tmp/vzdumptmp{}_{vmid}", 4000 + vmid % 1000)
                 } else {

@@ -40,8 +40,12 @@
 //! source and `Encryption key fingerprint: <fp>`; the key source text `Using encryption key from
 //! file descriptor..` is from memory of the newer `format_key_source`.
 //!
-//! Not modelled: namespaces on the PVE side, `master-pubkey`, a configured `encryption-key`
-//! without its key file, storage activation errors.
+//! With [`super::PveSimOptions::priv_dir`] the key is a file (`storage/<id>.enc`) read at every
+//! backup and restore, and storage.cfg's `encryption-key` is kept apart from it, as in PVE: a
+//! configured key whose file is gone fails the job ("encryption configured ('<fp>') but no
+//! encryption key file found!"), a file without a configured key is still used.
+//!
+//! Not modelled: namespaces on the PVE side, `master-pubkey`, storage activation errors.
 
 use std::collections::BTreeMap;
 
@@ -213,9 +217,11 @@ pub(crate) fn record_backup(w: &World, b: &Backup) -> Result<(), String> {
         .storage(&link.storage)
         .map(pbs_user)
         .unwrap_or_else(|| DEFAULT_PBS_USER.to_owned());
-    let key = w.storage_keys.get(&link.storage);
-    link.pbs
-        .add_snapshot(&link.datastore, snapshot_for(b, &owner, key, &b.config));
+    let key = w.key_in_use(&link.storage)?;
+    link.pbs.add_snapshot(
+        &link.datastore,
+        snapshot_for(b, &owner, key.as_ref(), &b.config),
+    );
     Ok(())
 }
 

@@ -139,8 +139,11 @@ pub struct World {
     pub request_counts: BTreeMap<String, u32>,
     /// `pbs` storages backed by a PBS simulator (see [`super::pbs_link`]).
     pub pbs_links: Vec<PbsLink>,
-    /// Encryption keys of `pbs` storages (`/etc/pve/priv/storage/<id>.enc`), by storage id.
+    /// Encryption keys of `pbs` storages, by storage id: what storage.cfg's `encryption-key`
+    /// records (the fingerprint), and, without [`World::priv_dir`], the key itself.
     pub storage_keys: BTreeMap<String, crate::pbs::PbsKey>,
+    /// `/etc/pve/priv` on disk: then the key used is the file `storage/<id>.enc`.
+    pub priv_dir: Option<std::path::PathBuf>,
     /// Worker processes of running tasks, by UPID (killed when the task stops or the
     /// simulator goes away).
     workers: BTreeMap<String, tokio::process::Child>,
@@ -220,10 +223,85 @@ impl World {
             request_counts: BTreeMap::new(),
             pbs_links: Vec::new(),
             storage_keys,
+            priv_dir: None,
             workers: BTreeMap::new(),
             next_pid: rand::Rng::random_range(&mut rng, 100_000..900_000),
             pstart: rand::Rng::random_range(&mut rng, 1_000_000..90_000_000),
             next_mac: rand::Rng::random_range(&mut rng, 0..0x00FF_0000),
+        }
+    }
+
+    /// Keeps storage keys as files under `dir` (`storage/<id>.enc`, 0600 in a 0700 directory),
+    /// writing the fixture's keys there.
+    pub fn use_priv_dir(&mut self, dir: std::path::PathBuf) -> Result<(), String> {
+        self.priv_dir = Some(dir);
+        for (sid, key) in self.storage_keys.clone() {
+            self.write_key_file(&sid, Some(&key))?;
+        }
+        Ok(())
+    }
+
+    fn key_path(&self, sid: &str) -> Option<std::path::PathBuf> {
+        self.priv_dir
+            .as_ref()
+            .map(|d| d.join("storage").join(format!("{sid}.enc")))
+    }
+
+    fn write_key_file(&self, sid: &str, key: Option<&crate::pbs::PbsKey>) -> Result<(), String> {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let Some(path) = self.key_path(sid) else {
+            return Ok(());
+        };
+        let err = |e: std::io::Error| format!("{}: {e}", path.display());
+        match key {
+            Some(k) => {
+                let dir = path.parent().unwrap_or(&path);
+                std::fs::create_dir_all(dir).map_err(err)?;
+                for d in [dir, dir.parent().unwrap_or(dir)] {
+                    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
+                        .map_err(err)?;
+                }
+                let _ = std::fs::remove_file(&path);
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(err)?;
+                std::io::Write::write_all(&mut f, format!("{}\n", k.to_json()).as_bytes())
+                    .map_err(err)
+            }
+            None => match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(err(e)),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// The key a backup or restore of `sid` uses, as PBSPlugin's `pbs_open_encryption_key`:
+    /// the key file if there is one; none if there is none and storage.cfg names no key; an
+    /// error (PVE's text) when storage.cfg names a key whose file is gone.
+    pub fn key_in_use(&self, sid: &str) -> Result<Option<crate::pbs::PbsKey>, String> {
+        let Some(path) = self.key_path(sid) else {
+            return Ok(self.storage_keys.get(sid).cloned());
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => crate::pbs::PbsKey::from_json(&text)
+                .map(Some)
+                .map_err(|e| format!("failed to open encryption key: {}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match self.storage_keys.get(sid) {
+                    Some(k) => Err(format!(
+                        "encryption configured ('{}') but no encryption key file found!",
+                        k.fingerprint()
+                    )),
+                    None => Ok(None),
+                }
+            }
+            Err(e) => Err(format!(
+                "failed to open encryption key: {}: {e}",
+                path.display()
+            )),
         }
     }
 
@@ -434,6 +512,7 @@ impl SimState {
             }
             None => return Err(format!("storage '{storage}' does not exist")),
         }
+        w.write_key_file(storage, key.as_ref())?;
         match key {
             Some(k) => w.storage_keys.insert(storage.to_owned(), k),
             None => w.storage_keys.remove(storage),
