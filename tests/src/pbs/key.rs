@@ -11,13 +11,12 @@
 //! `id_key = PBKDF2-HMAC-SHA256(key, "_id_key", 10 iterations, 32 bytes)`, then
 //! `SHA-256(FINGERPRINT_INPUT ‖ id_key)` where `FINGERPRINT_INPUT` is
 //! `SHA-256("Proxmox Backup Encryption Key Fingerprint")`; shown as 32 lower-case hex bytes
-//! joined by `:`. HMAC and the single-block PBKDF2 are written out here over `sha2` (a few lines;
-//! no crate for them in the workspace).
+//! joined by `:` — the agent's escrow code computes it (checked there against upstream's
+//! `fingerprint_checks` vector), so simulator and agent cannot drift apart.
 //!
 //! Limits: passphrase-protected keys (`kdf` scrypt/PBKDF2) are not produced.
 
 use base64::Engine;
-use sha2::{Digest, Sha256};
 
 use super::model::rfc3339_utc;
 
@@ -99,85 +98,15 @@ impl PbsKey {
 
     /// PBS's key fingerprint, `aa:bb:…` (32 bytes).
     pub fn fingerprint(&self) -> String {
-        let input = Sha256::digest(b"Proxmox Backup Encryption Key Fingerprint");
-        let id_key = pbkdf2_sha256_32(&self.bytes, b"_id_key", 10);
-        let mut h = Sha256::new();
-        h.update(input);
-        h.update(id_key);
-        h.finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")
+        felhom_agent::capabilities::escrow::PbsKey::from_bytes(self.bytes, self.created)
+            .fingerprint()
+            .to_string()
     }
-}
-
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut k = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(msg);
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
-}
-
-/// PBKDF2-HMAC-SHA256 for a 32-byte output (exactly one block).
-fn pbkdf2_sha256_32(password: &[u8], salt: &[u8], rounds: u32) -> [u8; 32] {
-    let mut first = salt.to_vec();
-    first.extend_from_slice(&1u32.to_be_bytes());
-    let mut u = hmac_sha256(password, &first);
-    let mut out = u;
-    for _ in 1..rounds {
-        u = hmac_sha256(password, &u);
-        for (o, x) in out.iter_mut().zip(u.iter()) {
-            *o ^= x;
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hmac_matches_rfc4231_case_2() {
-        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(
-            hex::encode(mac),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-    }
-
-    #[test]
-    fn pbkdf2_matches_rfc7914_vector() {
-        // RFC 7914 §11: PBKDF2-HMAC-SHA256("passwd", "salt", 1) first 32 bytes.
-        let out = pbkdf2_sha256_32(b"passwd", b"salt", 1);
-        assert_eq!(
-            hex::encode(out),
-            "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc"
-        );
-    }
-
-    #[test]
-    fn fingerprint_input_is_the_pbs_constant() {
-        let input = Sha256::digest(b"Proxmox Backup Encryption Key Fingerprint");
-        assert_eq!(
-            input.as_slice(),
-            [
-                110, 208, 239, 119, 71, 31, 255, 77, 85, 199, 168, 254, 74, 157, 182, 33, 97, 64,
-                127, 19, 76, 114, 93, 223, 48, 153, 45, 37, 236, 69, 237, 38,
-            ]
-        );
-    }
 
     #[test]
     fn key_file_round_trips_and_carries_its_fingerprint() {

@@ -85,7 +85,8 @@ pub enum EscrowError {
     )]
     LiveDiffers {
         path: PathBuf,
-        live: KeyFingerprint,
+        /// The present key's fingerprint, or why it has none.
+        live: String,
         recovered: KeyFingerprint,
     },
     #[error(transparent)]
@@ -205,9 +206,10 @@ pub fn recover(
         if !replace {
             return Err(EscrowError::LiveDiffers {
                 path: live_key.to_owned(),
-                live: present
-                    .fingerprint
-                    .unwrap_or_else(|| KeyFingerprint::from_bytes([0; 32])),
+                live: PbsKey::from_plain(&present).map_or_else(
+                    |_| "an unusable key".to_owned(),
+                    |k| k.fingerprint().to_string(),
+                ),
                 recovered,
             });
         }
@@ -218,19 +220,8 @@ pub fn recover(
         })?;
         kept_as = Some(old);
     }
-    if let Some(dir) = live_key.parent()
-        && !dir.exists()
-    {
-        std::fs::create_dir_all(dir).map_err(|source| EscrowError::Write {
-            path: dir.to_owned(),
-            source,
-        })?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
-            |source| EscrowError::Write {
-                path: dir.to_owned(),
-                source,
-            },
-        )?;
+    if let Some(dir) = live_key.parent() {
+        private_dir(dir)?;
     }
     write_whole(live_key, &key_file_text(&key.to_plain(now)))?;
     Ok(match kept_as {
@@ -269,13 +260,23 @@ fn wrap_and_write(
         _ => return Err(EscrowError::SelfCheck),
     }
     if let Some(dir) = paths.blob.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| EscrowError::Write {
-            path: dir.to_owned(),
-            source,
-        })?;
+        private_dir(dir)?;
     }
     write_whole(&paths.blob, &key_file_text(&blob))?;
     Ok(Created { code, blob })
+}
+
+/// Creates `dir` (0700) when it is missing; an existing directory is left as it is.
+fn private_dir(dir: &Path) -> Result<(), EscrowError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let err = |source| EscrowError::Write {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
 }
 
 fn read_live_key(path: &Path) -> Result<PbsKey, EscrowError> {
