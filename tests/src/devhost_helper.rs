@@ -175,8 +175,9 @@ pub async fn start(
     ))
 }
 
-/// Writes the simulator state the `pct` stand-in reads (see [`crate::sim_pct`]).
-fn write_sim_state(dir: &Path, pve: &crate::pve::PveSimHandle) -> anyhow::Result<PathBuf> {
+/// Writes the simulator state the `pct` and `pveum` stand-ins read (`DIR/pvesim.json`, 0600; see
+/// [`crate::sim_pct`]) and returns its path.
+pub fn write_sim_state(dir: &Path, pve: &crate::pve::PveSimHandle) -> anyhow::Result<PathBuf> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let private = |path: &Path, data: &[u8]| -> anyhow::Result<()> {

@@ -11,6 +11,7 @@ pub mod pinned;
 pub mod pve;
 pub mod sim_bin;
 pub mod sim_pct;
+pub mod sim_pveum;
 pub mod standins;
 pub mod tls;
 pub mod utc;

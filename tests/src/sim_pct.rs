@@ -32,11 +32,12 @@ const ROOT_TOKEN: &str = "root@pam!sim";
 /// pct's exit status when the API call or the task fails (`exit(-1)`).
 const FAILED: u8 = 255;
 
-struct Sim {
-    url: String,
-    node: String,
-    token: String,
-    client: reqwest::Client,
+/// A connection to the simulator as root@pam (shared with the `pveum` stand-in).
+pub(crate) struct Sim {
+    pub(crate) url: String,
+    pub(crate) node: String,
+    pub(crate) token: String,
+    pub(crate) client: reqwest::Client,
 }
 
 /// The stand-in `pct` with `args` (without the program name).
@@ -138,7 +139,7 @@ fn create_form(rest: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     Ok(form)
 }
 
-fn connect(state_path: &str) -> anyhow::Result<Sim> {
+pub(crate) fn connect(state_path: &str) -> anyhow::Result<Sim> {
     let text = std::fs::read_to_string(state_path)
         .with_context(|| format!("Cannot read simulator state {state_path}"))?;
     let state: Value = serde_json::from_str(&text).context("Simulator state is not JSON")?;

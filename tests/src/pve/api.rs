@@ -68,6 +68,7 @@ fn route_plain(call: &Call, w: &mut World, m: &str, s: &[&str]) -> Option<Result
         ("GET", ["storage"]) => storage_config(call, w),
         ("GET", ["storage", sid]) => storage_config_one(call, w, sid),
         ("GET", ["access", "permissions"]) => permissions(call, w),
+        (_, ["access", ..]) => return super::access_api::route(call, w, m, s),
         ("GET" | "POST" | "PUT" | "DELETE", ["nodes", node, rest @ ..]) => {
             if let Err(e) = check_node(w, node) {
                 return Some(Err(e));

@@ -56,6 +56,7 @@
 //! SHA-256 prefix (PVE uses SHA-1), disk/usage numbers are static, and pveproxy's 3-second
 //! delay on every 401 is off by default ([`PveSimOptions::unauthorized_delay`]).
 
+pub mod access_api;
 pub mod acl;
 pub mod api;
 pub mod call;
