@@ -197,10 +197,11 @@ async fn send(sim: &Sim, call: &ApiCall) -> anyhow::Result<(u16, Value)> {
         .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned());
     let mut body: Value = resp.json().await.unwrap_or(Value::Null);
     // PVE puts a failure's text in the status line; the CLI prints the die message.
-    if status >= 300 && body.get("message").is_none() {
-        if let Some(r) = reason {
-            body["message"] = Value::String(r);
-        }
+    if status >= 300
+        && body.get("message").is_none()
+        && let Some(r) = reason
+    {
+        body["message"] = Value::String(r);
     }
     Ok((status, body))
 }
