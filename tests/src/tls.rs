@@ -92,3 +92,16 @@ pub fn fingerprint_of(der: &[u8]) -> String {
         .collect::<Vec<_>>()
         .join(":")
 }
+
+/// `der` as a PEM block with the given label (base64 in 64-character lines).
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}

@@ -37,6 +37,9 @@ enum Command {
         #[arg(long, requires = "task")]
         vmid: Option<u32>,
     },
+    /// Set this Proxmox VE host up for the agent: role, user, token, ACLs, agent.toml,
+    /// allowed_signers, escrow (run once as root; running it again changes nothing).
+    Enroll(crate::app::enroll_cmd::EnrollArgs),
     /// The PBS key escrow under a customer recovery code (run as root on the host).
     Escrow {
         #[command(subcommand)]
@@ -97,6 +100,10 @@ async fn run(cli: Cli) -> Exit {
         Command::Selftest { task, vmid } => match load(cli.config.as_deref(), false) {
             Ok(config) => selftest_cmd(&config, task, vmid).await,
             Err(exit) => exit,
+        },
+        Command::Enroll(args) => match crate::app::enroll_cmd::run(&args) {
+            0 => Exit::Ok,
+            _ => Exit::Failed,
         },
         Command::Escrow { command } => {
             // Root-run: only the [backup] tiers, never the agent's secrets.

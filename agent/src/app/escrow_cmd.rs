@@ -199,7 +199,8 @@ fn fp_text(fp: Option<KeyFingerprint>) -> String {
     fp.map_or_else(|| "(no fingerprint recorded)".into(), |f| f.to_string())
 }
 
-fn show_created(storage: &str, paths: &EscrowPaths, created: &Created, verb: &str) {
+/// Prints a new escrow and its recovery code (once), with the honest warning.
+pub(crate) fn show_created(storage: &str, paths: &EscrowPaths, created: &Created, verb: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,

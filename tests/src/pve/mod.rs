@@ -156,6 +156,7 @@ pub struct PveSimHandle {
     addr: SocketAddr,
     fingerprint: String,
     ca_pem: String,
+    cert_pem: String,
     state: SimState,
     faults: Faults,
     stop: Option<oneshot::Sender<()>>,
@@ -241,6 +242,7 @@ impl PveSim {
             addr,
             fingerprint: identity.fingerprint,
             ca_pem: identity.ca_pem,
+            cert_pem: crate::tls::pem("CERTIFICATE", &identity.leaf_der),
             state,
             faults,
             stop: Some(stop_tx),
@@ -268,6 +270,11 @@ impl PveSimHandle {
     /// PEM of the CA that signed the leaf.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// PEM of the leaf certificate itself (what `/etc/pve/local/pve-ssl.pem` holds).
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
     }
 
     /// The full `user@realm!tokenid=secret` for a fixture token.
