@@ -13,6 +13,9 @@ use common::*;
 use felhom_simhost::pve::{Fixture, PveSimHandle, PveSimOptions};
 
 const AGENT_USER: &str = "felhom-agent@pve";
+/// The PBS token secret PVE logs in with (a test value).
+const PBS_SECRET: &str = "5f0c7e2a-9d1b-4c3e-8a6f-2b7d9e1c4a30";
+const PBS_FP: &str = "aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99";
 
 /// The default host without anything felhom's enrollment makes.
 fn fresh_fixture() -> Fixture {
@@ -33,19 +36,21 @@ struct Setup {
 
 impl Setup {
     async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
         let sim = start_with(PveSimOptions {
             fixture: fresh_fixture(),
+            priv_dir: Some(root.join("priv")),
             ..PveSimOptions::default()
         })
         .await;
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_owned();
         let state = felhom_simhost::devhost_helper::write_sim_state(&root, &sim).unwrap();
         let pveum = root.join("pveum");
         std::fs::write(
             &pveum,
             format!(
-                "#!/bin/sh\nexec '{}' --sim-state '{}' \"$@\"\n",
+                "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' --sim-state '{}' \"$@\"\n",
+                root.join("pveum-argv.log").display(),
                 env!("CARGO_BIN_EXE_felhom-sim-pveum"),
                 state.display()
             ),
@@ -58,13 +63,9 @@ impl Setup {
             "alice@example.org namespaces=\"job@felhom\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJOT5LuJ3Nq8lHJ0Hh3dIUX0ywShsU+v3aQJ0rEw0Hw4\n",
         )
         .unwrap();
-        let key = felhom_agent::capabilities::escrow::PbsKey::from_bytes([4; 32], 1_700_000_000);
-        std::fs::create_dir_all(root.join("priv/storage")).unwrap();
-        std::fs::write(
-            root.join("priv/storage/felhom-pbs.enc"),
-            format!("{}\n", key.to_plain(1_700_000_000).to_pretty_json()),
-        )
-        .unwrap();
+        let secret = root.join("pbs-secret");
+        std::fs::write(&secret, format!("{PBS_SECRET}\n")).unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
         Self {
             _dir: dir,
             root,
@@ -77,6 +78,10 @@ impl Setup {
     }
 
     fn enroll(&self) -> Output {
+        self.enroll_storage("offsite")
+    }
+
+    fn enroll_storage(&self, storage: &str) -> Output {
         let r = |p: &str| self.root.join(p);
         Command::new(env!("CARGO_BIN_EXE_felhom-devhost"))
             .arg(felhom_simhost::devhost::AGENT_ENTRY)
@@ -90,7 +95,22 @@ impl Setup {
             .arg(r("signers"))
             .arg("--pveum")
             .arg(r("pveum"))
-            .args(["--pbs-storage", "felhom-pbs"])
+            .args([
+                "--pbs-storage",
+                storage,
+                "--pbs-server",
+                "127.0.0.1",
+                "--pbs-datastore",
+                "felhom",
+            ])
+            .args([
+                "--pbs-username",
+                "felhom-backup@pbs!pve",
+                "--pbs-fingerprint",
+                PBS_FP,
+            ])
+            .arg("--pbs-password-file")
+            .arg(r("pbs-secret"))
             .arg("--pve-priv-dir")
             .arg(r("priv"))
             .arg("--escrow-dir")
@@ -121,7 +141,10 @@ impl Setup {
         for f in ["pve-token", "agent.toml", "allowed_signers"] {
             out.push(std::fs::read_to_string(self.etc().join(f)).unwrap());
         }
-        out.push(std::fs::read_to_string(self.root.join("escrow/felhom-pbs.json")).unwrap());
+        out.push(std::fs::read_to_string(self.root.join("escrow/offsite.json")).unwrap());
+        out.push(std::fs::read_to_string(self.root.join("priv/storage/offsite.enc")).unwrap());
+        let storages = get(&self.sim, ROOT, "/storage").await;
+        out.push(storages.data().to_string());
         out
     }
 }
@@ -146,7 +169,8 @@ async fn enroll_on_a_fresh_host_makes_a_setup_the_agents_selftest_accepts() {
         "changed  token felhom-agent@pve!agent created (privilege-separated)",
         "changed  FelhomAgent granted on / to user felhom-agent@pve",
         "changed  FelhomAgent granted on / to token felhom-agent@pve!agent",
-        "changed  escrow of storage felhom-pbs written to",
+        "changed  storage offsite added (pbs 127.0.0.1, datastore felhom), encrypted",
+        "changed  escrow of storage offsite written to",
         "RECOVERY CODE",
     ] {
         assert!(stdout.contains(step), "missing '{step}' in:\n{stdout}");
@@ -158,6 +182,33 @@ async fn enroll_on_a_fresh_host_makes_a_setup_the_agents_selftest_accepts() {
     assert!(
         !stdout.contains(&secret) && !stderr.contains(&secret),
         "the token secret was printed"
+    );
+    assert!(!stdout.contains(PBS_SECRET) && !stderr.contains(PBS_SECRET));
+    // Every pveum command line enroll ran: no secret in any of them.
+    let argv = std::fs::read_to_string(s.root.join("pveum-argv.log")).unwrap();
+    assert!(
+        argv.contains("user token add felhom-agent@pve agent --privsep 1"),
+        "{argv}"
+    );
+    assert!(
+        !argv.contains(&secret) && !argv.contains(PBS_SECRET),
+        "{argv}"
+    );
+    // PVE keeps the PBS secret in priv/storage/<id>.pw and the storage shows its key's fingerprint.
+    let pw = s.root.join("priv/storage/offsite.pw");
+    assert_eq!(
+        std::fs::read_to_string(&pw).unwrap(),
+        format!("{PBS_SECRET}\n")
+    );
+    assert_eq!(mode(&pw), 0o600);
+    let storage = get(&s.sim, ROOT, "/storage/offsite").await;
+    let escrow = std::fs::read_to_string(s.root.join("escrow/offsite.json")).unwrap();
+    let escrowed: serde_json::Value = serde_json::from_str(&escrow).unwrap();
+    assert_eq!(
+        storage.data()["encryption-key"],
+        escrowed["fingerprint"],
+        "{:?}",
+        storage.body
     );
     let config = std::fs::read_to_string(s.etc().join("agent.toml")).unwrap();
     assert!(
@@ -238,4 +289,18 @@ async fn a_malformed_allowed_signers_file_is_refused_by_line() {
         "{err}"
     );
     assert!(!s.etc().join("allowed_signers").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_existing_storage_without_a_client_key_is_refused_not_changed() {
+    let s = Setup::start().await;
+    // The default host's felhom-pbs storage has no encryption key.
+    let out = s.enroll_storage("felhom-pbs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("PBS storage: storage 'felhom-pbs' exists without a client encryption key"),
+        "{err}"
+    );
+    assert!(!s.root.join("escrow/felhom-pbs.json").exists());
 }

@@ -39,7 +39,7 @@ enum Command {
     },
     /// Set this Proxmox VE host up for the agent: role, user, token, ACLs, agent.toml,
     /// allowed_signers, escrow (run once as root; running it again changes nothing).
-    Enroll(crate::app::enroll_cmd::EnrollArgs),
+    Enroll(Box<crate::app::enroll_cmd::EnrollArgs>),
     /// The PBS key escrow under a customer recovery code (run as root on the host).
     Escrow {
         #[command(subcommand)]
@@ -101,7 +101,7 @@ async fn run(cli: Cli) -> Exit {
             Ok(config) => selftest_cmd(&config, task, vmid).await,
             Err(exit) => exit,
         },
-        Command::Enroll(args) => match crate::app::enroll_cmd::run(&args) {
+        Command::Enroll(args) => match crate::app::enroll_cmd::run(&args).await {
             0 => Exit::Ok,
             _ => Exit::Failed,
         },

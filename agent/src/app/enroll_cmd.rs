@@ -11,10 +11,14 @@
 //!    rights are the intersection);
 //! 5. `<etc>/agent.toml` with the node and the SHA-256 of its certificate (never overwritten);
 //! 6. the operators' `allowed_signers` (`<etc>/allowed_signers`, 0644), when given;
-//! 7. the escrow of a PBS storage's key (`--pbs-storage`), as `felhom-agent escrow create`.
+//! 7. with `--pbs-storage`: the encrypted PBS storage — added through the Proxmox VE API with
+//!    the token just made (`POST /storage`, `encryption-key autogen`: PVE makes the client key;
+//!    the PBS secret is read from `--pbs-password-file` and sent in the request body, never in
+//!    argv), or, when it exists, checked to be of type pbs with a client key;
+//! 8. the escrow of that storage's key, as `felhom-agent escrow create` (the code shown once).
 //!
-//! Limits: the PBS storage itself (`pvesm add pbs … --encryption-key autogen`) and the PBS-side
-//! user, token and ACLs are not made here; the summary says what is left to do by hand.
+//! Limits: the PBS-side user, token and their `DatastoreBackup` ACLs live on the PBS host and
+//! are not made here; the summary says so.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -50,9 +54,28 @@ pub struct EnrollArgs {
     /// The operators' SSH `allowed_signers` file to install.
     #[arg(long)]
     allowed_signers: Option<PathBuf>,
-    /// A PBS storage whose client key to escrow under a new recovery code.
+    /// The encrypted PBS storage: added when missing (with the --pbs-* options), and its
+    /// client key escrowed under a new recovery code.
     #[arg(long)]
     pbs_storage: Option<String>,
+    /// PBS server host, to add the storage.
+    #[arg(long, requires_all = ["pbs_storage", "pbs_datastore", "pbs_username", "pbs_fingerprint", "pbs_password_file"])]
+    pbs_server: Option<String>,
+    /// PBS API port, when not 8007.
+    #[arg(long)]
+    pbs_port: Option<u16>,
+    /// PBS datastore.
+    #[arg(long)]
+    pbs_datastore: Option<String>,
+    /// The PBS user or token Proxmox VE logs in as (`user@pbs!token`).
+    #[arg(long)]
+    pbs_username: Option<String>,
+    /// SHA-256 of the PBS certificate.
+    #[arg(long)]
+    pbs_fingerprint: Option<String>,
+    /// File holding that user's password or token secret (root's, 0600).
+    #[arg(long)]
+    pbs_password_file: Option<PathBuf>,
     /// The `pveum` program.
     #[arg(long, default_value = "pveum")]
     pveum: PathBuf,
@@ -80,9 +103,9 @@ fn failed(step: &'static str, message: impl Into<String>) -> StepFailed {
 }
 
 /// Exit code: 0 enrolled, 1 a step failed (the steps before it stay done; run again).
-pub fn run(args: &EnrollArgs) -> u8 {
+pub async fn run(args: &EnrollArgs) -> u8 {
     println!("Enrolling this host for the felhom agent");
-    match enroll(args) {
+    match enroll(args).await {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("felhom-agent enroll: {e}");
@@ -98,7 +121,7 @@ fn report(changed: bool, what: &str) {
     println!("  {:<8} {what}", if changed { "changed" } else { "ok" });
 }
 
-fn enroll(args: &EnrollArgs) -> Result<(), StepFailed> {
+async fn enroll(args: &EnrollArgs) -> Result<(), StepFailed> {
     let pveum = Pveum(&args.pveum);
     role(&pveum)?;
     let tokens = user(&pveum)?;
@@ -110,6 +133,7 @@ fn enroll(args: &EnrollArgs) -> Result<(), StepFailed> {
         allowed_signers(file, &args.etc_dir.join("allowed_signers"))?;
     }
     if let Some(storage) = &args.pbs_storage {
+        pbs_storage(args, storage, &token_file, &node, fingerprint).await?;
         escrow(args, storage, &node)?;
     }
     println!(
@@ -118,9 +142,9 @@ fn enroll(args: &EnrollArgs) -> Result<(), StepFailed> {
         token_file.display()
     );
     println!(
-        "Left to do by hand: the PBS storage (`pvesm add pbs <id> … --encryption-key autogen`, then\n\
-         `felhom-agent enroll --pbs-storage <id>` escrows its key), the PBS-side user and token with\n\
-         the role on both, `[local_api] listen` and `[backup]` in agent.toml; then\n\
+        "Left to do by hand: on the PBS host, the user and token Proxmox VE logs in as, with\n\
+         DatastoreBackup on the datastore for both (and the agent's own read-only PBS token);\n\
+         `[local_api] listen`, `[pbs]` and `[backup]` in agent.toml; then\n\
          `systemctl start felhom-helper.service felhom-agent.service`."
     );
     Ok(())
@@ -428,6 +452,105 @@ fn allowed_signers(from: &Path, to: &Path) -> Result<(), StepFailed> {
     }
     write_file(step, to, &text, 0o644)?;
     report(true, &format!("{} installed", to.display()));
+    Ok(())
+}
+
+async fn pbs_storage(
+    args: &EnrollArgs,
+    storage: &str,
+    token_file: &Path,
+    node: &str,
+    fingerprint: CertFingerprint,
+) -> Result<(), StepFailed> {
+    use crate::infra::pve::{ApiToken, PbsStorageRequest, PveClient, PveClientConfig, TlsTrust};
+    let step = "PBS storage";
+    crate::infra::pve::validate_storage_id(storage)
+        .map_err(|e| failed(step, format!("--pbs-storage: {e}")))?;
+    let token_text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(token_file)
+            .map_err(|e| failed(step, format!("cannot read {}: {e}", token_file.display())))?,
+    );
+    let token = ApiToken::parse(token_text.trim())
+        .map_err(|e| failed(step, format!("{}: {e}", token_file.display())))?;
+    let endpoint = args
+        .endpoint
+        .parse()
+        .map_err(|e| failed(step, format!("--endpoint '{}': {e}", args.endpoint)))?;
+    let pve = PveClient::new(PveClientConfig {
+        endpoint,
+        node: node.to_owned(),
+        token,
+        trust: TlsTrust::Pinned(fingerprint),
+        request_timeout: std::time::Duration::from_secs(60),
+        connect_timeout: std::time::Duration::from_secs(10),
+    })
+    .map_err(|e| failed(step, error_chain(&e)))?;
+    let configs = pve
+        .storage_config()
+        .await
+        .map_err(|e| failed(step, error_chain(&e)))?;
+    if let Some(c) = configs.iter().find(|c| c.storage == storage) {
+        if c.kind != "pbs" {
+            return Err(failed(
+                step,
+                format!(
+                    "storage '{storage}' exists but is of type {}, not pbs",
+                    c.kind
+                ),
+            ));
+        }
+        if c.encryption_key
+            .as_deref()
+            .is_none_or(|k| k.is_empty() || k == "0")
+        {
+            return Err(failed(
+                step,
+                format!(
+                    "storage '{storage}' exists without a client encryption key, so backups to it \
+                     would not be encrypted; give it one (`pvesm set {storage} --encryption-key \
+                     autogen`) and run enroll again"
+                ),
+            ));
+        }
+        report(false, &format!("storage {storage} exists (pbs, encrypted)"));
+        return Ok(());
+    }
+    let (Some(server), Some(datastore), Some(username), Some(pbs_fp), Some(secret_file)) = (
+        &args.pbs_server,
+        &args.pbs_datastore,
+        &args.pbs_username,
+        &args.pbs_fingerprint,
+        &args.pbs_password_file,
+    ) else {
+        return Err(failed(
+            step,
+            format!(
+                "storage '{storage}' does not exist; give --pbs-server, --pbs-datastore, \
+                 --pbs-username, --pbs-fingerprint and --pbs-password-file to add it"
+            ),
+        ));
+    };
+    let secret =
+        crate::infra::secret_file::read(secret_file, crate::infra::secret_file::Origin::File)
+            .map_err(|e| failed(step, error_chain(&e)))?;
+    let req = PbsStorageRequest {
+        storage: storage.to_owned(),
+        server: server.clone(),
+        port: args.pbs_port,
+        datastore: datastore.clone(),
+        username: username.clone(),
+        password: secrecy::SecretString::from(secret.trim().to_owned()),
+        fingerprint: pbs_fp.clone(),
+    };
+    pve.add_pbs_storage(&req)
+        .await
+        .map_err(|e| failed(step, error_chain(&e)))?;
+    report(
+        true,
+        &format!(
+            "storage {storage} added (pbs {server}, datastore {datastore}), encrypted with a client key Proxmox VE made"
+        ),
+    );
     Ok(())
 }
 

@@ -67,6 +67,7 @@ fn route_plain(call: &Call, w: &mut World, m: &str, s: &[&str]) -> Option<Result
         ("GET", ["cluster", "nextid"]) => nextid(call, w),
         ("GET", ["storage"]) => storage_config(call, w),
         ("GET", ["storage", sid]) => storage_config_one(call, w, sid),
+        ("POST", ["storage"]) => create_storage(call, w),
         ("GET", ["access", "permissions"]) => permissions(call, w),
         (_, ["access", ..]) => return super::access_api::route(call, w, m, s),
         ("GET" | "POST" | "PUT" | "DELETE", ["nodes", node, rest @ ..]) => {
@@ -416,6 +417,97 @@ fn storage_config_one(call: &Call, w: &World, sid: &str) -> Result<Value, ApiErr
     all.as_array()
         .and_then(|a| a.iter().find(|v| v["storage"] == sid).cloned())
         .ok_or_else(|| ApiError::internal(format!("storage '{sid}' does not exist")))
+}
+
+/// `POST /storage` (pve-storage `API2/Storage/Config.pm` `create`: `Datastore.Allocate` on
+/// `/storage`), for type `pbs` only: PBSPlugin's `on_add_hook` stores the password in
+/// `priv/storage/<id>.pw` and, for `encryption-key autogen`, makes a key (`proxmox-backup-client
+/// key create --kdf none`) in `priv/storage/<id>.enc`; storage.cfg keeps the key's fingerprint
+/// and the answer carries the key once (`config.encryption-key`). A taken id:
+/// `create storage failed: storage ID '<id>' already defined`.
+fn create_storage(call: &Call, w: &mut World) -> Result<Value, ApiError> {
+    call.need(w, "/storage", "Datastore.Allocate")?;
+    let sid = call.params.required("storage")?.to_owned();
+    let kind = call.params.required("type")?.to_owned();
+    let id_ok = sid.len() >= 2
+        && sid.starts_with(|c: char| c.is_ascii_alphabetic())
+        && sid.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && sid
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !id_ok {
+        return Err(ApiError::param(
+            "storage",
+            format!("invalid format - storage ID '{sid}' contains illegal characters"),
+        ));
+    }
+    if kind != "pbs" {
+        return Err(ApiError::new(
+            501,
+            format!("the simulator adds only pbs storages, not '{kind}'"),
+        ));
+    }
+    for p in ["server", "datastore"] {
+        call.params.required(p)?;
+    }
+    if w.storage(&sid).is_some() {
+        return Err(ApiError::internal(format!(
+            "create storage failed: storage ID '{sid}' already defined"
+        )));
+    }
+    let get = |k: &str| call.params.get(k).map(str::to_owned);
+    let port = match call.params.get("port") {
+        None => None,
+        Some(p) => Some(
+            p.parse::<u16>()
+                .map_err(|_| ApiError::param("port", format!("value '{p}' is not a valid port")))?,
+        ),
+    };
+    let content = get("content").unwrap_or_else(|| "backup".to_owned());
+    w.storages.push(super::fixture::StorageFixture {
+        storage: sid.clone(),
+        kind,
+        content: content.split(',').map(str::to_owned).collect(),
+        path: None,
+        server: get("server"),
+        datastore: get("datastore"),
+        fingerprint: get("fingerprint"),
+        port,
+        username: get("username"),
+        encryption_key: None,
+        vgname: None,
+        thinpool: None,
+        shared: true,
+        enabled: true,
+        active: true,
+        total: 1 << 40,
+        used: 0,
+    });
+    if let Some(password) = call.params.get("password") {
+        w.write_priv_file(&format!("{sid}.pw"), &format!("{password}\n"))
+            .map_err(ApiError::internal)?;
+    }
+    let mut config = serde_json::Map::new();
+    match call.params.get("encryption-key") {
+        None => {}
+        Some("autogen") => {
+            let key = crate::pbs::PbsKey::generate();
+            config.insert("encryption-key".into(), json!(key.to_json()));
+            w.write_key_file(&sid, Some(&key))
+                .map_err(ApiError::internal)?;
+            w.storage_keys.insert(sid.clone(), key);
+        }
+        Some(text) => {
+            let key = crate::pbs::PbsKey::from_json(text).map_err(|_| {
+                ApiError::internal("create storage failed: Value does not seems like a valid, JSON formatted encryption key!")
+            })?;
+            config.insert("encryption-key".into(), json!(text));
+            w.write_key_file(&sid, Some(&key))
+                .map_err(ApiError::internal)?;
+            w.storage_keys.insert(sid.clone(), key);
+        }
+    }
+    Ok(json!({"storage": sid, "type": "pbs", "config": config}))
 }
 
 fn storage_entry(s: &super::fixture::StorageFixture) -> Value {

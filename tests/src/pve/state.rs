@@ -247,7 +247,11 @@ impl World {
             .map(|d| d.join("storage").join(format!("{sid}.enc")))
     }
 
-    fn write_key_file(&self, sid: &str, key: Option<&crate::pbs::PbsKey>) -> Result<(), String> {
+    pub(crate) fn write_key_file(
+        &self,
+        sid: &str,
+        key: Option<&crate::pbs::PbsKey>,
+    ) -> Result<(), String> {
         use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
         let Some(path) = self.key_path(sid) else {
             return Ok(());
@@ -276,6 +280,26 @@ impl World {
                 _ => Ok(()),
             },
         }
+    }
+
+    /// Writes `priv/storage/<name>` (0600) when the simulator keeps a private directory.
+    pub(crate) fn write_priv_file(&self, name: &str, text: &str) -> Result<(), String> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let Some(dir) = &self.priv_dir else {
+            return Ok(());
+        };
+        let dir = dir.join("storage");
+        let path = dir.join(name);
+        let err = |e: std::io::Error| format!("{}: {e}", path.display());
+        std::fs::create_dir_all(&dir).map_err(err)?;
+        let _ = std::fs::remove_file(&path);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(err)?;
+        std::io::Write::write_all(&mut f, text.as_bytes()).map_err(err)
     }
 
     /// The key a backup or restore of `sid` uses, as PBSPlugin's `pbs_open_encryption_key`:

@@ -125,6 +125,12 @@ impl PveClient {
         Ok(())
     }
 
+    /// `POST` form parameters; synchronous, the answer's data is dropped unread.
+    pub(crate) async fn post_sync(&self, path: &str, form: Params) -> Result<(), PveError> {
+        let _: serde_json::Value = self.mutate(Method::POST, path, form).await?;
+        Ok(())
+    }
+
     /// `DELETE` with query parameters; the answer is a UPID.
     pub(crate) async fn delete_upid(&self, path: &str, query: Params) -> Result<Upid, PveError> {
         self.mutate(Method::DELETE, path, query).await

@@ -25,8 +25,8 @@ mod upid;
 mod worker;
 
 pub use api::{
-    BackupMode, ConfigUpdate, DestroyOptions, RestoreRequest, TaskFilter, TaskSource, Vmid,
-    VzdumpRequest, validate_snapshot_name, validate_storage_id,
+    BackupMode, ConfigUpdate, DestroyOptions, PbsStorageRequest, RestoreRequest, TaskFilter,
+    TaskSource, Vmid, VzdumpRequest, validate_snapshot_name, validate_storage_id,
 };
 pub use client::{PveClient, PveClientConfig};
 pub use config_cache::CONFIG_MAX_AGE;
