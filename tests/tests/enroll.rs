@@ -172,6 +172,8 @@ async fn enroll_on_a_fresh_host_makes_a_setup_the_agents_selftest_accepts() {
         "changed  storage offsite added (pbs 127.0.0.1, datastore felhom), encrypted",
         "changed  escrow of storage offsite written to",
         "RECOVERY CODE",
+        "proxmox-backup-manager acl update /datastore/felhom DatastoreBackup --auth-id 'felhom-backup@pbs'",
+        "proxmox-backup-manager acl update /datastore/felhom DatastoreBackup --auth-id 'felhom-backup@pbs!pve'",
     ] {
         assert!(stdout.contains(step), "missing '{step}' in:\n{stdout}");
     }

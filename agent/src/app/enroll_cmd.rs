@@ -141,13 +141,46 @@ async fn enroll(args: &EnrollArgs) -> Result<(), StepFailed> {
         args.endpoint,
         token_file.display()
     );
+    print!("{}", pbs_side(args));
     println!(
-        "Left to do by hand: on the PBS host, the user and token Proxmox VE logs in as, with\n\
-         DatastoreBackup on the datastore for both (and the agent's own read-only PBS token);\n\
-         `[local_api] listen`, `[pbs]` and `[backup]` in agent.toml; then\n\
-         `systemctl start felhom-helper.service felhom-agent.service`."
+        "Then set `[local_api] listen`, `[pbs]` and `[backup]` in agent.toml and run\n  \
+         systemctl start felhom-helper.service felhom-agent.service"
     );
     Ok(())
+}
+
+/// What the PBS administrator runs on the PBS host. This host holds no PBS admin rights (a
+/// compromised box must not be able to change who may read or prune the offsite backups), so
+/// enrollment prints these instead of running them. A privilege-separated PBS token needs the
+/// role on both the user and the token.
+fn pbs_side(args: &EnrollArgs) -> String {
+    let (Some(username), Some(datastore)) = (&args.pbs_username, &args.pbs_datastore) else {
+        return "\nOn the PBS host (not done here): the user and token Proxmox VE logs in as, with \
+                DatastoreBackup on the datastore for both.\n"
+            .to_owned();
+    };
+    let user = username
+        .split_once('!')
+        .map_or(username.as_str(), |(u, _)| u);
+    let mut out = format!(
+        "\nOn the PBS host, as its administrator (not done here; this host holds no PBS admin rights):\n  \
+         proxmox-backup-manager user create {user}\n"
+    );
+    if let Some((_, token)) = username.split_once('!') {
+        out.push_str(&format!(
+            "  proxmox-backup-manager user generate-token {user} {token}   # its secret is --pbs-password-file\n"
+        ));
+    }
+    let mut ids = vec![user];
+    if username != user {
+        ids.push(username);
+    }
+    for id in ids {
+        out.push_str(&format!(
+            "  proxmox-backup-manager acl update /datastore/{datastore} DatastoreBackup --auth-id '{id}'\n"
+        ));
+    }
+    out
 }
 
 /// Runs pveum, returning its standard output (never logged: a token add prints the secret).
