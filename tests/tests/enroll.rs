@@ -306,3 +306,109 @@ async fn an_existing_storage_without_a_client_key_is_refused_not_changed() {
     );
     assert!(!s.root.join("escrow/felhom-pbs.json").exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recovered_key_on_this_host_is_the_new_storages_key_not_replaced() {
+    let s = Setup::start().await;
+    // `escrow recover` put the old box's key here before enrollment.
+    let key = felhom_agent::capabilities::escrow::PbsKey::from_bytes([6; 32], 1_700_000_000);
+    let live = s.root.join("priv/storage/offsite.enc");
+    std::fs::create_dir_all(live.parent().unwrap()).unwrap();
+    let text = format!("{}\n", key.to_plain(1_700_000_000).to_pretty_json());
+    std::fs::write(&live, &text).unwrap();
+    let out = s.enroll();
+    let stdout = text_of(&out);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "encrypted with the key already on this host ({})",
+            key.fingerprint()
+        )),
+        "{stdout}"
+    );
+    let storage = get(&s.sim, ROOT, "/storage/offsite").await;
+    assert_eq!(
+        storage.data()["encryption-key"],
+        key.fingerprint().to_string()
+    );
+    let after = felhom_agent::capabilities::escrow::KeyConfig::parse(
+        &std::fs::read_to_string(&live).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        felhom_agent::capabilities::escrow::PbsKey::from_plain(&after)
+            .unwrap()
+            .bytes(),
+        key.bytes()
+    );
+    assert!(!s.root.join("priv/storage/offsite.enc.old").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_secret_that_no_longer_works_is_replaced() {
+    let s = Setup::start().await;
+    assert!(s.enroll().status.success());
+    let file = s.etc().join("pve-token");
+    std::fs::write(
+        &file,
+        "felhom-agent@pve!agent=00000000-0000-0000-0000-000000000000\n",
+    )
+    .unwrap();
+    let out = s.enroll();
+    let stdout = text_of(&out);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("changed  token felhom-agent@pve!agent removed: the secret in"),
+        "{stdout}"
+    );
+    assert_ne!(
+        std::fs::read_to_string(&file).unwrap(),
+        "felhom-agent@pve!agent=00000000-0000-0000-0000-000000000000\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_toml_pinning_another_certificate_is_named_not_trusted() {
+    let s = Setup::start().await;
+    std::fs::create_dir_all(s.etc()).unwrap();
+    let other = "AA:".repeat(31) + "AA";
+    std::fs::write(
+        s.etc().join("agent.toml"),
+        format!("[proxmox]\ntls_fingerprint = \"{other}\"\n"),
+    )
+    .unwrap();
+    let out = s.enroll();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "pins certificate {other}, but the node's certificate is {}",
+            s.sim.fingerprint()
+        )),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_escrow_of_another_key_is_refused_not_reported_fine() {
+    let s = Setup::start().await;
+    assert!(s.enroll().status.success());
+    // Someone gave the storage a new key after the escrow was made.
+    let key = felhom_agent::capabilities::escrow::PbsKey::from_bytes([7; 32], 1_700_000_000);
+    std::fs::write(
+        s.root.join("priv/storage/offsite.enc"),
+        format!("{}\n", key.to_plain(1_700_000_000).to_pretty_json()),
+    )
+    .unwrap();
+    let out = s.enroll();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("backups made with the live key are not covered"),
+        "{err}"
+    );
+}
+
+fn text_of(out: &Output) -> String {
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
+}

@@ -45,9 +45,11 @@ pub struct EnrollArgs {
     /// The node name (default: this host's name).
     #[arg(long)]
     node: Option<String>,
-    /// The node's certificate; its SHA-256 becomes `proxmox.tls_fingerprint`.
-    #[arg(long, default_value = "/etc/pve/local/pve-ssl.pem")]
-    pve_cert: PathBuf,
+    /// The certificate pveproxy serves; its SHA-256 becomes `proxmox.tls_fingerprint`
+    /// (default: `/etc/pve/local/pveproxy-ssl.pem` when there is one — a custom or ACME
+    /// certificate — else `/etc/pve/local/pve-ssl.pem`).
+    #[arg(long)]
+    pve_cert: Option<PathBuf>,
     /// Directory of agent.toml, pve-token and allowed_signers.
     #[arg(long, default_value = "/etc/felhom")]
     etc_dir: PathBuf,
@@ -123,12 +125,13 @@ fn report(changed: bool, what: &str) {
 
 async fn enroll(args: &EnrollArgs) -> Result<(), StepFailed> {
     let pveum = Pveum(&args.pveum);
+    let (node, fingerprint) = node_and_cert(args)?;
     role(&pveum)?;
     let tokens = user(&pveum)?;
     let token_file = args.etc_dir.join("pve-token");
-    token(&pveum, &tokens, &token_file)?;
+    token(&pveum, &tokens, &token_file, args, &node, fingerprint).await?;
     acls(&pveum)?;
-    let (node, fingerprint) = config(args)?;
+    config(args, &node, fingerprint)?;
     if let Some(file) = &args.allowed_signers {
         allowed_signers(file, &args.etc_dir.join("allowed_signers"))?;
     }
@@ -305,24 +308,65 @@ fn user(pveum: &Pveum<'_>) -> Result<Vec<String>, StepFailed> {
     }
 }
 
-fn token(pveum: &Pveum<'_>, tokens: &[String], file: &Path) -> Result<(), StepFailed> {
+async fn token(
+    pveum: &Pveum<'_>,
+    tokens: &[String],
+    file: &Path,
+    args: &EnrollArgs,
+    node: &str,
+    cert: CertFingerprint,
+) -> Result<(), StepFailed> {
     let step = "token felhom-agent@pve!agent";
     let authid = format!("{USER}!{TOKEN}");
-    let on_file = std::fs::read_to_string(file)
-        .ok()
-        .map(zeroize::Zeroizing::new)
-        .and_then(|t| crate::infra::pve::ApiToken::parse(t.trim()).ok())
-        .is_some_and(|t| t.authid() == authid);
+    // Only a missing file means "no secret here": an unreadable one stops enrollment rather
+    // than revoking a token a running agent may use.
+    let on_file = match std::fs::read_to_string(file) {
+        Ok(t) => {
+            let t = zeroize::Zeroizing::new(t);
+            crate::infra::pve::ApiToken::parse(t.trim())
+                .ok()
+                .filter(|t| t.authid() == authid)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(failed(step, format!("cannot read {}: {e}", file.display()))),
+    };
     let exists = tokens.iter().any(|t| t == TOKEN);
-    if exists && on_file {
-        report(
-            false,
-            &format!(
-                "token {authid} exists and its secret is in {}",
-                file.display()
-            ),
-        );
-        return Ok(());
+    if exists && let Some(token) = on_file {
+        // The secret on file must still be the token's (it may have been re-made elsewhere).
+        let pve = client(args, node, cert, token).map_err(|e| failed(step, e))?;
+        match pve.version().await {
+            Ok(_) => {
+                report(
+                    false,
+                    &format!(
+                        "token {authid} exists and its secret in {} works",
+                        file.display()
+                    ),
+                );
+                return Ok(());
+            }
+            Err(crate::infra::pve::PveError::Unauthorized { .. }) => {
+                pveum.run(step, &["user", "token", "remove", USER, TOKEN])?;
+                report(
+                    true,
+                    &format!(
+                        "token {authid} removed: the secret in {} no longer works",
+                        file.display()
+                    ),
+                );
+                return make_token(pveum, step, &authid, file);
+            }
+            Err(e) => {
+                return Err(failed(
+                    step,
+                    format!(
+                        "cannot check the token in {}: {}",
+                        file.display(),
+                        error_chain(&e)
+                    ),
+                ));
+            }
+        }
     }
     if exists {
         pveum.run(step, &["user", "token", "remove", USER, TOKEN])?;
@@ -334,6 +378,15 @@ fn token(pveum: &Pveum<'_>, tokens: &[String], file: &Path) -> Result<(), StepFa
             ),
         );
     }
+    make_token(pveum, step, &authid, file)
+}
+
+fn make_token(
+    pveum: &Pveum<'_>,
+    step: &'static str,
+    authid: &str,
+    file: &Path,
+) -> Result<(), StepFailed> {
     let made = pveum.json(
         step,
         &[
@@ -389,50 +442,98 @@ fn acls(pveum: &Pveum<'_>) -> Result<(), StepFailed> {
     Ok(())
 }
 
-/// Writes agent.toml when there is none; returns the node and certificate fingerprint.
-fn config(args: &EnrollArgs) -> Result<(String, CertFingerprint), StepFailed> {
-    let step = "agent.toml";
-    let pem = std::fs::read(&args.pve_cert).map_err(|e| {
-        failed(
-            step,
-            format!(
-                "cannot read the node certificate {}: {e}",
-                args.pve_cert.display()
-            ),
-        )
-    })?;
+/// The node name and the SHA-256 of the certificate pveproxy serves.
+fn node_and_cert(args: &EnrollArgs) -> Result<(String, CertFingerprint), StepFailed> {
+    let step = "node certificate";
+    let cert = args.pve_cert.clone().unwrap_or_else(|| {
+        let custom = PathBuf::from("/etc/pve/local/pveproxy-ssl.pem");
+        if custom.exists() {
+            custom
+        } else {
+            PathBuf::from("/etc/pve/local/pve-ssl.pem")
+        }
+    });
+    let pem = std::fs::read(&cert)
+        .map_err(|e| failed(step, format!("cannot read {}: {e}", cert.display())))?;
     let der = {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject as _;
-        CertificateDer::from_pem_slice(&pem).map_err(|_| {
-            failed(
-                step,
-                format!("{} holds no PEM certificate", args.pve_cert.display()),
-            )
-        })?
+        CertificateDer::from_pem_slice(&pem)
+            .map_err(|_| failed(step, format!("{} holds no PEM certificate", cert.display())))?
     };
-    let fingerprint = CertFingerprint::of_der(&der);
     let node = match &args.node {
         Some(n) => n.clone(),
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .map_err(|e| failed(step, format!("cannot read the host name: {e}")))?,
     };
+    Ok((node, CertFingerprint::of_der(&der)))
+}
+
+/// A client of this host's Proxmox VE as `token`, pinned to `cert`.
+fn client(
+    args: &EnrollArgs,
+    node: &str,
+    cert: CertFingerprint,
+    token: crate::infra::pve::ApiToken,
+) -> Result<crate::infra::pve::PveClient, String> {
+    use crate::infra::pve::{PveClient, PveClientConfig, TlsTrust};
+    let endpoint = args
+        .endpoint
+        .parse()
+        .map_err(|e| format!("--endpoint '{}': {e}", args.endpoint))?;
+    PveClient::new(PveClientConfig {
+        endpoint,
+        node: node.to_owned(),
+        token,
+        trust: TlsTrust::Pinned(cert),
+        request_timeout: std::time::Duration::from_secs(60),
+        connect_timeout: std::time::Duration::from_secs(10),
+    })
+    .map_err(|e| error_chain(&e))
+}
+
+/// Writes agent.toml when there is none; an existing one must pin this certificate.
+fn config(args: &EnrollArgs, node: &str, fingerprint: CertFingerprint) -> Result<(), StepFailed> {
+    let step = "agent.toml";
     let path = args.etc_dir.join("agent.toml");
     if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| failed(step, format!("cannot read {}: {e}", path.display())))?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| {
+            failed(
+                step,
+                format!("{} is not TOML: {}", path.display(), e.message()),
+            )
+        })?;
+        let pinned = table
+            .get("proxmox")
+            .and_then(|p| p.get("tls_fingerprint"))
+            .and_then(toml::Value::as_str);
+        if let Some(pin) = pinned
+            && !pin.eq_ignore_ascii_case(&fingerprint.to_string())
+        {
+            return Err(failed(
+                step,
+                format!(
+                    "{} pins certificate {pin}, but the node's certificate is {fingerprint}: set \
+                     proxmox.tls_fingerprint to it (or give --pve-cert the certificate pveproxy serves)",
+                    path.display()
+                ),
+            ));
+        }
         report(false, &format!("{} exists (left as it is)", path.display()));
-        return Ok((node, fingerprint));
+        return Ok(());
     }
     let text = format!(
         "# Written by `felhom-agent enroll`. See agent.toml.example for every setting.\n\
          [proxmox]\n\
          endpoint = \"{}\"\n\
          node = \"{node}\"\n\
-         # SHA-256 of {}\n\
+         # SHA-256 of the certificate pveproxy serves\n\
          tls_fingerprint = \"{fingerprint}\"\n\
          # The token is the systemd credential pve-token ({}).\n",
         args.endpoint,
-        args.pve_cert.display(),
         args.etc_dir.join("pve-token").display(),
     );
     write_file(step, &path, &text, 0o640)?;
@@ -456,7 +557,7 @@ fn config(args: &EnrollArgs) -> Result<(String, CertFingerprint), StepFailed> {
             path.display()
         ),
     );
-    Ok((node, fingerprint))
+    Ok(())
 }
 
 fn allowed_signers(from: &Path, to: &Path) -> Result<(), StepFailed> {
@@ -495,7 +596,7 @@ async fn pbs_storage(
     node: &str,
     fingerprint: CertFingerprint,
 ) -> Result<(), StepFailed> {
-    use crate::infra::pve::{ApiToken, PbsStorageRequest, PveClient, PveClientConfig, TlsTrust};
+    use crate::infra::pve::{ApiToken, PbsStorageRequest};
     let step = "PBS storage";
     crate::infra::pve::validate_storage_id(storage)
         .map_err(|e| failed(step, format!("--pbs-storage: {e}")))?;
@@ -505,19 +606,7 @@ async fn pbs_storage(
     );
     let token = ApiToken::parse(token_text.trim())
         .map_err(|e| failed(step, format!("{}: {e}", token_file.display())))?;
-    let endpoint = args
-        .endpoint
-        .parse()
-        .map_err(|e| failed(step, format!("--endpoint '{}': {e}", args.endpoint)))?;
-    let pve = PveClient::new(PveClientConfig {
-        endpoint,
-        node: node.to_owned(),
-        token,
-        trust: TlsTrust::Pinned(fingerprint),
-        request_timeout: std::time::Duration::from_secs(60),
-        connect_timeout: std::time::Duration::from_secs(10),
-    })
-    .map_err(|e| failed(step, error_chain(&e)))?;
+    let pve = client(args, node, fingerprint, token).map_err(|e| failed(step, e))?;
     let configs = pve
         .storage_config()
         .await
@@ -566,6 +655,33 @@ async fn pbs_storage(
     let secret =
         crate::infra::secret_file::read(secret_file, crate::infra::secret_file::Origin::File)
             .map_err(|e| failed(step, error_chain(&e)))?;
+    // A key already here (recovered from the escrow) is used, never replaced: `autogen` would
+    // move it aside for a new one that no older backup opens with.
+    let key_path = EscrowPaths::for_storage(storage, &args.pve_priv_dir, &args.escrow_dir).live_key;
+    let present = match std::fs::read_to_string(&key_path) {
+        Ok(text) => {
+            let text = zeroize::Zeroizing::new(text);
+            let cfg = crate::capabilities::escrow::KeyConfig::parse(&text)
+                .map_err(|e| failed(step, format!("{}: {e}", key_path.display())))?;
+            let key = crate::capabilities::escrow::PbsKey::from_plain(&cfg)
+                .map_err(|e| failed(step, format!("{}: {e}", key_path.display())))?;
+            Some((
+                zeroize::Zeroizing::new(text.trim().to_owned()),
+                key.fingerprint(),
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(failed(
+                step,
+                format!("cannot read {}: {e}", key_path.display()),
+            ));
+        }
+    };
+    let with = present.as_ref().map_or_else(
+        || "a client key Proxmox VE made".to_owned(),
+        |(_, fp)| format!("the key already on this host ({fp})"),
+    );
     let req = PbsStorageRequest {
         storage: storage.to_owned(),
         server: server.clone(),
@@ -574,6 +690,7 @@ async fn pbs_storage(
         username: username.clone(),
         password: secrecy::SecretString::from(secret.trim().to_owned()),
         fingerprint: pbs_fp.clone(),
+        encryption_key: present.map(|(text, _)| text),
     };
     pve.add_pbs_storage(&req)
         .await
@@ -581,7 +698,7 @@ async fn pbs_storage(
     report(
         true,
         &format!(
-            "storage {storage} added (pbs {server}, datastore {datastore}), encrypted with a client key Proxmox VE made"
+            "storage {storage} added (pbs {server}, datastore {datastore}), encrypted with {with}"
         ),
     );
     Ok(())
@@ -593,27 +710,47 @@ fn escrow(args: &EnrollArgs, storage: &str, node: &str) -> Result<(), StepFailed
         .map_err(|e| failed(step, format!("--pbs-storage: {e}")))?;
     let paths = EscrowPaths::for_storage(storage, &args.pve_priv_dir, &args.escrow_dir);
     if paths.blob.exists() {
-        report(
-            false,
-            &format!(
-                "escrow of storage {storage} exists ({})",
-                paths.blob.display()
-            ),
-        );
-        return Ok(());
+        // An escrow of another key than the live one protects none of the new backups.
+        let status = lifecycle::status(&paths);
+        let escrowed = status
+            .blob
+            .map_err(|e| failed(step, error_chain(&e)))?
+            .and_then(|b| b.fingerprint);
+        let live = status.live.map_err(|e| failed(step, error_chain(&e)))?;
+        return match (escrowed, live) {
+            (Some(e), Some(l)) if e == l => {
+                report(
+                    false,
+                    &format!("escrow of storage {storage} holds its key ({l})"),
+                );
+                Ok(())
+            }
+            (e, l) => Err(failed(
+                step,
+                format!(
+                    "the escrow {} holds key {} but storage {storage}'s key is {}: backups made with \
+                     the live key are not covered. Keep the old escrow (older backups need it), move \
+                     it aside and run enroll again to escrow the live key",
+                    paths.blob.display(),
+                    e.map_or_else(|| "(unrecorded)".to_owned(), |f| f.to_string()),
+                    l.map_or_else(|| "(none on this host)".to_owned(), |f| f.to_string()),
+                ),
+            )),
+        };
     }
     let hint = format!("felhom recovery code (12 words) of storage {storage} on {node}");
     let now = chrono::Utc::now().timestamp();
-    let created =
-        lifecycle::create(&paths, &hint, now).map_err(|e| failed(step, error_chain(&e)))?;
-    report(
-        true,
-        &format!(
-            "escrow of storage {storage} written to {}",
-            paths.blob.display()
-        ),
-    );
-    crate::app::escrow_cmd::show_created(storage, &paths, &created, "created");
+    lifecycle::create(&paths, &hint, now, &mut |c| {
+        report(
+            true,
+            &format!(
+                "escrow of storage {storage} written to {}",
+                paths.blob.display()
+            ),
+        );
+        crate::app::escrow_cmd::show_created(storage, &paths, c, "created")
+    })
+    .map_err(|e| failed(step, error_chain(&e)))?;
     Ok(())
 }
 

@@ -104,8 +104,9 @@ fn execute(config: &Config, command: EscrowCommand) -> Result<(), Failure> {
     match command {
         EscrowCommand::Create { at, paperkey } => {
             let (storage, paths) = resolve(config, &at)?;
-            let created = lifecycle::create(&paths, &hint(config, &storage), now)?;
-            show_created(&storage, &paths, &created, "created");
+            lifecycle::create(&paths, &hint(config, &storage), now, &mut |c| {
+                show_created(&storage, &paths, c, "created")
+            })?;
             if paperkey {
                 print_paperkey(&paths.live_key)?;
             }
@@ -113,11 +114,14 @@ fn execute(config: &Config, command: EscrowCommand) -> Result<(), Failure> {
         }
         EscrowCommand::Rotate { at } => {
             let (storage, paths) = resolve(config, &at)?;
-            let created = lifecycle::rotate(&paths, &hint(config, &storage), now)?;
-            show_created(&storage, &paths, &created, "rotated");
+            let created = lifecycle::rotate(&paths, &hint(config, &storage), now, &mut |c| {
+                show_created(&storage, &paths, c, "rotated")
+            })?;
             println!(
-                "The previous recovery code no longer opens this escrow. This was not key rotation: \
-                 every backup stays encrypted with the same key {}.",
+                "The previous recovery code no longer opens the escrow on this box, but it still opens \
+                 any copy of the old escrow file kept elsewhere: destroy those. This was not key \
+                 rotation: every backup stays encrypted with the same key {}; if a code leaked \
+                 together with an escrow copy, the key itself must be replaced.",
                 fp_text(created.blob.fingerprint)
             );
             Ok(())
@@ -199,24 +203,30 @@ fn fp_text(fp: Option<KeyFingerprint>) -> String {
     fp.map_or_else(|| "(no fingerprint recorded)".into(), |f| f.to_string())
 }
 
-/// Prints a new escrow and its recovery code (once), with the honest warning.
-pub(crate) fn show_created(storage: &str, paths: &EscrowPaths, created: &Created, verb: &str) {
+/// Prints a new escrow and its recovery code (once), with the honest warning. A write error
+/// is returned, so the escrow is then not written (a code nobody saw must not guard it).
+pub(crate) fn show_created(
+    storage: &str,
+    paths: &EscrowPaths,
+    created: &Created,
+    verb: &str,
+) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(
+    writeln!(
         out,
         "Escrow {verb} for the PBS client key of storage '{storage}'\n  key fingerprint: {}\n  escrow file:     {} (0600)\n",
         fp_text(created.blob.fingerprint),
         paths.blob.display(),
-    );
-    let _ = writeln!(
+    )?;
+    writeln!(
         out,
         "Hub upload: not done. This agent has no hub connection yet (it comes with the hub \
          protocol); copy the escrow file off this box and keep it with the host's records.\n"
-    );
-    let _ = writeln!(
+    )?;
+    writeln!(
         out,
         "RECOVERY CODE (shown once; felhom does not keep it anywhere):\n"
-    );
+    )?;
     let words: Vec<&str> = created.code.words().collect();
     for (row, four) in words.chunks(4).enumerate() {
         let cells: Vec<String> = four
@@ -224,15 +234,15 @@ pub(crate) fn show_created(storage: &str, paths: &EscrowPaths, created: &Created
             .enumerate()
             .map(|(i, w)| format!("{:>2}. {w:<9}", row * 4 + i + 1))
             .collect();
-        let _ = writeln!(out, "  {}", cells.join("  ").trim_end());
+        writeln!(out, "  {}", cells.join("  ").trim_end())?;
     }
-    let _ = writeln!(
+    writeln!(
         out,
         "\nWrite these 12 words on paper, in order, and keep the paper safe and away from this box.\n\
          If this box AND this code are both lost, the offsite backups can never be restored, by\n\
          anyone, including felhom: that is the price of no one else being able to read them."
-    );
-    let _ = out.flush();
+    )?;
+    out.flush()
 }
 
 fn print_paperkey(live_key: &Path) -> Result<(), Failure> {
@@ -397,7 +407,16 @@ fn read_line_without_echo(stdin: &std::io::Stdin) -> std::io::Result<zeroize::Ze
     eprint!("Recovery code (12 words; not shown as you type): ");
     let _ = std::io::stderr().flush();
     let mut line = zeroize::Zeroizing::new(String::new());
-    let read = stdin.lock().read_line(&mut line);
+    let read = stdin.lock().read_line(&mut line).and_then(|n| {
+        if n == 0 {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the terminal closed (end of input)",
+            ))
+        } else {
+            Ok(n)
+        }
+    });
     let restored = tcsetattr(stdin, SetArg::TCSANOW, &saved).map_err(std::io::Error::from);
     read?;
     restored?;

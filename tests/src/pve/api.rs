@@ -491,6 +491,9 @@ fn create_storage(call: &Call, w: &mut World) -> Result<Value, ApiError> {
     match call.params.get("encryption-key") {
         None => {}
         Some("autogen") => {
+            // PBSPlugin's autogen renames an existing key file to `<id>.enc.old` first.
+            w.rename_priv_file(&format!("{sid}.enc"), &format!("{sid}.enc.old"))
+                .map_err(ApiError::internal)?;
             let key = crate::pbs::PbsKey::generate();
             config.insert("encryption-key".into(), json!(key.to_json()));
             w.write_key_file(&sid, Some(&key))

@@ -282,6 +282,19 @@ impl World {
         }
     }
 
+    /// Renames `priv/storage/<from>` to `<to>` when it exists (PVE's `rename`, which replaces
+    /// `<to>`).
+    pub(crate) fn rename_priv_file(&self, from: &str, to: &str) -> Result<(), String> {
+        let Some(dir) = &self.priv_dir else {
+            return Ok(());
+        };
+        let dir = dir.join("storage");
+        match std::fs::rename(dir.join(from), dir.join(to)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("{from}: {e}")),
+            _ => Ok(()),
+        }
+    }
+
     /// Writes `priv/storage/<name>` (0600) when the simulator keeps a private directory.
     pub(crate) fn write_priv_file(&self, name: &str, text: &str) -> Result<(), String> {
         use std::os::unix::fs::OpenOptionsExt as _;

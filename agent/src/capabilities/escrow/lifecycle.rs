@@ -93,6 +93,13 @@ pub enum EscrowError {
     Code(#[from] CodeError),
     #[error("the new escrow did not open with its own recovery code; nothing was written")]
     SelfCheck,
+    #[error("the recovery code could not be shown ({0}); no escrow was written")]
+    NotShown(std::io::Error),
+    #[error(
+        "the escrow at {0} records no key fingerprint, so it cannot be told which key it holds; \
+         move it somewhere safe, then run `escrow create`"
+    )]
+    Unidentified(PathBuf),
 }
 
 /// A new escrow: the code to show once, and the wrapped copy that was written.
@@ -123,19 +130,33 @@ pub enum Installed {
     },
 }
 
-/// Wraps the live key under a fresh recovery code and writes the escrow. Refuses when one
-/// exists (rotating is a separate, deliberate step).
-pub fn create(paths: &EscrowPaths, hint: &str, now: i64) -> Result<Created, EscrowError> {
+/// How the new code reaches the customer; called before the escrow is written, so a code that
+/// could not be shown never guards an escrow.
+pub type Show<'a> = &'a mut dyn FnMut(&Created) -> std::io::Result<()>;
+
+/// Wraps the live key under a fresh recovery code, shows it (`show`) and writes the escrow.
+/// Refuses when one exists (rotating is a separate, deliberate step).
+pub fn create(
+    paths: &EscrowPaths,
+    hint: &str,
+    now: i64,
+    show: Show<'_>,
+) -> Result<Created, EscrowError> {
     if paths.blob.exists() {
         return Err(EscrowError::Exists(paths.blob.clone()));
     }
     let live = read_live_key(&paths.live_key)?;
-    wrap_and_write(paths, &live, hint, now)
+    wrap_and_write(paths, &live, hint, now, show)
 }
 
 /// A new recovery code for the same key: the escrow is re-wrapped and replaced. This is not
 /// key rotation; backups stay under the same key.
-pub fn rotate(paths: &EscrowPaths, hint: &str, now: i64) -> Result<Created, EscrowError> {
+pub fn rotate(
+    paths: &EscrowPaths,
+    hint: &str,
+    now: i64,
+    show: Show<'_>,
+) -> Result<Created, EscrowError> {
     let old = match read_config(&paths.blob)? {
         Some(c) => c,
         None => return Err(EscrowError::NoEscrow(paths.blob.clone())),
@@ -150,9 +171,12 @@ pub fn rotate(paths: &EscrowPaths, hint: &str, now: i64) -> Result<Created, Escr
                 live: live_fp,
             });
         }
-        _ => {}
+        Some(_) => {}
+        // Without a fingerprint nothing says which key the old escrow holds; it may be the
+        // only way to an older key, so it is not replaced.
+        None => return Err(EscrowError::Unidentified(paths.blob.clone())),
     }
-    wrap_and_write(paths, &live, hint, now)
+    wrap_and_write(paths, &live, hint, now, show)
 }
 
 /// Fingerprints and dates of the escrow and the live key.
@@ -213,17 +237,24 @@ pub fn recover(
                 recovered,
             });
         }
-        let old = with_suffix(live_key, ".old");
-        std::fs::rename(live_key, &old).map_err(|source| EscrowError::Write {
-            path: old.clone(),
-            source,
-        })?;
-        kept_as = Some(old);
+        kept_as = Some(free_name(live_key)?);
     }
     if let Some(dir) = live_key.parent() {
         private_dir(dir)?;
     }
-    write_whole(live_key, &key_file_text(&key.to_plain(now)))?;
+    // The new key is on disk before the present one moves aside, and `.old` files are never
+    // overwritten (one may be the only copy of an older key).
+    let tmp = write_temp(live_key, &key_file_text(&key.to_plain(now)))?;
+    if let Some(old) = &kept_as
+        && let Err(source) = std::fs::rename(live_key, old)
+    {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(EscrowError::Write {
+            path: old.clone(),
+            source,
+        });
+    }
+    commit(&tmp, live_key)?;
     Ok(match kept_as {
         None => Installed::New(recovered),
         Some(kept_as) => Installed::Replaced {
@@ -245,6 +276,7 @@ fn wrap_and_write(
     live: &PbsKey,
     hint: &str,
     now: i64,
+    show: Show<'_>,
 ) -> Result<Created, EscrowError> {
     let code = RecoveryCode::generate()?;
     let key_err = |source| EscrowError::Key {
@@ -262,11 +294,19 @@ fn wrap_and_write(
     if let Some(dir) = paths.blob.parent() {
         private_dir(dir)?;
     }
-    write_whole(&paths.blob, &key_file_text(&blob))?;
-    Ok(Created { code, blob })
+    let tmp = write_temp(&paths.blob, &key_file_text(&blob))?;
+    let created = Created { code, blob };
+    if let Err(e) = show(&created) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(EscrowError::NotShown(e));
+    }
+    commit(&tmp, &paths.blob)?;
+    Ok(created)
 }
 
-/// Creates `dir` (0700) when it is missing; an existing directory is left as it is.
+/// Creates `dir` (0700) when it is missing; an existing directory is left as it is. On
+/// pmxcfs (`/etc/pve`) modes are fixed by the filesystem and `chmod` answers EPERM, which is
+/// fine: `priv` there is root-only already.
 fn private_dir(dir: &Path) -> Result<(), EscrowError> {
     if dir.is_dir() {
         return Ok(());
@@ -276,7 +316,29 @@ fn private_dir(dir: &Path) -> Result<(), EscrowError> {
         source,
     };
     std::fs::create_dir_all(dir).map_err(err)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
+    match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+        Err(e) if e.raw_os_error() == Some(libc_eperm()) => Ok(()),
+        other => other.map_err(err),
+    }
+}
+
+fn libc_eperm() -> i32 {
+    nix::errno::Errno::EPERM as i32
+}
+
+/// `<path>.old`, or `<path>.old.N` for the first N not taken.
+fn free_name(path: &Path) -> Result<PathBuf, EscrowError> {
+    let first = with_suffix(path, ".old");
+    if !first.exists() {
+        return Ok(first);
+    }
+    (1..1000)
+        .map(|n| with_suffix(path, &format!(".old.{n}")))
+        .find(|p| !p.exists())
+        .ok_or_else(|| EscrowError::Write {
+            path: first,
+            source: std::io::Error::other("a thousand older key files already; clean up first"),
+        })
 }
 
 fn read_live_key(path: &Path) -> Result<PbsKey, EscrowError> {
@@ -313,14 +375,10 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Writes `text` to `path` whole: a 0600 temporary file beside it, fsync, rename, fsync the
-/// directory.
-fn write_whole(path: &Path, text: &str) -> Result<(), EscrowError> {
-    let err = |source| EscrowError::Write {
-        path: path.to_owned(),
-        source,
-    };
+/// Writes `text` to a 0600 temporary file beside `path` (fsynced) and returns its name.
+fn write_temp(path: &Path, text: &str) -> Result<PathBuf, EscrowError> {
     let tmp = with_suffix(path, &format!(".tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -328,17 +386,36 @@ fn write_whole(path: &Path, text: &str) -> Result<(), EscrowError> {
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
+        f.sync_all()
+    })();
+    match result {
+        Ok(()) => Ok(tmp),
+        Err(source) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(EscrowError::Write {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    }
+}
+
+/// Renames the temporary file over `path` and fsyncs the directory.
+fn commit(tmp: &Path, path: &Path) -> Result<(), EscrowError> {
+    let result = (|| {
+        std::fs::rename(tmp, path)?;
         if let Some(dir) = path.parent() {
             std::fs::File::open(dir)?.sync_all()?;
         }
         Ok(())
     })();
     if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp);
     }
-    result.map_err(err)
+    result.map_err(|source| EscrowError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -366,7 +443,7 @@ mod tests {
     #[test]
     fn create_then_recover_on_a_new_box_gives_back_the_key_byte_for_byte() {
         let (dir, paths, key) = setup();
-        let created = create(&paths, "hint", 1_700_000_500).unwrap();
+        let created = create(&paths, "hint", 1_700_000_500, &mut |_| Ok(())).unwrap();
         assert_eq!(
             std::fs::metadata(&paths.blob).unwrap().mode() & 0o777,
             0o600
@@ -391,9 +468,9 @@ mod tests {
     #[test]
     fn create_refuses_when_an_escrow_exists() {
         let (_dir, paths, _) = setup();
-        create(&paths, "hint", 0).unwrap();
+        create(&paths, "hint", 0, &mut |_| Ok(())).unwrap();
         let before = std::fs::read(&paths.blob).unwrap();
-        let e = create(&paths, "hint", 0).unwrap_err();
+        let e = create(&paths, "hint", 0, &mut |_| Ok(())).unwrap_err();
         assert!(matches!(e, EscrowError::Exists(_)), "{e}");
         assert_eq!(std::fs::read(&paths.blob).unwrap(), before);
     }
@@ -401,8 +478,8 @@ mod tests {
     #[test]
     fn rotate_gives_a_new_code_and_the_old_one_no_longer_opens_it() {
         let (dir, paths, key) = setup();
-        let first = create(&paths, "hint", 0).unwrap();
-        let second = rotate(&paths, "hint", 10).unwrap();
+        let first = create(&paths, "hint", 0, &mut |_| Ok(())).unwrap();
+        let second = rotate(&paths, "hint", 10, &mut |_| Ok(())).unwrap();
         assert_ne!(first.code.passphrase(), second.code.passphrase());
         assert_eq!(second.blob.fingerprint, Some(key.fingerprint()));
         let target = dir.path().join("other.enc");
@@ -415,11 +492,11 @@ mod tests {
     #[test]
     fn rotate_refuses_when_the_live_key_changed_since_the_escrow() {
         let (_dir, paths, _) = setup();
-        create(&paths, "hint", 0).unwrap();
+        create(&paths, "hint", 0, &mut |_| Ok(())).unwrap();
         let before = std::fs::read(&paths.blob).unwrap();
         let other = PbsKey::from_bytes([7; 32], 0);
         std::fs::write(&paths.live_key, key_file_text(&other.to_plain(0))).unwrap();
-        let e = rotate(&paths, "hint", 0).unwrap_err();
+        let e = rotate(&paths, "hint", 0, &mut |_| Ok(())).unwrap_err();
         assert!(matches!(e, EscrowError::KeyChanged { .. }), "{e}");
         assert_eq!(std::fs::read(&paths.blob).unwrap(), before);
     }
@@ -427,7 +504,7 @@ mod tests {
     #[test]
     fn recover_keeps_another_present_key_unless_told_to_replace_it() {
         let (dir, paths, key) = setup();
-        let created = create(&paths, "hint", 0).unwrap();
+        let created = create(&paths, "hint", 0, &mut |_| Ok(())).unwrap();
         let target = dir.path().join("t.enc");
         let other = PbsKey::from_bytes([7; 32], 0);
         std::fs::write(&target, key_file_text(&other.to_plain(0))).unwrap();
@@ -444,12 +521,49 @@ mod tests {
         );
         let old = KeyConfig::parse(&std::fs::read_to_string(kept).unwrap()).unwrap();
         assert_eq!(PbsKey::from_plain(&old).unwrap().bytes(), other.bytes());
+        // A second replace keeps that `.old` too: it may be the only copy of an older key.
+        let third = PbsKey::from_bytes([8; 32], 0);
+        std::fs::write(&target, key_file_text(&third.to_plain(0))).unwrap();
+        let done = recover(&paths.blob, &created.code, &target, None, true, 0).unwrap();
+        let kept2 = dir.path().join("t.enc.old.1");
+        assert!(matches!(done, Installed::Replaced { ref kept_as, .. } if *kept_as == kept2));
+        let old = KeyConfig::parse(&std::fs::read_to_string(dir.path().join("t.enc.old")).unwrap())
+            .unwrap();
+        assert_eq!(PbsKey::from_plain(&old).unwrap().bytes(), other.bytes());
+    }
+
+    #[test]
+    fn a_code_that_cannot_be_shown_leaves_no_escrow() {
+        let (_dir, paths, _) = setup();
+        let e = create(&paths, "hint", 0, &mut |_| {
+            Err(std::io::Error::other("stdout closed"))
+        })
+        .unwrap_err();
+        assert!(matches!(e, EscrowError::NotShown(_)), "{e}");
+        assert!(!paths.blob.exists());
+        assert_eq!(
+            std::fs::read_dir(paths.blob.parent().unwrap())
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn rotate_keeps_an_escrow_that_names_no_key() {
+        let (_dir, paths, _) = setup();
+        create(&paths, "hint", 0, &mut |_| Ok(())).unwrap();
+        let mut blob = KeyConfig::parse(&std::fs::read_to_string(&paths.blob).unwrap()).unwrap();
+        blob.fingerprint = None;
+        std::fs::write(&paths.blob, key_file_text(&blob)).unwrap();
+        let e = rotate(&paths, "hint", 0, &mut |_| Ok(())).unwrap_err();
+        assert!(matches!(e, EscrowError::Unidentified(_)), "{e}");
     }
 
     #[test]
     fn recover_twice_changes_nothing_the_second_time() {
         let (_dir, paths, key) = setup();
-        let created = create(&paths, "hint", 0).unwrap();
+        let created = create(&paths, "hint", 0, &mut |_| Ok(())).unwrap();
         let before = std::fs::read(&paths.live_key).unwrap();
         let done = recover(&paths.blob, &created.code, &paths.live_key, None, false, 5).unwrap();
         assert_eq!(done, Installed::AlreadyThere(key.fingerprint()));
@@ -459,7 +573,7 @@ mod tests {
     #[test]
     fn recover_refuses_an_escrow_of_another_key() {
         let (dir, paths, _) = setup();
-        let created = create(&paths, "hint", 0).unwrap();
+        let created = create(&paths, "hint", 0, &mut |_| Ok(())).unwrap();
         let target = dir.path().join("t.enc");
         let e = recover(
             &paths.blob,
@@ -480,7 +594,7 @@ mod tests {
         let s = status(&paths);
         assert!(s.blob.unwrap().is_none());
         assert_eq!(s.live.unwrap(), Some(key.fingerprint()));
-        create(&paths, "hint", 77).unwrap();
+        create(&paths, "hint", 77, &mut |_| Ok(())).unwrap();
         let blob = status(&paths).blob.unwrap().unwrap();
         assert_eq!(blob.fingerprint, Some(key.fingerprint()));
         assert_eq!(blob.modified, 77);

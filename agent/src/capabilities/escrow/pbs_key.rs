@@ -237,6 +237,13 @@ fn derive(kdf: &Kdf, passphrase: &[u8]) -> Result<Zeroizing<[u8; 32]>, KeyError>
                     "scrypt n = {n}, r = {r}, p = {p} needs more than PBS's 1025 MiB"
                 )));
             }
+            // PBS writes p = 1; a large p costs CPU without memory, so it is bounded too (a
+            // crafted escrow must not make `recover` run for days).
+            if *p == 0 || *p > 16 || n.saturating_mul(*r).saturating_mul(*p) > 1 << 26 {
+                return Err(KeyError::KdfParams(format!(
+                    "scrypt n = {n}, r = {r}, p = {p} costs more than recovery allows (p <= 16, n*r*p <= 2^26)"
+                )));
+            }
             let log_n = u8::try_from(n.trailing_zeros()).unwrap_or(u8::MAX);
             let bad = |e: &dyn std::fmt::Display| KeyError::KdfParams(format!("scrypt: {e}"));
             let params = scrypt::Params::new(
@@ -351,6 +358,22 @@ mod tests {
         });
         let e = PbsKey::unwrap(&wrapped, b"passphrase").unwrap_err();
         assert!(e.to_string().contains("1025 MiB"), "{e}");
+    }
+
+    #[test]
+    fn scrypt_parameters_costing_days_of_cpu_are_refused() {
+        let mut wrapped = counting_key().wrap(b"passphrase", None, 0).unwrap();
+        wrapped.kdf = Some(Kdf::Scrypt {
+            n: 1 << 19,
+            r: 8,
+            p: 525_000,
+            salt: vec![0; 32],
+        });
+        let e = PbsKey::unwrap(&wrapped, b"passphrase").unwrap_err();
+        assert!(
+            e.to_string().contains("costs more than recovery allows"),
+            "{e}"
+        );
     }
 
     #[test]

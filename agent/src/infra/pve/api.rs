@@ -222,10 +222,10 @@ impl PveClient {
         self.get("/storage", vec![]).await
     }
 
-    /// `POST /storage`: adds an encrypted `pbs` storage. PVE makes its client key
-    /// (`encryption-key autogen`: `/etc/pve/priv/storage/<id>.enc`, storage.cfg keeps the
-    /// fingerprint) and keeps the password in `<id>.pw`; the answer, which carries the new key
-    /// once, is dropped unread.
+    /// `POST /storage`: adds an encrypted `pbs` storage with the given client key, or one PVE
+    /// makes (`encryption-key autogen`); PVE keeps it in `/etc/pve/priv/storage/<id>.enc`,
+    /// storage.cfg its fingerprint, the password in `<id>.pw`. The answer, which carries the
+    /// key once, is dropped unread.
     pub async fn add_pbs_storage(&self, req: &PbsStorageRequest) -> Result<(), PveError> {
         use secrecy::ExposeSecret as _;
         let mut form: Params = vec![
@@ -236,7 +236,12 @@ impl PveClient {
             ("username", req.username.clone()),
             ("password", req.password.expose_secret().to_owned()),
             ("fingerprint", req.fingerprint.clone()),
-            ("encryption-key", "autogen".into()),
+            (
+                "encryption-key",
+                req.encryption_key
+                    .as_ref()
+                    .map_or_else(|| "autogen".to_owned(), |k| k.as_str().to_owned()),
+            ),
             ("content", "backup".into()),
         ];
         if let Some(port) = req.port {
@@ -579,6 +584,9 @@ pub struct PbsStorageRequest {
     pub password: secrecy::SecretString,
     /// SHA-256 of the PBS certificate (`aa:bb:…`).
     pub fingerprint: String,
+    /// The key-file JSON to use (a key already on this host, e.g. recovered from the escrow);
+    /// `None`: PVE makes a new one (`autogen`, which would move an existing key file aside).
+    pub encryption_key: Option<zeroize::Zeroizing<String>>,
 }
 
 impl std::fmt::Debug for PbsStorageRequest {
