@@ -8,8 +8,8 @@
 //!
 //! It holds no tokens and decides no authorization — the agent maps a token to its guest and
 //! answers UNAUTHENTICATED / PERMISSION_DENIED — so it can run inside the agent process (the
-//! default; the agent depends on this crate, and calls its LocalApi service in process with
-//! [`in_process`]) or as its own process (`felhom-localapi-gateway`, over the agent's LocalApi
+//! default; the agent depends on this crate, and calls its LocalApi service's methods directly
+//! with [`in_process`]) or as its own process (`felhom-localapi-gateway`, over the agent's LocalApi
 //! socket with [`connect_unix`]). What it does decide is resource use: body size, timeouts,
 //! connection cap, per-token rate limit (see [`Limits`]).
 //!

@@ -335,7 +335,7 @@ async fn start_gateway(config: &Config, ctx: &AgentContext) -> Result<(), Daemon
     gateway_config.limits = settings.limits.clone();
     // Embedded: the gateway calls the LocalApi service in this process (the same service, and
     // so the same authentication and answers, as on localapi.sock, without the socket hop).
-    let client = in_process(grpc::local_api_server(ctx.capabilities.clone()));
+    let client = in_process(grpc::local_api_service(ctx.capabilities.clone()));
     let gateway = Gateway::start(gateway_config, client)
         .await
         .map_err(DaemonError::Gateway)?;

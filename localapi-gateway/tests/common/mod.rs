@@ -449,10 +449,7 @@ impl Harness {
     /// [`Harness::with_limits`] with the gateway calling the fake LocalApi service in process
     /// (as when embedded in the agent) instead of over its socket.
     pub async fn in_process_with_limits(limits: Limits) -> Self {
-        Self::serving(limits, |agent| {
-            in_process(LocalApiServer::new(agent.fake.clone()))
-        })
-        .await
+        Self::serving(limits, |agent| in_process(agent.fake.clone())).await
     }
 
     pub fn fake(&self) -> &Fake {

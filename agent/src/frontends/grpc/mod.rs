@@ -4,7 +4,7 @@
 //! - the operators' `Agent` service on `agent.sock` (0660, operator group);
 //! - the guests' `LocalApi` on `localapi.sock` (0600, the agent user; or 0660 with a configured
 //!   gateway group for a standalone gateway), which only a standalone local-API gateway calls;
-//!   the embedded one calls the same service in process ([`local_api_server`]).
+//!   the embedded one calls the same service's methods in process ([`local_api_service`]).
 //!
 //! Who may connect is decided by each socket's owner, group and mode; neither server answers
 //! the other's methods (UNIMPLEMENTED), so an operator cannot act as a guest.
@@ -94,10 +94,14 @@ pub async fn serve_agent(
         .map_err(ServeError::Transport)
 }
 
-/// The guests' `LocalApi` service, as served on the LocalApi socket; the embedded gateway
-/// calls it in process.
+/// The guests' `LocalApi` service, as served on the LocalApi socket.
 pub fn local_api_server(caps: Arc<Capabilities>) -> LocalApiServer<LocalApiService> {
-    LocalApiServer::new(LocalApiService::new(caps))
+    LocalApiServer::new(local_api_service(caps))
+}
+
+/// The guests' `LocalApi` service itself (the embedded gateway calls it directly).
+pub fn local_api_service(caps: Arc<Capabilities>) -> LocalApiService {
+    LocalApiService::new(caps)
 }
 
 /// Serves the guests' `LocalApi` service on `listener` until `shutdown` resolves, then writes
