@@ -42,20 +42,30 @@ pub(crate) struct Sim {
 
 /// The stand-in `pct` with `args` (without the program name).
 pub fn pct_main(args: &[String]) -> ExitCode {
+    block_on_cli("felhom-sim-pct", "felhom-sim-pct: ", run(args))
+}
+
+/// Runs a stand-in's `main` on a current-thread runtime: its exit status, or 255 with the
+/// error (after `error_prefix`) on stderr, as the PVE CLIs end.
+pub(crate) fn block_on_cli(
+    program: &str,
+    error_prefix: &str,
+    main: impl std::future::Future<Output = anyhow::Result<u8>>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("felhom-sim-pct: cannot start the async runtime: {e}");
+            eprintln!("{program}: cannot start the async runtime: {e}");
             return ExitCode::from(FAILED);
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(main) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("felhom-sim-pct: {e:#}");
+            eprintln!("{error_prefix}{e:#}");
             ExitCode::from(FAILED)
         }
     }

@@ -37,23 +37,7 @@ const FAILED: u8 = 255;
 
 /// The stand-in `pveum` with `args` (without the program name).
 pub fn pveum_main(args: &[String]) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("felhom-sim-pveum: cannot start the async runtime: {e}");
-            return ExitCode::from(FAILED);
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("{e:#}");
-            ExitCode::from(FAILED)
-        }
-    }
+    crate::sim_pct::block_on_cli("felhom-sim-pveum", "", run(args))
 }
 
 /// One API call a command line stands for.

@@ -20,7 +20,6 @@
 //! Limits: the PBS-side user, token and their `DatastoreBackup` ACLs live on the PBS host and
 //! are not made here; the summary says so.
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -191,18 +190,8 @@ struct Pveum<'a>(&'a Path);
 
 impl Pveum<'_> {
     fn run(&self, step: &'static str, args: &[&str]) -> Result<String, StepFailed> {
-        let out = Command::new(self.0)
-            .args(args)
-            .output()
-            .map_err(|e| failed(step, format!("cannot run {}: {e}", self.0.display())))?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-            return Err(failed(
-                step,
-                format!("`pveum {}` failed: {err}", args.join(" ")),
-            ));
-        }
-        String::from_utf8(out.stdout).map_err(|_| failed(step, "pveum printed non-UTF-8"))
+        self.try_run(step, args)?
+            .map_err(|err| failed(step, format!("`pveum {}` failed: {err}", args.join(" "))))
     }
 
     /// Like [`Self::run`], but a failure is returned as its error text.
@@ -754,24 +743,11 @@ fn escrow(args: &EnrollArgs, storage: &str, node: &str) -> Result<(), StepFailed
     Ok(())
 }
 
-/// Writes `text` whole (temporary file, rename) with `mode`, creating the directory.
+/// Writes `text` whole with `mode`, creating the directory.
 fn write_file(step: &'static str, path: &Path, text: &str, mode: u32) -> Result<(), StepFailed> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let err = |e: std::io::Error| failed(step, format!("cannot write {}: {e}", path.display()));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let tmp = PathBuf::from(format!("{}.tmp-{}", path.display(), std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    crate::infra::whole_file::write(path, text, mode).map_err(err)
 }

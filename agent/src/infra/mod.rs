@@ -8,6 +8,7 @@
 //! - [`queue`]: the per-guest work queue (one mutation at a time per guest).
 //! - [`journaled`]: the journaled-operation engine (resumable or compensated multi-step work).
 //! - [`secret_file`]: reading a token or key only from a file no one but the agent can read.
+//! - [`whole_file`]: writing a file whole (temporary file, fsync, rename).
 
 pub mod helper;
 pub mod journaled;
@@ -17,3 +18,4 @@ pub mod pve;
 pub mod queue;
 pub mod secret_file;
 pub mod state;
+pub mod whole_file;

@@ -252,33 +252,20 @@ impl World {
         sid: &str,
         key: Option<&crate::pbs::PbsKey>,
     ) -> Result<(), String> {
-        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-        let Some(path) = self.key_path(sid) else {
-            return Ok(());
-        };
-        let err = |e: std::io::Error| format!("{}: {e}", path.display());
+        let name = format!("{sid}.enc");
         match key {
-            Some(k) => {
-                let dir = path.parent().unwrap_or(&path);
-                std::fs::create_dir_all(dir).map_err(err)?;
-                for d in [dir, dir.parent().unwrap_or(dir)] {
-                    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
-                        .map_err(err)?;
+            Some(k) => self.write_priv_file(&name, &format!("{}\n", k.to_json())),
+            None => {
+                let Some(path) = self.key_path(sid) else {
+                    return Ok(());
+                };
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        Err(format!("{}: {e}", path.display()))
+                    }
+                    _ => Ok(()),
                 }
-                let _ = std::fs::remove_file(&path);
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(err)?;
-                std::io::Write::write_all(&mut f, format!("{}\n", k.to_json()).as_bytes())
-                    .map_err(err)
             }
-            None => match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(err(e)),
-                _ => Ok(()),
-            },
         }
     }
 
@@ -295,16 +282,20 @@ impl World {
         }
     }
 
-    /// Writes `priv/storage/<name>` (0600) when the simulator keeps a private directory.
+    /// Writes `priv/storage/<name>` (0600, in 0700 directories) when the simulator keeps a
+    /// private directory.
     pub(crate) fn write_priv_file(&self, name: &str, text: &str) -> Result<(), String> {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let Some(dir) = &self.priv_dir else {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let Some(priv_dir) = &self.priv_dir else {
             return Ok(());
         };
-        let dir = dir.join("storage");
+        let dir = priv_dir.join("storage");
         let path = dir.join(name);
         let err = |e: std::io::Error| format!("{}: {e}", path.display());
         std::fs::create_dir_all(&dir).map_err(err)?;
+        for d in [priv_dir, &dir] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+        }
         let _ = std::fs::remove_file(&path);
         let mut f = std::fs::OpenOptions::new()
             .write(true)

@@ -8,13 +8,13 @@
 //! is ever deleted: a replaced key file is kept beside the new one as `<name>.old`, as PVE's own
 //! `encryption-key autogen` does.
 
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use super::key_config::{KeyConfig, KeyConfigError, KeyFingerprint};
 use super::pbs_key::{KeyError, PbsKey};
 use super::recovery_code::{CodeError, RecoveryCode};
+use crate::infra::whole_file;
 
 /// Where one storage's keys live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -375,44 +375,17 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Writes `text` to a 0600 temporary file beside `path` (fsynced) and returns its name.
+/// Writes `text` to a 0600 temporary file beside `path` and returns its name.
 fn write_temp(path: &Path, text: &str) -> Result<PathBuf, EscrowError> {
-    let tmp = with_suffix(path, &format!(".tmp-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()
-    })();
-    match result {
-        Ok(()) => Ok(tmp),
-        Err(source) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(EscrowError::Write {
-                path: path.to_owned(),
-                source,
-            })
-        }
-    }
+    whole_file::write_temp(path, text, 0o600).map_err(|source| EscrowError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
 
-/// Renames the temporary file over `path` and fsyncs the directory.
+/// Puts the temporary file in place of `path`.
 fn commit(tmp: &Path, path: &Path) -> Result<(), EscrowError> {
-    let result = (|| {
-        std::fs::rename(tmp, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(tmp);
-    }
-    result.map_err(|source| EscrowError::Write {
+    whole_file::commit(tmp, path).map_err(|source| EscrowError::Write {
         path: path.to_owned(),
         source,
     })
